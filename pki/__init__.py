@@ -1,0 +1,1 @@
+"""Certificate authority for camera-agent (`camera-pki`)."""

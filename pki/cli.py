@@ -1,0 +1,174 @@
+"""`camera-pki`: create and manage the certificate chain for broker, agents and operators."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import secrets
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from agent.atomicfile import write_atomic
+from pki.authority import (
+    CertificateAuthority,
+    KeyType,
+    PkiError,
+    Role,
+)
+
+CRL_WARNING_DAYS = 30
+
+
+def _cmd_init(args: argparse.Namespace) -> int:
+    ca = CertificateAuthority(args.dir)
+    created = ca.init(
+        server_dns=args.server_dns,
+        server_ips=args.server_ip,
+        key_type=KeyType(args.key_type),
+        base_topic=args.base_topic,
+        force=args.force,
+    )
+    if not created:
+        print(f"{args.dir}: a PKI exists already; nothing changed (use --force to replace it)")
+        return 0
+    print(f"created Root CA, Intermediate CA, broker certificate and clients agent, operator in {args.dir}")
+    return 0
+
+
+def _cmd_issue(args: argparse.Namespace) -> int:
+    ca = CertificateAuthority(args.dir)
+    identity = ca.issue(
+        args.name,
+        Role(args.role),
+        camera=args.camera,
+        base_topic=args.base_topic,
+        days=args.days,
+    )
+    where = ca.paths.client_dir(args.name)
+    print(f"issued {identity.role} certificate {identity.name} (serial {identity.serial:x}) in {where}")
+    if args.p12:
+        password = _p12_password(args.p12_password_file)
+        bundle = ca.export_p12(args.name, password)
+        if args.p12_password_file is None:
+            secret_file = bundle.with_name("bundle.p12.password")
+            write_atomic(secret_file, password + b"\n", 0o600)
+            print(f"wrote {bundle}; its password is in {secret_file}")
+        else:
+            print(f"wrote {bundle}")
+    print("reload the broker to apply the new ACL: kill -HUP $(pidof mosquitto)")
+    return 0
+
+
+def _p12_password(password_file: Path | None) -> bytes:
+    if password_file is None:
+        return secrets.token_urlsafe(18).encode()
+    password = password_file.read_bytes().strip()
+    if not password:
+        raise PkiError(f"{password_file} is empty; a PKCS#12 bundle needs a password")
+    return password
+
+
+def _cmd_revoke(args: argparse.Namespace) -> int:
+    identity = CertificateAuthority(args.dir).revoke(args.name)
+    print(f"revoked {identity.name} (serial {identity.serial:x}); rewrote crl.pem and the ACL")
+    print("restart the broker so that it loads the new CRL")
+    return 0
+
+
+def _cmd_crl(args: argparse.Namespace) -> int:
+    ca = CertificateAuthority(args.dir)
+    ca.refresh_crl()
+    print(f"re-signed {ca.paths.crl}; next update {ca.crl_next_update()}")
+    return 0
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    ca = CertificateAuthority(args.dir)
+    registry = ca.load_registry()
+    now = dt.datetime.now(dt.UTC)
+    rows = [("NAME", "ROLE", "CAMERA", "TOPIC BASE", "SERIAL", "EXPIRES", "STATUS")]
+    for i in registry.identities:
+        rows.append(
+            (
+                i.name,
+                str(i.role),
+                i.camera or "-",
+                i.base_topic or "(all cameras)",
+                f"{i.serial:x}",
+                i.not_after[:10],
+                i.status(now),
+            )
+        )
+    widths = [max(len(row[c]) for row in rows) for c in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    next_update = ca.crl_next_update()
+    if next_update is not None and next_update - now < dt.timedelta(days=CRL_WARNING_DAYS):
+        print(
+            f"warning: the CRL expires {next_update:%Y-%m-%d}; after that the broker refuses every "
+            f"client. Run `camera-pki crl {args.dir}` and restart the broker.",
+            file=sys.stderr,
+        )
+    return 0
+
+
+def _cmd_acl(args: argparse.Namespace) -> int:
+    print(CertificateAuthority(args.dir).paths.acl.read_text(), end="")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="camera-pki", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def command(name: str, handler: Callable[[argparse.Namespace], int], help_: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_, description=help_)
+        p.add_argument("dir", type=Path, help="the PKI directory")
+        p.set_defaults(handler=handler)
+        return p
+
+    init = command("init", _cmd_init, "create Root CA, Intermediate CA, broker and client certificates")
+    init.add_argument("--server-dns", action="append", default=[], metavar="NAME",
+                      help="extra DNS name for the broker certificate (repeatable)")
+    init.add_argument("--server-ip", action="append", default=[], metavar="IP",
+                      help="extra IP address for the broker certificate (repeatable)")
+    init.add_argument("--key-type", choices=[k.value for k in KeyType], default=KeyType.ECDSA.value,
+                      help="ECDSA P-256 (default) or RSA 3072")
+    init.add_argument("--base-topic", default="camera", help="topic base of the `agent` identity")
+    init.add_argument("--force", action="store_true", help="replace an existing PKI (all certificates)")
+
+    issue = command("issue", _cmd_issue, "issue another client certificate")
+    issue.add_argument("name", help="identity name (CN, MQTT username): [a-z0-9][a-z0-9_-]*")
+    issue.add_argument("--role", required=True, choices=[r.value for r in Role])
+    issue.add_argument("--camera", help="limit to one camera; an agent's topic base becomes camera/ID")
+    issue.add_argument("--base-topic", help="explicit topic base (overrides the one --camera implies)")
+    issue.add_argument("--days", type=int, default=825, help="validity in days (default 825)")
+    issue.add_argument("--p12", action="store_true", help="also write a password-protected PKCS#12")
+    issue.add_argument("--p12-password-file", type=Path,
+                       help="read the PKCS#12 password from this file instead of generating one")
+
+    revoke = command("revoke", _cmd_revoke, "revoke a client certificate and rewrite crl.pem")
+    revoke.add_argument("name")
+    command("list", _cmd_list, "show every certificate with role, serial, expiry and status")
+    command("crl", _cmd_crl, "re-sign the CRL with a fresh next-update date")
+    command("acl", _cmd_acl, "print the Mosquitto ACL rendered from the identities")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    os.umask(0o022)
+    try:
+        return int(args.handler(args))
+    except PkiError as err:
+        print(f"camera-pki: error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:
+        print(f"camera-pki: error: {err}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
