@@ -22,7 +22,7 @@ def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
-        os.chmod(tmp, mode)  # the umask may have narrowed the mode given to open()
+        tmp.chmod(mode)  # the umask may have narrowed the mode given to open()
         tmp.replace(path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

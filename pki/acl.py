@@ -50,7 +50,9 @@ def render_acl(identities: Sequence[Identity]) -> str:
     rules_for = {"agent": _agent_rules, "operator": _operator_rules, "viewer": _viewer_rules}
     for identity in active:
         bases: Iterable[str] = [identity.base_topic] if identity.base_topic else camera_bases
-        lines.append(f"# {identity.role}" + (f" of camera {identity.camera}" if identity.camera else ""))
+        lines.append(
+            f"# {identity.role}" + (f" of camera {identity.camera}" if identity.camera else "")
+        )
         lines.append(f"user {identity.name}")
         for base in bases:
             lines.extend(rules_for[identity.role](base))

@@ -5,7 +5,7 @@ Layout of a PKI directory (external tools and the pod's mounts rely on it)::
     DIR/ca_chain.pem             intermediate + root: what the broker and clients trust
     DIR/crl.pem                  revocation list, issued by the intermediate
     DIR/identities.json          every issued certificate with its role (renders the ACL)
-    DIR/ca/root.pem, root.key    Root CA (path length 1); the key is only used to sign the intermediate
+    DIR/ca/root.pem, root.key    Root CA (path length 1); its key only signs the intermediate
     DIR/ca/intermediate.pem, .key Intermediate CA (path length 0); signs everything else
     DIR/server/cert.pem, key.pem the broker's certificate (leaf + intermediate), serverAuth only
     DIR/server/acl               the Mosquitto ACL rendered from identities.json
@@ -44,7 +44,9 @@ DEFAULT_BASE_TOPIC = "camera"
 
 ROOT_DAYS = 3650
 INTERMEDIATE_DAYS = 1825
-LEAF_DAYS = 825  # the CA/Browser Forum's historical cap; long enough for devices, short enough to rotate
+LEAF_DAYS = (
+    825  # the CA/Browser Forum's historical cap; long enough for devices, short enough to rotate
+)
 # OpenSSL refuses every client once the CRL is past its next-update date, so it must outlive the
 # gaps between `camera-pki crl` runs by a wide margin. `camera-pki list` warns 30 days ahead.
 CRL_DAYS = 365
@@ -451,7 +453,9 @@ class CertificateAuthority:
             self._leaf_builder(issuer, name, str(role), key, start, days)
             .add_extension(_leaf_key_usage(registry.key_type), critical=True)
             # clientAuth only: a stolen client key cannot impersonate the broker.
-            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False),
+            .add_extension(
+                x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False
+            ),
             issuer.key,
         )
         directory = self.paths.client_dir(name)
@@ -469,7 +473,7 @@ class CertificateAuthority:
         return identity
 
     def export_p12(self, name: str, password: bytes) -> Path:
-        """Write a password-protected PKCS#12 bundle (key, certificate, CA chain) for mobile apps."""
+        """Write a password-protected PKCS#12 (key, certificate, CA chain) for mobile apps."""
         directory = self.paths.client_dir(name)
         key = serialization.load_pem_private_key((directory / "key.pem").read_bytes(), None)
         certs = x509.load_pem_x509_certificates((directory / "cert.pem").read_bytes())
@@ -538,7 +542,9 @@ class CertificateAuthority:
 
 
 # Topic levels the agent's contract uses under a base; a camera named like one would collide.
-RESERVED_CAMERA_IDS = frozenset({"control", "status", "state", "availability", "controls", "response"})
+RESERVED_CAMERA_IDS = frozenset(
+    {"control", "status", "state", "availability", "controls", "response"}
+)
 
 
 def validate_identity_name(name: str, what: str = "name") -> None:

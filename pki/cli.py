@@ -33,7 +33,10 @@ def _cmd_init(args: argparse.Namespace) -> int:
     if not created:
         print(f"{args.dir}: a PKI exists already; nothing changed (use --force to replace it)")
         return 0
-    print(f"created Root CA, Intermediate CA, broker certificate and clients agent, operator in {args.dir}")
+    print(
+        "created Root CA, Intermediate CA, broker certificate and clients agent, operator"
+        f" in {args.dir}"
+    )
     return 0
 
 
@@ -47,7 +50,10 @@ def _cmd_issue(args: argparse.Namespace) -> int:
         days=args.days,
     )
     where = ca.paths.client_dir(args.name)
-    print(f"issued {identity.role} certificate {identity.name} (serial {identity.serial:x}) in {where}")
+    print(
+        f"issued {identity.role} certificate {identity.name}"
+        f" (serial {identity.serial:x}) in {where}"
+    )
     if args.p12:
         password = _p12_password(args.p12_password_file)
         bundle = ca.export_p12(args.name, password)
@@ -123,31 +129,58 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="camera-pki", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    def command(name: str, handler: Callable[[argparse.Namespace], int], help_: str) -> argparse.ArgumentParser:
+    def command(
+        name: str, handler: Callable[[argparse.Namespace], int], help_: str
+    ) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_, description=help_)
         p.add_argument("dir", type=Path, help="the PKI directory")
         p.set_defaults(handler=handler)
         return p
 
-    init = command("init", _cmd_init, "create Root CA, Intermediate CA, broker and client certificates")
-    init.add_argument("--server-dns", action="append", default=[], metavar="NAME",
-                      help="extra DNS name for the broker certificate (repeatable)")
-    init.add_argument("--server-ip", action="append", default=[], metavar="IP",
-                      help="extra IP address for the broker certificate (repeatable)")
-    init.add_argument("--key-type", choices=[k.value for k in KeyType], default=KeyType.ECDSA.value,
-                      help="ECDSA P-256 (default) or RSA 3072")
+    init = command(
+        "init", _cmd_init, "create Root CA, Intermediate CA, broker and client certificates"
+    )
+    init.add_argument(
+        "--server-dns",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="extra DNS name for the broker certificate (repeatable)",
+    )
+    init.add_argument(
+        "--server-ip",
+        action="append",
+        default=[],
+        metavar="IP",
+        help="extra IP address for the broker certificate (repeatable)",
+    )
+    init.add_argument(
+        "--key-type",
+        choices=[k.value for k in KeyType],
+        default=KeyType.ECDSA.value,
+        help="ECDSA P-256 (default) or RSA 3072",
+    )
     init.add_argument("--base-topic", default="camera", help="topic base of the `agent` identity")
-    init.add_argument("--force", action="store_true", help="replace an existing PKI (all certificates)")
+    init.add_argument(
+        "--force", action="store_true", help="replace an existing PKI (all certificates)"
+    )
 
     issue = command("issue", _cmd_issue, "issue another client certificate")
     issue.add_argument("name", help="identity name (CN, MQTT username): [a-z0-9][a-z0-9_-]*")
     issue.add_argument("--role", required=True, choices=[r.value for r in Role])
-    issue.add_argument("--camera", help="limit to one camera; an agent's topic base becomes camera/ID")
-    issue.add_argument("--base-topic", help="explicit topic base (overrides the one --camera implies)")
+    issue.add_argument(
+        "--camera", help="limit to one camera; an agent's topic base becomes camera/ID"
+    )
+    issue.add_argument(
+        "--base-topic", help="explicit topic base (overrides the one --camera implies)"
+    )
     issue.add_argument("--days", type=int, default=825, help="validity in days (default 825)")
     issue.add_argument("--p12", action="store_true", help="also write a password-protected PKCS#12")
-    issue.add_argument("--p12-password-file", type=Path,
-                       help="read the PKCS#12 password from this file instead of generating one")
+    issue.add_argument(
+        "--p12-password-file",
+        type=Path,
+        help="read the PKCS#12 password from this file instead of generating one",
+    )
 
     revoke = command("revoke", _cmd_revoke, "revoke a client certificate and rewrite crl.pem")
     revoke.add_argument("name")

@@ -35,12 +35,13 @@ def render_broker_config(pki_dir: Path, data_dir: Path, port: int, host: str = "
     for line in BROKER_CONF.read_text().splitlines():
         key, _, value = line.partition(" ")
         if key == "listener":
-            line = f"listener {port} {host}"
+            out.append(f"listener {port} {host}")
         elif key == "persistence_location":
-            line = f"persistence_location {data_dir}/"
+            out.append(f"persistence_location {data_dir}/")
         elif value.startswith(CONTAINER_PKI):
-            line = f"{key} {pki_dir}{value.removeprefix(CONTAINER_PKI)}"
-        out.append(line)
+            out.append(f"{key} {pki_dir}{value.removeprefix(CONTAINER_PKI)}")
+        else:
+            out.append(line)
     out.append("user root")
     return "\n".join(out) + "\n"
 
@@ -110,7 +111,8 @@ class Broker:
 
     def reload(self) -> None:
         """SIGHUP: Mosquitto re-reads its config and the ACL file."""
-        assert self.process is not None
+        if self.process is None:
+            raise RuntimeError("the broker is not running")
         self.process.send_signal(signal.SIGHUP)
 
     def log_text(self) -> str:
@@ -133,9 +135,9 @@ def agent_config_toml(
 [mqtt]
 host = "127.0.0.1"
 port = {broker_port}
-ca = "{pki_dir / 'ca_chain.pem'}"
-cert = "{client_dir / 'cert.pem'}"
-key = "{client_dir / 'key.pem'}"
+ca = "{pki_dir / "ca_chain.pem"}"
+cert = "{client_dir / "cert.pem"}"
+key = "{client_dir / "key.pem"}"
 base_topic = "{base_topic}"
 
 [camera]
@@ -143,8 +145,8 @@ id = "{camera_id}"
 backend = "testsrc"
 
 [storage]
-captures_dir = "{state_root / 'captures'}"
-state_dir = "{state_root / 'state'}"
+captures_dir = "{state_root / "captures"}"
+state_dir = "{state_root / "state"}"
 """
 
 

@@ -1,0 +1,45 @@
+"""`camera-agent`: run the agent."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from agent import __version__
+from agent.app import run_agent
+from agent.config import load_config
+from agent.errors import ConfigError
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="camera-agent", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"camera-agent {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="connect to the broker and serve the camera")
+    run.add_argument("--config", type=Path, help="TOML config file (environment overrides it)")
+    args = parser.parse_args(argv)
+
+    try:
+        config = load_config(args.config)
+    except ConfigError as err:
+        print(f"camera-agent: {err}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=config.log.level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        asyncio.run(run_agent(config))
+    except ConfigError as err:
+        logging.getLogger("agent").error("%s", err)  # noqa: TRY400 - a config error needs no traceback
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Camera backends: one module per camera stack, all behind `CameraBackend`."""

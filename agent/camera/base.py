@@ -1,0 +1,126 @@
+"""The interface every camera backend implements, and the descriptors of its controls.
+
+A control descriptor is what `BASE/controls` publishes: enough for a frontend to draw a slider,
+a switch or a menu, and for the agent to validate a change before the camera sees it.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+ControlValue = bool | int | float | str
+
+
+class ControlType(StrEnum):
+    INT = "int"
+    FLOAT = "float"
+    BOOL = "bool"
+    MENU = "menu"
+
+
+@dataclass(frozen=True)
+class MenuOption:
+    value: int | str
+    label: str
+
+
+@dataclass(frozen=True)
+class ActiveCondition:
+    """A control only takes effect while another control has a given value.
+
+    V4L2 reports this as the INACTIVE flag and libcamera through modes such as AfMode; the agent
+    models it explicitly so that it can explain a refusal and judge a whole change at once.
+    """
+
+    control: str
+    value: ControlValue
+    reason: str
+
+
+@dataclass(frozen=True)
+class ControlDescriptor:
+    name: str
+    type: ControlType
+    default: ControlValue
+    description: str = ""
+    minimum: float | None = None
+    maximum: float | None = None
+    step: float | None = None
+    unit: str | None = None
+    options: tuple[MenuOption, ...] = ()
+    read_only: bool = False
+    # True: a change recreates the encoding pipeline (size, fps, bitrate...); False: applied live.
+    restarts_stream: bool = False
+    active_if: ActiveCondition | None = None
+    aliases: tuple[str, ...] = field(default=())  # native names accepted unchanged
+
+    def inactive_reason(self, values: Mapping[str, ControlValue]) -> str | None:
+        cond = self.active_if
+        if cond is None or values.get(cond.control) == cond.value:
+            return None
+        return cond.reason
+
+    def to_json(self, values: Mapping[str, ControlValue]) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "name": self.name,
+            "type": str(self.type),
+            "min": self.minimum,
+            "max": self.maximum,
+            "step": self.step,
+            "default": self.default,
+            "value": values.get(self.name),
+            "unit": self.unit,
+            "menu": [{"value": o.value, "label": o.label} for o in self.options] or None,
+            "read_only": self.read_only,
+            "restarts_stream": self.restarts_stream,
+            "inactive": self.inactive_reason(values),
+            "aliases": list(self.aliases),
+            "description": self.description,
+        }
+        return body
+
+
+@dataclass(frozen=True)
+class AppliedChange:
+    """What a backend did with a validated change."""
+
+    values: dict[str, ControlValue]
+    restarted: bool = False
+    downtime_s: float = 0.0
+
+
+class CameraBackend(ABC):
+    """One camera stack (test pattern, picamera2, V4L2). Construction only assigns."""
+
+    name: str
+
+    @abstractmethod
+    async def start(self) -> None:
+        """Open the device and apply the initial control values."""
+
+    @abstractmethod
+    async def stop(self) -> None:
+        """Release the device; idempotent."""
+
+    @abstractmethod
+    def descriptors(self) -> Sequence[ControlDescriptor]:
+        """Every control the camera advertises, in a stable order."""
+
+    @abstractmethod
+    def values(self) -> dict[str, ControlValue]:
+        """Current value of every control."""
+
+    @abstractmethod
+    async def apply(self, values: Mapping[str, ControlValue], restart: bool) -> AppliedChange:
+        """Apply values already validated against `descriptors()`.
+
+        ``restart`` says that at least one of them needs the pipeline recreated.
+        """
+
+    def info(self) -> dict[str, Any]:
+        """Backend facts for `BASE/state` (model, device, formats...)."""
+        return {"backend": self.name}

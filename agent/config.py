@@ -1,0 +1,116 @@
+"""Configuration: a TOML file (`camera-agent run --config FILE`) plus environment variables.
+
+Every key can also be set as `CAMERA_AGENT_<SECTION>__<KEY>` (for example
+`CAMERA_AGENT_MQTT__HOST=broker`); the environment wins over the file. Unknown keys are errors.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from agent.errors import ConfigError
+
+PKI = Path("/etc/camera-agent/pki")
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class MqttSettings(Section):
+    host: str = Field("127.0.0.1", description="broker host name or address")
+    port: int = Field(8883, ge=1, le=65535, description="broker mTLS port")
+    ca: Path = Field(
+        PKI / "ca_chain.pem", description="CA chain that signed the broker certificate"
+    )
+    cert: Path = Field(PKI / "clients/agent/cert.pem", description="the agent's client certificate")
+    key: Path = Field(PKI / "clients/agent/key.pem", description="the agent's private key")
+    base_topic: str = Field(
+        "camera", pattern=r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$", description="topic base BASE"
+    )
+    keepalive_s: int = Field(30, ge=5, le=3600, description="MQTT keepalive")
+    session_expiry_s: int = Field(
+        3600, ge=0, description="how long the broker queues commands while the agent is away"
+    )
+    tcp_nodelay: bool = Field(True, description="disable Nagle's algorithm on the broker socket")
+    reconnect_min_s: float = Field(0.5, gt=0, description="first reconnect delay")
+    reconnect_max_s: float = Field(30.0, gt=0, description="reconnect delay cap")
+    max_payload_bytes: int = Field(
+        65536, ge=256, le=262144, description="larger commands are refused (payload_too_large)"
+    )
+
+
+class CameraSettings(Section):
+    id: str = Field("cam", pattern=r"^[a-z0-9][a-z0-9_-]*$", description="camera id in events")
+    backend: Literal["auto", "testsrc", "picamera2", "v4l2"] = Field(
+        "auto", description="camera stack; auto picks the first camera found, else testsrc"
+    )
+    device: str | None = Field(None, description="V4L2 device path or libcamera camera index")
+    width: int = Field(1280, ge=160, le=3840, description="frame width")
+    height: int = Field(720, ge=120, le=2160, description="frame height")
+    fps: int = Field(30, ge=1, le=60, description="frames per second")
+
+
+class StreamSettings(Section):
+    url: str = Field("rtsp://127.0.0.1:8554/cam", description="MediaMTX path the agent publishes")
+    username: str = Field("agent", description="MediaMTX publish user")
+    password: SecretStr = Field(SecretStr(""), description="MediaMTX publish password")
+
+
+class StorageSettings(Section):
+    captures_dir: Path = Field(
+        Path("/var/lib/camera-agent/captures"), description="pictures and recordings"
+    )
+    state_dir: Path = Field(Path("/var/lib/camera-agent/state"), description="persistent state")
+
+
+class LogSettings(Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="log level")
+
+
+class AgentConfig(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="CAMERA_AGENT_", env_nested_delimiter="__", extra="forbid"
+    )
+
+    mqtt: MqttSettings = MqttSettings()
+    camera: CameraSettings = CameraSettings()
+    stream: StreamSettings = StreamSettings()
+    storage: StorageSettings = StorageSettings()
+    log: LogSettings = LogSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The TOML file arrives as init arguments; the environment overrides it.
+        return (env_settings, init_settings)
+
+
+def load_config(path: Path | None) -> AgentConfig:
+    """Read the TOML file (if any) and the environment; ConfigError says what is wrong."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            data = tomllib.loads(path.read_text())
+        except OSError as err:
+            raise ConfigError(f"cannot read config file {path}: {err.strerror}") from err
+        except tomllib.TOMLDecodeError as err:
+            raise ConfigError(f"{path} is not valid TOML: {err}") from err
+    try:
+        return AgentConfig(**data)
+    except ValidationError as err:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in err.errors()
+        )
+        raise ConfigError(f"invalid configuration: {problems}") from err

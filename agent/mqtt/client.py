@@ -1,0 +1,199 @@
+"""The agent's one connection to the broker (the only module that imports aiomqtt).
+
+aiomqtt leaves reconnection to the caller (docs/reconnection.md), so `BrokerLink.run` owns the
+loop: connect, subscribe, let the application republish its retained topics, dispatch messages,
+and on any failure wait with capped exponential backoff before the next attempt. Subscriptions
+are made on every connect although the session is persistent: a broker that lost its
+persistence file would otherwise leave the agent deaf.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import ssl
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+
+import aiomqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from agent.config import MqttSettings
+
+log = logging.getLogger(__name__)
+
+# MQTT 5 reason code 0x8E: the broker closed this connection because another client connected
+# with the same client id, which here means the same certificate (use_username_as_clientid).
+SESSION_TAKEN_OVER = 0x8E
+PUBLISH_TIMEOUT_S = 10.0
+
+
+@dataclass(frozen=True)
+class InboundMessage:
+    topic: str
+    payload: bytes
+    response_topic: str | None = None
+    correlation_data: bytes | None = None
+
+
+MessageHandler = Callable[[InboundMessage], Awaitable[None]]
+ConnectedHook = Callable[[], Awaitable[None]]
+
+
+def _reason_code(err: BaseException) -> int | None:
+    """The MQTT reason code behind an aiomqtt error, following its cause chain."""
+    current: BaseException | None = err
+    while current is not None:
+        if isinstance(current, aiomqtt.MqttCodeError) and current.rc is not None:
+            rc = current.rc
+            return rc if isinstance(rc, int) else int(rc.value)
+        current = current.__cause__
+    return None
+
+
+class BrokerLink:
+    """Connects, keeps reconnecting, and publishes on behalf of the agent."""
+
+    def __init__(
+        self,
+        settings: MqttSettings,
+        tls_context: ssl.SSLContext,
+        identity: str,
+        subscriptions: Sequence[str],
+        will_topic: str,
+    ) -> None:
+        self._settings = settings
+        self._tls_context = tls_context
+        self._identity = identity
+        self._subscriptions = tuple(subscriptions)
+        self._will_topic = will_topic
+        self._client: aiomqtt.Client | None = None
+        self._ever_connected = False
+        self._down_logged = False
+        self.connected = asyncio.Event()
+
+    def _new_client(self) -> aiomqtt.Client:
+        s = self._settings
+        connect_properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        # With clean_start=False the broker keeps the session (and queues QoS 1 commands) for
+        # this long after the agent goes away, so a restart does not lose commands.
+        connect_properties.SessionExpiryInterval = s.session_expiry_s
+        options: list[tuple[int, int, int]] = []
+        if s.tcp_nodelay:
+            # Nagle + delayed ACK adds 40-90 ms to every QoS 1 round trip on an idle link.
+            options.append((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1))
+        return aiomqtt.Client(
+            s.host,
+            s.port,
+            identifier=self._identity,
+            protocol=aiomqtt.ProtocolVersion.V5,
+            clean_start=False,
+            properties=connect_properties,
+            keepalive=s.keepalive_s,
+            tls_context=self._tls_context,
+            will=aiomqtt.Will(self._will_topic, b"offline", qos=1, retain=True),
+            socket_options=options,
+            timeout=PUBLISH_TIMEOUT_S,
+        )
+
+    async def run(self, on_connected: ConnectedHook, on_message: MessageHandler) -> None:
+        """Stay connected until cancelled; ``on_connected`` runs after every (re)subscribe."""
+        delay = self._settings.reconnect_min_s
+        while True:
+            try:
+                async with self._new_client() as client:
+                    await client.subscribe([(topic, 1) for topic in self._subscriptions])
+                    self._client = client
+                    delay = self._settings.reconnect_min_s
+                    self._log_up()
+                    await on_connected()
+                    self.connected.set()
+                    async for message in client.messages:
+                        await self._dispatch(message, on_message)
+            except aiomqtt.MqttError as err:
+                delay = self._log_down(err, delay)
+            finally:
+                self._client = None
+                self.connected.clear()
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, self._settings.reconnect_max_s)
+
+    async def _dispatch(self, message: aiomqtt.Message, on_message: MessageHandler) -> None:
+        props = message.properties
+        response_topic = getattr(props, "ResponseTopic", None) if props else None
+        correlation = getattr(props, "CorrelationData", None) if props else None
+        payload = message.payload
+        inbound = InboundMessage(
+            topic=message.topic.value,
+            payload=payload if isinstance(payload, bytes) else str(payload or "").encode(),
+            response_topic=response_topic,
+            correlation_data=correlation,
+        )
+        try:
+            await on_message(inbound)
+        except Exception:
+            # The router answers every failure itself; reaching here is a bug, not a reason to
+            # drop the connection and the commands queued behind this one.
+            log.exception("unhandled error while handling a message on %s", inbound.topic)
+
+    def _log_up(self) -> None:
+        s = self._settings
+        if not self._ever_connected:
+            log.info("connected to %s:%d as %s", s.host, s.port, self._identity)
+        elif self._down_logged:
+            log.info("reconnected to %s:%d", s.host, s.port)
+        self._ever_connected = True
+        self._down_logged = False
+
+    def _log_down(self, err: aiomqtt.MqttError, delay: float) -> float:
+        """Log a lost or refused connection (once per outage); returns the next delay."""
+        if _reason_code(err) == SESSION_TAKEN_OVER:
+            # Logged every time: two agents sharing one certificate is a deployment error that
+            # must not hide behind the reconnect loop. Waiting the maximum keeps the two from
+            # taking the session from each other several times a second.
+            log.error(
+                "session taken over: another client connected with this agent's certificate "
+                "(CN=%s); each camera needs its own certificate (camera-pki issue). "
+                "Reconnecting in %.0f s.",
+                self._identity,
+                self._settings.reconnect_max_s,
+            )
+            return self._settings.reconnect_max_s
+        if not self._down_logged:
+            verb = "lost connection to" if self._ever_connected else "cannot connect to"
+            log.warning(
+                "%s broker %s:%d: %s; retrying with backoff up to %.0f s",
+                verb,
+                self._settings.host,
+                self._settings.port,
+                err,
+                self._settings.reconnect_max_s,
+            )
+            self._down_logged = True
+        return delay
+
+    async def publish(
+        self,
+        topic: str,
+        payload: bytes,
+        *,
+        retain: bool = False,
+        correlation_data: bytes | None = None,
+    ) -> bool:
+        """Publish with QoS 1; returns False (and logs) when the broker is unreachable."""
+        client = self._client
+        if client is None:
+            log.debug("not connected; dropped a message for %s", topic)
+            return False
+        properties = None
+        if correlation_data is not None:
+            properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+            properties.CorrelationData = correlation_data
+        try:
+            await client.publish(topic, payload, qos=1, retain=retain, properties=properties)
+        except (aiomqtt.MqttError, TimeoutError) as err:
+            log.warning("could not publish to %s: %s", topic, err)
+            return False
+        return True

@@ -1,0 +1,315 @@
+"""Wire formats of the MQTT contract: inbound commands and the outbound event envelope.
+
+Inbound payloads come in two forms: the original text form (`brightness 0.3`, `record 10`) and
+JSON with an optional correlation `id`. Parsing never evaluates anything: the text is split on
+white space and every value is checked against a table before any handler sees it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from agent.errors import CommandError, ErrorCode, Problem
+
+MAX_ID_LENGTH = 128
+_TIME = re.compile(r"^(?:(\d+):)?(\d{1,2}):(\d{1,2}(?:\.\d+)?)$")
+_JOB_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+@dataclass(frozen=True)
+class SettingsCommand:
+    values: dict[str, object]
+    id: str | None = None
+
+
+@dataclass(frozen=True)
+class ActionCommand:
+    action: str
+    params: dict[str, Any] = field(default_factory=dict)
+    id: str | None = None
+
+    def describe(self) -> str:
+        args = " ".join(f"{k}={v}" for k, v in self.params.items() if v is not None)
+        return f"{self.action} {args}".strip()
+
+
+def decode_payload(payload: bytes, limit: int) -> str:
+    if len(payload) > limit:
+        raise CommandError(
+            ErrorCode.PAYLOAD_TOO_LARGE,
+            f"payload of {len(payload)} bytes exceeds the {limit}-byte limit",
+        )
+    try:
+        text = payload.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise CommandError(
+            ErrorCode.BAD_ENCODING, f"payload is not UTF-8 (byte {err.start})"
+        ) from None
+    text = text.strip()
+    if not text:
+        raise CommandError(ErrorCode.BAD_REQUEST, "empty payload")
+    return text
+
+
+def _load_json(text: str) -> dict[str, Any]:
+    try:
+        body = json.loads(text, parse_constant=_reject_constant)
+    except (ValueError, RecursionError) as err:
+        raise CommandError(ErrorCode.BAD_REQUEST, f"invalid JSON: {err}") from None
+    if not isinstance(body, dict):
+        raise CommandError(
+            ErrorCode.BAD_REQUEST, f"JSON command must be an object, not {type(body).__name__}"
+        )
+    return body
+
+
+def _reject_constant(name: str) -> object:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _take_id(body: dict[str, Any]) -> str | None:
+    raw = body.pop("id", None)
+    if raw is None:
+        return None
+    if isinstance(raw, bool) or not isinstance(raw, str | int):
+        raise CommandError(ErrorCode.BAD_REQUEST, "id must be a string or an integer")
+    text = str(raw)
+    if not text or len(text) > MAX_ID_LENGTH:
+        raise CommandError(ErrorCode.BAD_REQUEST, f"id must have 1-{MAX_ID_LENGTH} characters")
+    return text
+
+
+def peek_id(text: str) -> str | None:
+    """The id of a JSON command, if one can be read; used to correlate error answers."""
+    if not text.startswith("{"):
+        return None
+    try:
+        body = json.loads(text)
+        return _take_id(body) if isinstance(body, dict) else None
+    except (ValueError, RecursionError, CommandError):
+        return None
+
+
+def _reject_extra(body: Mapping[str, Any], what: str) -> None:
+    if body:
+        raise CommandError(
+            ErrorCode.BAD_REQUEST,
+            f"unknown field(s) in {what}: {', '.join(sorted(map(str, body)))}",
+        )
+
+
+# -- settings -------------------------------------------------------------------------------
+
+
+def parse_settings(text: str) -> SettingsCommand:
+    if text.startswith("{"):
+        body = _load_json(text)
+        command_id = _take_id(body)
+        values = body.pop("set", None)
+        _reject_extra(body, "settings command (expected 'id' and 'set')")
+        if not isinstance(values, dict) or not values:
+            raise CommandError(
+                ErrorCode.BAD_REQUEST, "'set' must be a non-empty object of control: value"
+            )
+        bad_types = [
+            Problem(
+                name, ErrorCode.INVALID_VALUE, f"{name}: value must be a number, boolean or string"
+            )
+            for name, value in values.items()
+            if not isinstance(value, bool | int | float | str)
+        ]
+        if bad_types:
+            raise CommandError(ErrorCode.INVALID_VALUE, "; ".join(p.detail for p in bad_types))
+        return SettingsCommand(values=dict(values), id=command_id)
+    parts = text.split()
+    if len(parts) != 2:
+        raise CommandError(
+            ErrorCode.BAD_REQUEST,
+            "expected '<control> <value>' (for example 'brightness 0.3') or JSON {\"set\": {...}}",
+        )
+    return SettingsCommand(values={parts[0]: parts[1]})
+
+
+# -- actions --------------------------------------------------------------------------------
+
+
+def parse_seconds(raw: object, what: str, *, allow_zero: bool = False) -> float:
+    """Seconds as a number, a numeric string, or HH:MM:SS.mmm / MM:SS.mmm."""
+    if isinstance(raw, bool):
+        raise CommandError(ErrorCode.INVALID_ARGUMENT, f"{what} must be seconds, not {raw}")
+    value: float | None = None
+    if isinstance(raw, int | float):
+        value = float(raw)
+    elif isinstance(raw, str):
+        match = _TIME.match(raw.strip())
+        if match:
+            hours, minutes, seconds = match.groups()
+            value = int(hours or 0) * 3600 + int(minutes) * 60 + float(seconds)
+        else:
+            try:
+                value = float(raw)
+            except ValueError:
+                value = None
+    if value is None or not math.isfinite(value):
+        raise CommandError(
+            ErrorCode.INVALID_ARGUMENT, f"{what} must be seconds or HH:MM:SS.mmm, not {raw!r}"
+        )
+    if value < 0 or (value == 0 and not allow_zero):
+        raise CommandError(
+            ErrorCode.INVALID_ARGUMENT,
+            f"{what} must be {'>= 0' if allow_zero else '> 0'}, not {raw}",
+        )
+    return value
+
+
+def _bool(raw: object, what: str) -> bool:
+    if not isinstance(raw, bool):
+        raise CommandError(ErrorCode.INVALID_ARGUMENT, f"{what} must be true or false")
+    return raw
+
+
+def _picture(args: list[str], body: dict[str, Any]) -> dict[str, Any]:
+    if args:
+        raise CommandError(ErrorCode.INVALID_ARGUMENT, "picture takes no arguments")
+    quality = body.pop("quality", 90)
+    if isinstance(quality, bool) or not isinstance(quality, int) or not 1 <= quality <= 100:
+        raise CommandError(ErrorCode.INVALID_ARGUMENT, "quality must be an integer from 1 to 100")
+    return {"quality": quality, "sidecar": _bool(body.pop("sidecar", False), "sidecar")}
+
+
+def _record(args: list[str], body: dict[str, Any]) -> dict[str, Any]:
+    if len(args) > 1:
+        raise CommandError(ErrorCode.INVALID_ARGUMENT, "usage: record [seconds]")
+    raw = args[0] if args else body.pop("duration", None)
+    duration = None if raw is None else parse_seconds(raw, "duration")
+    preroll = parse_seconds(body.pop("preroll", 0), "preroll", allow_zero=True)
+    return {"duration": duration, "preroll": preroll}
+
+
+def _stop(args: list[str], body: dict[str, Any]) -> dict[str, Any]:
+    if len(args) > 1:
+        raise CommandError(ErrorCode.INVALID_ARGUMENT, "usage: stop [job]")
+    job = args[0] if args else body.pop("job", None)
+    if job is not None and (not isinstance(job, str) or not _JOB_ID.match(job)):
+        raise CommandError(
+            ErrorCode.INVALID_ARGUMENT, "job must be a job id (letters, digits, '_', '-')"
+        )
+    return {"job": job}
+
+
+def _trim(args: list[str], body: dict[str, Any]) -> dict[str, Any]:
+    if args and len(args) != 3:
+        raise CommandError(ErrorCode.INVALID_ARGUMENT, "usage: trim <file> <start> <end>")
+    file, start, end = (
+        args if args else (body.pop("file", None), body.pop("start", None), body.pop("end", None))
+    )
+    if not isinstance(file, str) or not file or "\x00" in file:
+        raise CommandError(ErrorCode.INVALID_ARGUMENT, "trim needs a file name")
+    if start is None or end is None:
+        raise CommandError(ErrorCode.INVALID_ARGUMENT, "trim needs a start and an end time")
+    start_s = parse_seconds(start, "start", allow_zero=True)
+    end_s = parse_seconds(end, "end")
+    if end_s <= start_s:
+        raise CommandError(
+            ErrorCode.INVALID_ARGUMENT, f"end ({end_s:g} s) must be after start ({start_s:g} s)"
+        )
+    mode = body.pop("mode", "fast")
+    if mode not in ("fast", "exact"):
+        raise CommandError(ErrorCode.INVALID_ARGUMENT, "mode must be 'fast' or 'exact'")
+    return {
+        "file": file,
+        "start": start_s,
+        "end": end_s,
+        "mode": mode,
+        "replace": _bool(body.pop("replace", False), "replace"),
+    }
+
+
+STREAM_OPS = ("start", "stop", "restart")
+
+
+def _stream(args: list[str], body: dict[str, Any]) -> dict[str, Any]:
+    if len(args) > 1:
+        raise CommandError(ErrorCode.INVALID_ARGUMENT, "usage: stream start|stop|restart")
+    op = args[0] if args else body.pop("op", None)
+    if op not in STREAM_OPS:
+        raise CommandError(ErrorCode.INVALID_ARGUMENT, "stream takes start, stop or restart")
+    return {"op": op}
+
+
+ActionParser = Callable[[list[str], dict[str, Any]], dict[str, Any]]
+ACTION_PARSERS: dict[str, ActionParser] = {
+    "picture": _picture,
+    "record": _record,
+    "stop": _stop,
+    "trim": _trim,
+    "stream": _stream,
+}
+
+
+def parse_action(text: str) -> ActionCommand:
+    if text.startswith("{"):
+        body = _load_json(text)
+        command_id = _take_id(body)
+        name = body.pop("action", None)
+        if not isinstance(name, str):
+            raise CommandError(ErrorCode.BAD_REQUEST, "JSON action needs an 'action' string")
+        args: list[str] = []
+    else:
+        command_id = None
+        name, *args = text.split()
+        body = {}
+    parser = ACTION_PARSERS.get(name.lower())
+    if parser is None:
+        raise CommandError(
+            ErrorCode.UNKNOWN_ACTION,
+            f"unknown action {name[:40]!r}; known: {', '.join(ACTION_PARSERS)}",
+        )
+    params = parser(args, body)
+    _reject_extra(body, f"{name} action")
+    return ActionCommand(action=name.lower(), params=params, id=command_id)
+
+
+# -- outbound -------------------------------------------------------------------------------
+
+
+def utc_now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def event(
+    camera: str,
+    name: str,
+    *,
+    ok: bool = True,
+    message: str = "",
+    command_id: str | None = None,
+    job: str | None = None,
+    data: Mapping[str, Any] | None = None,
+    error: CommandError | None = None,
+) -> dict[str, Any]:
+    """The envelope of every `BASE/status` message."""
+    body: dict[str, Any] = {
+        "ts": utc_now(),
+        "camera": camera,
+        "event": name,
+        "ok": ok,
+        "id": command_id,
+        "job": job,
+        "message": message,
+        "data": dict(data) if data is not None else {},
+    }
+    if error is not None:
+        body["error"] = {"code": str(error.code), "detail": error.detail}
+        problems = getattr(error, "problems", None)
+        if problems:
+            body["error"]["problems"] = [
+                {"control": p.control, "code": str(p.code), "detail": p.detail} for p in problems
+            ]
+    return body

@@ -1,0 +1,192 @@
+"""Maps inbound topics to handlers and turns every outcome into exactly one answer.
+
+As in Zigbee2MQTT's bridge, a handler's exception becomes an error answer and never ends the
+agent. Answers go to `BASE/status`, and also to the MQTT 5 Response Topic with its Correlation
+Data when the command carried one. A command that comes again with an `id` already answered
+(a QoS 1 redelivery, or a client retrying) is not executed again: the first answer is repeated.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from agent.camera.base import ControlValue
+from agent.controls import CameraControls
+from agent.errors import CommandError, ErrorCode
+from agent.mqtt.client import InboundMessage
+from agent.mqtt.topics import Topics
+from agent.protocol import (
+    ActionCommand,
+    decode_payload,
+    event,
+    parse_action,
+    parse_settings,
+    peek_id,
+)
+
+log = logging.getLogger(__name__)
+
+ANSWER_CACHE_SIZE = 512
+ANSWER_CACHE_TTL_S = 3600.0
+
+
+class Publisher(Protocol):
+    async def publish(
+        self,
+        topic: str,
+        payload: bytes,
+        *,
+        retain: bool = False,
+        correlation_data: bytes | None = None,
+    ) -> bool: ...
+
+
+@dataclass(frozen=True)
+class Answer:
+    event: str
+    message: str
+    data: dict[str, Any]
+    job: str | None = None
+
+
+ActionHandler = Callable[[ActionCommand], Awaitable[Answer]]
+
+
+class AnswerCache:
+    """The last answers by command id, so that a redelivered command is answered, not re-run."""
+
+    def __init__(self, size: int = ANSWER_CACHE_SIZE, ttl_s: float = ANSWER_CACHE_TTL_S) -> None:
+        self._size = size
+        self._ttl_s = ttl_s
+        self._entries: OrderedDict[tuple[str, str], tuple[float, dict[str, Any]]] = OrderedDict()
+
+    def get(self, kind: str, command_id: str) -> dict[str, Any] | None:
+        entry = self._entries.get((kind, command_id))
+        if entry is None or time.monotonic() - entry[0] > self._ttl_s:
+            return None
+        return entry[1]
+
+    def put(self, kind: str, command_id: str, answer: dict[str, Any]) -> None:
+        self._entries[(kind, command_id)] = (time.monotonic(), answer)
+        self._entries.move_to_end((kind, command_id))
+        while len(self._entries) > self._size:
+            self._entries.popitem(last=False)
+
+
+def _fmt(value: ControlValue) -> str:
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+class CommandRouter:
+    def __init__(
+        self,
+        camera_id: str,
+        topics: Topics,
+        publisher: Publisher,
+        controls: CameraControls,
+        actions: dict[str, ActionHandler],
+        max_payload_bytes: int,
+    ) -> None:
+        self._camera_id = camera_id
+        self._topics = topics
+        self._publisher = publisher
+        self._controls = controls
+        self._actions = actions
+        self._max_payload_bytes = max_payload_bytes
+        self._answers = AnswerCache()
+        self._routes: dict[
+            str, tuple[str, Callable[[str], Awaitable[tuple[str | None, Answer]]]]
+        ] = {
+            topics.settings: ("settings", self._settings),
+            topics.action: ("action", self._action),
+        }
+
+    async def handle(self, message: InboundMessage) -> None:
+        route = self._routes.get(message.topic)
+        if route is None:
+            log.warning("message on unexpected topic %s ignored", message.topic)
+            return
+        kind, handler = route
+        command_id: str | None = None
+        try:
+            text = decode_payload(message.payload, self._max_payload_bytes)
+            command_id = peek_id(text)
+            if message.response_topic is not None:
+                self._topics.check_response_topic(message.response_topic)
+            if command_id is not None:
+                cached = self._answers.get(kind, command_id)
+                if cached is not None:
+                    log.info("%s %s answered again (duplicate id)", kind, command_id)
+                    await self._send({**cached, "duplicate": True}, message)
+                    return
+            command_id, answer = await handler(text)
+            body = event(
+                self._camera_id,
+                answer.event,
+                message=answer.message,
+                command_id=command_id,
+                job=answer.job,
+                data=answer.data,
+            )
+        except CommandError as err:
+            body = self._rejection(kind, command_id, err)
+        except Exception:
+            log.exception("%s command failed unexpectedly", kind)
+            internal = CommandError(ErrorCode.INTERNAL_ERROR, "internal error; see the agent's log")
+            body = self._rejection(kind, command_id, internal)
+        if command_id is not None:
+            self._answers.put(kind, command_id, body)
+        await self._send(body, message)
+
+    def _rejection(self, kind: str, command_id: str | None, err: CommandError) -> dict[str, Any]:
+        log.info("%s rejected: %s (%s)", kind, err.detail, err.code)
+        return event(
+            self._camera_id,
+            f"{kind}.rejected",
+            ok=False,
+            message=f"ERROR: {err.detail}",
+            command_id=command_id,
+            error=err,
+        )
+
+    async def _send(self, body: dict[str, Any], message: InboundMessage) -> None:
+        payload = json.dumps(body).encode()
+        await self._publisher.publish(self._topics.status, payload)
+        if (
+            message.response_topic is not None
+            and body.get("error", {}).get("code") != ErrorCode.INVALID_RESPONSE_TOPIC
+        ):
+            await self._publisher.publish(
+                message.response_topic, payload, correlation_data=message.correlation_data
+            )
+
+    async def _settings(self, text: str) -> tuple[str | None, Answer]:
+        command = parse_settings(text)
+        change = await self._controls.change(command.values)
+        parts = [f"{name} set to {_fmt(value)}" for name, value in change.values.items()]
+        message = "SUCCESS: " + ", ".join(parts)
+        if change.restarted:
+            message += f" (stream restarted, down {change.downtime_s:.2f} s)"
+        data = {
+            "applied": change.values,
+            "restarted": change.restarted,
+            "downtime_s": round(change.downtime_s, 3),
+        }
+        return command.id, Answer("settings.applied", message, data)
+
+    async def _action(self, text: str) -> tuple[str | None, Answer]:
+        command = parse_action(text)
+        handler = self._actions.get(command.action)
+        if handler is None:
+            raise CommandError(
+                ErrorCode.NOT_AVAILABLE,
+                f"{command.action} is not available yet in this release"
+                f" (requested: {command.describe()})",
+            )
+        return command.id, await handler(command)

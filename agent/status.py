@@ -1,0 +1,74 @@
+"""The retained picture of the agent: `BASE/state`, `BASE/controls` and `BASE/availability`."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from agent import __version__
+from agent.camera.base import CameraBackend
+from agent.mqtt.topics import Topics
+from agent.protocol import utc_now
+from agent.router import Publisher
+
+
+def describe_controls(backend: CameraBackend) -> list[dict[str, Any]]:
+    values = backend.values()
+    return [d.to_json(values) for d in backend.descriptors()]
+
+
+class AgentStatus:
+    def __init__(
+        self,
+        camera_id: str,
+        identity: str,
+        topics: Topics,
+        publisher: Publisher,
+        backend: CameraBackend,
+    ) -> None:
+        self._camera_id = camera_id
+        self._identity = identity
+        self._topics = topics
+        self._publisher = publisher
+        self._backend = backend
+        self._started_at = utc_now()
+        self.warnings: list[str] = []
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "ts": utc_now(),
+            "camera": self._camera_id,
+            "version": __version__,
+            "started_at": self._started_at,
+            "identity": self._identity,
+            "backend": self._backend.info(),
+            "controls": self._backend.values(),
+            # The stream and jobs arrive with later releases; their places are already here so
+            # that frontends can be written against the final shape.
+            "stream": {"state": "unavailable"},
+            "jobs": [],
+            "warnings": self.warnings,
+        }
+
+    def controls(self) -> dict[str, Any]:
+        return {
+            "ts": utc_now(),
+            "camera": self._camera_id,
+            "controls": describe_controls(self._backend),
+        }
+
+    async def _retain(self, topic: str, body: dict[str, Any] | str) -> None:
+        payload = body.encode() if isinstance(body, str) else json.dumps(body).encode()
+        await self._publisher.publish(topic, payload, retain=True)
+
+    async def publish_changed(self) -> None:
+        await self._retain(self._topics.controls, self.controls())
+        await self._retain(self._topics.state, self.state())
+
+    async def publish_connected(self) -> None:
+        """After every (re)connect: state first, then `online`, so `online` means readable state."""
+        await self.publish_changed()
+        await self._retain(self._topics.availability, "online")
+
+    async def publish_offline(self) -> None:
+        await self._retain(self._topics.availability, "offline")
