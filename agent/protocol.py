@@ -69,6 +69,10 @@ def _load_json(text: str) -> dict[str, Any]:
     return body
 
 
+def _is_json(text: str) -> bool:
+    return text.startswith(("{", "["))
+
+
 def _reject_constant(name: str) -> object:
     raise ValueError(f"{name} is not valid JSON")
 
@@ -108,7 +112,7 @@ def _reject_extra(body: Mapping[str, Any], what: str) -> None:
 
 
 def parse_settings(text: str) -> SettingsCommand:
-    if text.startswith("{"):
+    if _is_json(text):
         body = _load_json(text)
         command_id = _take_id(body)
         values = body.pop("set", None)
@@ -254,7 +258,7 @@ ACTION_PARSERS: dict[str, ActionParser] = {
 
 
 def parse_action(text: str) -> ActionCommand:
-    if text.startswith("{"):
+    if _is_json(text):
         body = _load_json(text)
         command_id = _take_id(body)
         name = body.pop("action", None)

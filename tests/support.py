@@ -1,0 +1,195 @@
+"""Test helpers: an MQTT probe client (paho, mTLS) and the agent as a real subprocess."""
+
+from __future__ import annotations
+
+import json
+import queue
+import ssl
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from devstack import Broker, agent_config_toml, terminate_group
+
+WAIT_S = 10.0
+
+
+def tls_context(
+    ca: Path, cert: Path | None, key: Path | None, max_version: ssl.TLSVersion | None = None
+) -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(ca))
+    if cert is not None and key is not None:
+        context.load_cert_chain(str(cert), str(key))
+    if max_version is not None:
+        # OpenSSL 3 refuses TLS < 1.2 at its default security level on the client side too;
+        # level 0 lets this client offer 1.1 so that the broker is the one refusing.
+        context.set_ciphers("DEFAULT:@SECLEVEL=0")
+        context.minimum_version = ssl.TLSVersion.TLSv1
+        context.maximum_version = max_version
+    return context
+
+
+@dataclass(frozen=True)
+class Received:
+    topic: str
+    payload: bytes
+    retain: bool
+    correlation_data: bytes | None
+
+    def json(self) -> Any:
+        return json.loads(self.payload)
+
+
+class Probe:
+    """A paho MQTT 5 client that records everything it receives, for assertions with timeouts."""
+
+    def __init__(self, broker: Broker, identity: str, ca_dir: Path | None = None) -> None:
+        pki = ca_dir or broker.pki_dir
+        self.identity = identity
+        self.messages: queue.Queue[Received] = queue.Queue()
+        self.history: list[Received] = []
+        self._connected = threading.Event()
+        self.connect_result: Any = None
+        self.client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=f"probe-{identity}-{time.monotonic_ns()}",
+            protocol=mqtt.MQTTv5,
+        )
+        client_dir = pki / "clients" / identity
+        self.client.tls_set_context(
+            tls_context(pki / "ca_chain.pem", client_dir / "cert.pem", client_dir / "key.pem")
+        )
+        self.client.on_message = self._on_message
+        self.client.on_connect = self._on_connect
+        self.client.connect("127.0.0.1", broker.port, keepalive=30)
+        self.client.loop_start()
+        if not self._connected.wait(WAIT_S):
+            raise TimeoutError(f"probe {identity} did not connect")
+        if self.connect_result.is_failure:
+            raise ConnectionRefusedError(str(self.connect_result))
+
+    def _on_connect(self, client: Any, userdata: Any, flags: Any, rc: Any, props: Any) -> None:
+        self.connect_result = rc
+        self._connected.set()
+
+    def _on_message(self, client: Any, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        props = getattr(message, "properties", None)
+        correlation = getattr(props, "CorrelationData", None)
+        self.messages.put(Received(message.topic, message.payload, message.retain, correlation))
+
+    def subscribe(self, topic: str) -> None:
+        done = threading.Event()
+        self.client.on_subscribe = lambda *args: done.set()
+        self.client.subscribe(topic, qos=1)
+        if not done.wait(WAIT_S):
+            raise TimeoutError(f"no SUBACK for {topic}")
+
+    def publish(
+        self,
+        topic: str,
+        payload: str | bytes,
+        response_topic: str | None = None,
+        correlation_data: bytes | None = None,
+        wait: bool = True,
+    ) -> mqtt.MQTTMessageInfo:
+        properties = None
+        if response_topic is not None:
+            properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+            properties.ResponseTopic = response_topic
+            if correlation_data is not None:
+                properties.CorrelationData = correlation_data
+        info = self.client.publish(topic, payload, qos=1, properties=properties)
+        if wait:
+            info.wait_for_publish(WAIT_S)
+        return info
+
+    def wait_for(
+        self, predicate: Callable[[Received], bool], timeout: float = WAIT_S, what: str = ""
+    ) -> Received:
+        """The first message (already received or arriving in time) that satisfies predicate."""
+        for seen in self.history:
+            if predicate(seen):
+                self.history.remove(seen)
+                return seen
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                topics = [m.topic for m in self.history[-10:]]
+                raise AssertionError(f"timed out waiting for {what or predicate}; last: {topics}")
+            try:
+                message = self.messages.get(timeout=remaining)
+            except queue.Empty:
+                continue
+            if predicate(message):
+                return message
+            self.history.append(message)
+
+    def wait_event(self, timeout: float = WAIT_S, **match: Any) -> dict[str, Any]:
+        """The next status event whose fields equal ``match``."""
+
+        def predicate(m: Received) -> bool:
+            if not m.topic.endswith("/status"):
+                return False
+            body = m.json()
+            return all(body.get(k) == v for k, v in match.items())
+
+        result: dict[str, Any] = self.wait_for(predicate, timeout, what=f"status {match}").json()
+        return result
+
+    def close(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
+class AgentProcess:
+    """`camera-agent run` as a subprocess in its own process group."""
+
+    def __init__(self, broker: Broker, work_dir: Path, **config: str) -> None:
+        self.broker = broker
+        self.work_dir = work_dir
+        self.config_path = work_dir / "agent.toml"
+        self.log_path = work_dir / "agent.log"
+        work_dir.mkdir(parents=True, exist_ok=True)
+        self.config_path.write_text(
+            agent_config_toml(broker.pki_dir, broker.port, work_dir, **config)
+        )
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "agent", "run", "--config", str(self.config_path)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+    def stop(self) -> int | None:
+        if self.process is None:
+            return None
+        code = terminate_group(self.process)
+        self.process = None
+        return code
+
+    def kill(self) -> None:
+        assert self.process is not None
+        self.process.kill()
+        self.process.wait()
+        self.process = None
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
