@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,8 +35,10 @@ def tls_context(
         # OpenSSL 3 refuses TLS < 1.2 at its default security level on the client side too;
         # level 0 lets this client offer 1.1 so that the broker is the one refusing.
         context.set_ciphers("DEFAULT:@SECLEVEL=0")
-        context.minimum_version = ssl.TLSVersion.TLSv1
-        context.maximum_version = max_version
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # offering old TLS is the point
+            context.minimum_version = ssl.TLSVersion.TLSv1
+            context.maximum_version = max_version
     return context
 
 

@@ -1,0 +1,163 @@
+"""camera-pki: the chain verifies with openssl and carries exactly the usages it should."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import pkcs12
+from cryptography.x509.oid import ExtendedKeyUsageOID
+
+from pki.cli import main as pki_main
+
+
+def certs(path: Path) -> list[x509.Certificate]:
+    return x509.load_pem_x509_certificates(path.read_bytes())
+
+
+def openssl_verify(pki: Path, cert: Path, purpose: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [
+            "openssl", "verify", "-CAfile", str(pki / "ca" / "root.pem"),
+            "-untrusted", str(pki / "ca" / "intermediate.pem"), "-purpose", purpose, str(cert),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )  # fmt: skip
+
+
+@pytest.fixture
+def fresh_pki(tmp_path: Path) -> Path:
+    directory = tmp_path / "pki"
+    assert pki_main(["init", str(directory), "--server-dns", "cam.example", "--server-ip", "10.1.2.3"]) == 0
+    return directory
+
+
+def test_chain_verifies_with_openssl_for_its_purpose(fresh_pki: Path) -> None:
+    server = fresh_pki / "server" / "cert.pem"
+    agent = fresh_pki / "clients" / "agent" / "cert.pem"
+    assert openssl_verify(fresh_pki, server, "sslserver").returncode == 0
+    assert openssl_verify(fresh_pki, agent, "sslclient").returncode == 0
+    # The purposes are exclusive: a client certificate cannot serve, nor a server log in.
+    assert openssl_verify(fresh_pki, agent, "sslserver").returncode != 0
+    assert openssl_verify(fresh_pki, server, "sslclient").returncode != 0
+
+
+def test_ca_constraints_and_key_usages(fresh_pki: Path) -> None:
+    (root,) = certs(fresh_pki / "ca" / "root.pem")
+    (inter,) = certs(fresh_pki / "ca" / "intermediate.pem")
+    for ca, path_length in ((root, 1), (inter, 0)):
+        basic = ca.extensions.get_extension_for_class(x509.BasicConstraints)
+        assert basic.critical and basic.value.ca and basic.value.path_length == path_length
+        usage = ca.extensions.get_extension_for_class(x509.KeyUsage).value
+        assert usage.key_cert_sign and usage.crl_sign
+        assert not (usage.digital_signature or usage.key_encipherment or usage.content_commitment)
+    chain = certs(fresh_pki / "ca_chain.pem")
+    assert [c.subject for c in chain] == [inter.subject, root.subject]
+
+
+def test_leaf_usages_and_server_names(fresh_pki: Path) -> None:
+    server_chain = certs(fresh_pki / "server" / "cert.pem")
+    assert len(server_chain) == 2  # leaf + intermediate
+    server = server_chain[0]
+    eku = server.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    assert list(eku) == [ExtendedKeyUsageOID.SERVER_AUTH]
+    sans = server.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    dns = sans.get_values_for_type(x509.DNSName)
+    ips = [str(ip) for ip in sans.get_values_for_type(x509.IPAddress)]
+    assert {"localhost", "broker", "cam.example"} <= set(dns)
+    assert {"127.0.0.1", "10.1.2.3"} <= set(ips)
+    for name in ("agent", "operator"):
+        leaf = certs(fresh_pki / "clients" / name / "cert.pem")[0]
+        eku = leaf.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+        assert list(eku) == [ExtendedKeyUsageOID.CLIENT_AUTH]
+        assert leaf.extensions.get_extension_for_class(x509.BasicConstraints).value.ca is False
+        cn = leaf.subject.get_attributes_for_oid(x509.oid.NameOID.COMMON_NAME)[0].value
+        assert cn == name
+
+
+def test_private_keys_are_0600(fresh_pki: Path) -> None:
+    keys = [*fresh_pki.glob("ca/*.key"), *fresh_pki.glob("**/key.pem")]
+    assert len(keys) == 5
+    assert all(k.stat().st_mode & 0o777 == 0o600 for k in keys)
+
+
+def test_init_again_changes_nothing_unless_forced(
+    fresh_pki: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root_before = (fresh_pki / "ca" / "root.pem").read_bytes()
+    capsys.readouterr()
+    assert pki_main(["init", str(fresh_pki)]) == 0
+    assert "exists already; nothing changed" in capsys.readouterr().out
+    assert (fresh_pki / "ca" / "root.pem").read_bytes() == root_before
+    assert pki_main(["init", str(fresh_pki), "--force"]) == 0
+    assert (fresh_pki / "ca" / "root.pem").read_bytes() != root_before
+
+
+def test_rsa_key_type(tmp_path: Path) -> None:
+    assert pki_main(["init", str(tmp_path / "rsa"), "--key-type", "rsa"]) == 0
+    leaf = certs(tmp_path / "rsa" / "clients" / "agent" / "cert.pem")[0]
+    assert leaf.public_key().key_size == 3072  # type: ignore[union-attr]
+    agent = tmp_path / "rsa" / "clients" / "agent" / "cert.pem"
+    assert openssl_verify(tmp_path / "rsa", agent, "sslclient").returncode == 0
+
+
+def test_issue_list_revoke_and_p12(fresh_pki: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert pki_main(["issue", str(fresh_pki), "phone", "--role", "viewer", "--p12"]) == 0
+    password = (fresh_pki / "clients" / "phone" / "bundle.p12.password").read_bytes().strip()
+    bundle = pkcs12.load_pkcs12((fresh_pki / "clients" / "phone" / "bundle.p12").read_bytes(), password)
+    assert bundle.cert is not None and bundle.key is not None
+    assert len(bundle.additional_certs) == 2  # intermediate and root, for the app's trust store
+
+    assert pki_main(["revoke", str(fresh_pki), "phone"]) == 0
+    serial = certs(fresh_pki / "clients" / "phone" / "cert.pem")[0].serial_number
+    crl = x509.load_pem_x509_crl((fresh_pki / "crl.pem").read_bytes())
+    assert crl.get_revoked_certificate_by_serial_number(serial) is not None
+    assert crl.next_update_utc is not None
+    (inter,) = certs(fresh_pki / "ca" / "intermediate.pem")
+    assert crl.issuer == inter.subject
+    assert "user phone" not in (fresh_pki / "server" / "acl").read_text()
+
+    capsys.readouterr()
+    assert pki_main(["list", str(fresh_pki)]) == 0
+    rows = {line.split()[0]: line.split() for line in capsys.readouterr().out.splitlines()[1:]}
+    assert rows["phone"][-1] == "revoked"
+    assert rows["phone"][1] == "viewer"
+    assert rows["agent"][-1] == "valid"
+    assert rows["agent"][4] == f"{certs(fresh_pki / 'clients/agent/cert.pem')[0].serial_number:x}"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["issue", "{dir}", "Bad/Name", "--role", "viewer"], "invalid name"),
+        (["issue", "{dir}", "x", "--role", "agent", "--camera", "status"], "invalid camera id"),
+        (["issue", "{dir}", "agent", "--role", "agent"], "exists already"),
+        (["revoke", "{dir}", "nobody"], "no certificate named"),
+        (["issue", "{missing}", "x", "--role", "viewer"], "not a PKI directory"),
+    ],
+)
+def test_bad_input_is_a_clear_error(
+    fresh_pki: Path, capsys: pytest.CaptureFixture[str], args: list[str], message: str
+) -> None:
+    argv = [a.format(dir=fresh_pki, missing=fresh_pki / "nope") for a in args]
+    assert pki_main(argv) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_acl_grants_each_role_its_topics(fresh_pki: Path) -> None:
+    assert pki_main(["issue", str(fresh_pki), "cam-x", "--role", "agent", "--camera", "x"]) == 0
+    assert pki_main(["issue", str(fresh_pki), "guard", "--role", "viewer", "--camera", "x"]) == 0
+    acl = (fresh_pki / "server" / "acl").read_text()
+    blocks = {b.split("\n")[1]: b for b in acl.split("\n\n") if b.startswith("#") and "\nuser " in b}
+    cam_x = blocks["user cam-x"]
+    assert "topic read camera/x/control/#" in cam_x
+    assert "topic write camera/x/status" in cam_x
+    assert "camera/control" not in cam_x
+    operator = blocks["user operator"]  # fleet-wide: every recorded camera
+    assert "topic write camera/x/control/#" in operator and "topic write camera/control/#" in operator
+    guard = blocks["user guard"]
+    assert "write" not in guard and "topic read camera/x/status" in guard
