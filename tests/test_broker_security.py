@@ -131,7 +131,9 @@ def test_others_cannot_read_commands(
     broker: Broker, operator: Probe, identity: str, sentinel_from: str, sentinel_topic: str
 ) -> None:
     snoop = Probe(broker, identity)
-    sender = Probe(broker, sentinel_from)
+    # One connection per identity: the broker uses the CN as client id, so a second
+    # `operator` connection would take over the fixture's session.
+    sender = operator if sentinel_from == "operator" else Probe(broker, sentinel_from)
     try:
         snoop.subscribe("camera/control/#")
         snoop.subscribe(sentinel_topic)
@@ -142,4 +144,5 @@ def test_others_cannot_read_commands(
         assert not [m for m in snoop.history if m.topic == "camera/control/settings"]
     finally:
         snoop.close()
-        sender.close()
+        if sender is not operator:
+            sender.close()
