@@ -12,7 +12,7 @@ from agent.camera.testsrc import TestPatternCamera
 from agent.config import AgentConfig
 from agent.controls import CameraControls
 from agent.errors import ConfigError
-from agent.mqtt.client import BrokerLink
+from agent.mqtt.client import BrokerLink, InboundMessage
 from agent.mqtt.tls import certificate_identity, client_context
 from agent.mqtt.topics import Topics
 from agent.router import CommandRouter
@@ -56,7 +56,7 @@ class AgentApp:
             config.mqtt,
             tls,
             identity,
-            subscriptions=(topics.settings, topics.action),
+            subscriptions=(topics.settings, topics.action, topics.state),
             will_topic=topics.availability,
         )
         status = AgentStatus(config.camera.id, identity, topics, link, backend)
@@ -71,11 +71,18 @@ class AgentApp:
             max_payload_bytes=config.mqtt.max_payload_bytes,
         )
 
+        async def on_message(message: InboundMessage) -> None:
+            if message.topic == topics.state:
+                if status.is_twin_state(message.payload):
+                    link.report_twin()
+                return
+            await router.handle(message)
+
         await backend.start()
         try:
             async with asyncio.TaskGroup() as tasks:
                 link_task = tasks.create_task(
-                    link.run(status.publish_connected, router.handle), name="mqtt"
+                    link.run(status.publish_connected, on_message), name="mqtt"
                 )
                 await self._stop.wait()
                 log.info("stopping")

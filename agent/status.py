@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import logging
+import uuid
 from typing import Any
 
 from agent import __version__
@@ -10,6 +12,8 @@ from agent.camera.base import CameraBackend
 from agent.mqtt.topics import Topics
 from agent.protocol import utc_now
 from agent.router import Publisher
+
+log = logging.getLogger(__name__)
 
 
 def describe_controls(backend: CameraBackend) -> list[dict[str, Any]]:
@@ -32,6 +36,8 @@ class AgentStatus:
         self._publisher = publisher
         self._backend = backend
         self._started_at = utc_now()
+        # Tells this process's retained state apart from another agent's with the same identity.
+        self.instance = uuid.uuid4().hex
         self.warnings: list[str] = []
 
     def state(self) -> dict[str, Any]:
@@ -41,6 +47,7 @@ class AgentStatus:
             "version": __version__,
             "started_at": self._started_at,
             "identity": self._identity,
+            "instance": self.instance,
             "backend": self._backend.info(),
             "controls": self._backend.values(),
             # The stream and jobs arrive with later releases; their places are already here so
@@ -49,6 +56,26 @@ class AgentStatus:
             "jobs": [],
             "warnings": self.warnings,
         }
+
+    def is_twin_state(self, payload: bytes) -> bool:
+        """True if ``payload`` is a state published by another agent under our identity."""
+        try:
+            body = json.loads(payload)
+        except ValueError:
+            return False
+        other = body.get("instance") if isinstance(body, dict) else None
+        if other is None or other == self.instance or str(body.get("ts", "")) < self._started_at:
+            # Our own, or the retained state of an agent that stopped before this one started.
+            return False
+        log.error(
+            "another agent (instance %s, started %s) publishes as camera %s with identity %s; "
+            "the broker will keep taking the session from one of them",
+            other,
+            body.get("started_at"),
+            self._camera_id,
+            self._identity,
+        )
+        return True
 
     def controls(self) -> dict[str, Any]:
         return {

@@ -26,7 +26,9 @@ RESPONSE_SUBTREE = "response/#"
 
 def _agent_rules(base: str) -> list[str]:
     rules = [f"topic read {base}/control/#"]
-    rules += [f"topic write {base}/{topic}" for topic in REPORT_TOPICS]
+    rules += [f"topic write {base}/{topic}" for topic in REPORT_TOPICS if topic != "state"]
+    # The agent reads its own state to notice a second agent using the same certificate.
+    rules.append(f"topic readwrite {base}/state")
     rules.append(f"topic write {base}/{RESPONSE_SUBTREE}")
     return rules
 

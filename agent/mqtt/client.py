@@ -26,6 +26,8 @@ log = logging.getLogger(__name__)
 
 # MQTT 5 reason code 0x8E: the broker closed this connection because another client connected
 # with the same client id, which here means the same certificate (use_username_as_clientid).
+# Mosquitto 2.0.11 closes the socket without a DISCONNECT paho can read, so the application also
+# reports twins it sees on its own state topic (`report_twin`).
 SESSION_TAKEN_OVER = 0x8E
 PUBLISH_TIMEOUT_S = 10.0
 
@@ -72,7 +74,12 @@ class BrokerLink:
         self._client: aiomqtt.Client | None = None
         self._ever_connected = False
         self._down_logged = False
+        self._twin_seen = False
         self.connected = asyncio.Event()
+
+    def report_twin(self) -> None:
+        """Another client uses this identity: the next lost connection is a takeover."""
+        self._twin_seen = True
 
     def _new_client(self) -> aiomqtt.Client:
         s = self._settings
@@ -149,7 +156,8 @@ class BrokerLink:
 
     def _log_down(self, err: aiomqtt.MqttError, delay: float) -> float:
         """Log a lost or refused connection (once per outage); returns the next delay."""
-        if _reason_code(err) == SESSION_TAKEN_OVER:
+        if _reason_code(err) == SESSION_TAKEN_OVER or self._twin_seen:
+            self._twin_seen = False
             # Logged every time: two agents sharing one certificate is a deployment error that
             # must not hide behind the reconnect loop. Waiting the maximum keeps the two from
             # taking the session from each other several times a second.

@@ -1,0 +1,118 @@
+"""The agent survives broker restarts, its own restarts, and a second agent with its certificate."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from devstack import Broker
+from tests.support import AgentProcess, Probe
+
+SETTINGS = "camera/control/settings"
+ACTION = "camera/control/action"
+
+
+def online(probe: Probe) -> None:
+    probe.wait_for(
+        lambda m: m.topic == "camera/availability" and m.payload == b"online", what="online"
+    )
+
+
+def test_broker_restart_reconnects_resubscribes_and_runs_queued_command_once(
+    agent: AgentProcess, broker: Broker, operator: Probe
+) -> None:
+    # paho would reconnect the fixture's probe, which would then fight the new one below for
+    # the `operator` session (the broker uses the certificate CN as client id).
+    operator.close()
+    broker.stop()
+    broker.start()  # same port, same persistence file
+    operator = Probe(broker, "operator")
+    try:
+        operator.subscribe("camera/#")
+        # Sent while the agent may still be backing off: the broker queues it in the agent's
+        # persistent session.
+        operator.publish(SETTINGS, json.dumps({"id": "while-away", "set": {"gamma": 2.0}}))
+        answer = operator.wait_event(id="while-away", timeout=30)
+        assert answer["ok"] is True
+        online(operator)  # republished after the reconnect
+        operator.wait_for(
+            lambda m: m.topic == "camera/state" and m.json()["controls"]["gamma"] == 2.0,
+            what="state with the queued change",
+        )
+        # Executed once: no second answer for the same command.
+        operator.publish(SETTINGS, json.dumps({"id": "after", "set": {"gamma": 3.0}}))
+        operator.wait_event(id="after")
+        ids = [m.json()["id"] for m in operator.history if m.topic == "camera/status"]
+        assert ids.count("while-away") == 0  # the one answer was consumed above
+    finally:
+        operator.close()
+    assert "reconnected" in agent.log_text()
+
+
+def test_command_sent_while_agent_is_down_is_delivered_at_restart(
+    agent: AgentProcess, operator: Probe
+) -> None:
+    assert agent.stop() == 0
+    operator.wait_for(lambda m: m.topic == "camera/availability" and m.payload == b"offline")
+    operator.publish(SETTINGS, json.dumps({"id": "queued", "set": {"saturation": 2.5}}))
+    agent.start()
+    answer = operator.wait_event(id="queued", timeout=20)
+    assert answer["ok"] is True
+    assert answer["data"]["applied"] == {"saturation": 2.5}
+
+
+def test_second_agent_with_same_certificate_logs_takeover(
+    agent: AgentProcess, broker: Broker, tmp_path: Path
+) -> None:
+    twin = AgentProcess(broker, tmp_path / "twin")
+    twin.start()
+    try:
+        deadline = time.monotonic() + 20
+        while "session taken over" not in agent.log_text():
+            assert time.monotonic() < deadline, agent.log_text()
+            time.sleep(0.1)
+        assert "each camera needs its own certificate" in agent.log_text()
+        assert agent.alive()
+    finally:
+        twin.stop()
+
+
+payloads = st.one_of(
+    st.binary(max_size=300),
+    st.text(max_size=200).map(str.encode),
+    st.recursive(
+        st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+        lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+        max_leaves=12,
+    ).map(lambda v: json.dumps(v).encode()),
+    st.fixed_dictionaries(
+        {"set": st.dictionaries(st.sampled_from(["brightness", "hue", "x", "width"]), st.integers() | st.text(max_size=5))}
+    ).map(lambda v: json.dumps(v).encode()),
+)
+
+
+def test_random_payloads_are_each_answered_and_the_agent_stays_up(
+    agent: AgentProcess, operator: Probe
+) -> None:
+    sent: list[tuple[str, bytes]] = []
+
+    @settings(max_examples=1000, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(topic=st.sampled_from([SETTINGS, ACTION]), payload=payloads)
+    def send(topic: str, payload: bytes) -> None:
+        sent.append((topic, payload))
+        operator.publish(topic, payload, wait=False)
+
+    send()
+    # The sentinel comes last; every earlier payload has been answered once it is.
+    operator.publish(ACTION, json.dumps({"id": "sentinel", "action": "dance"}))
+    operator.wait_event(id="sentinel", timeout=120)
+    answers = [m.json() for m in operator.history if m.topic == "camera/status"]
+    assert len(answers) >= len(sent)
+    assert all({"ok", "event", "message"} <= a.keys() for a in answers)
+    failures = [a for a in answers if not a["ok"]]
+    assert all(a["error"]["code"] for a in failures)
+    assert agent.alive()
