@@ -12,6 +12,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -160,3 +161,52 @@ def terminate_group(process: subprocess.Popen[bytes], timeout: float = 10.0) -> 
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
         return process.wait()
+
+
+def main(argv: list[str]) -> int:
+    """`scripts/run`: PKI on first run, broker, then the agent in the foreground."""
+    import argparse  # noqa: PLC0415 - only the command line needs it
+
+    from pki.authority import CertificateAuthority  # noqa: PLC0415
+
+    parser = argparse.ArgumentParser(prog="scripts/run")
+    parser.add_argument("home", type=Path, help="work directory (PKI, broker data, captures)")
+    parser.add_argument("--port", type=int, default=8883, help="broker port on 127.0.0.1")
+    args = parser.parse_args(argv)
+    home: Path = args.home.resolve()
+    pki_dir = home / "pki"
+    if CertificateAuthority(pki_dir).init():
+        print(f"generated a PKI in {pki_dir}")
+    broker = Broker(pki_dir, home / "broker", port=args.port)
+    broker.start()
+    config = home / "agent.toml"
+    config.write_text(agent_config_toml(pki_dir, broker.port, home))
+    op = pki_dir / "clients" / "operator"
+    tls = (
+        f"-h 127.0.0.1 -p {broker.port} --cafile {pki_dir}/ca_chain.pem"
+        f" --cert {op}/cert.pem --key {op}/key.pem"
+    )
+    print(
+        f"broker on 127.0.0.1:{broker.port} (log: {broker.log_path})\n"
+        f"watch:   mosquitto_sub {tls} -t 'camera/#' -v\n"
+        f"command: mosquitto_pub {tls} -t camera/control/settings -m 'brightness 0.3'\n",
+        flush=True,
+    )
+    agent = subprocess.Popen(
+        [sys.executable, "-m", "agent", "run", "--config", str(config)], start_new_session=True
+    )
+
+    def on_sigterm(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+    try:
+        return agent.wait()
+    except KeyboardInterrupt:
+        return terminate_group(agent)
+    finally:
+        broker.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -6,8 +6,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from devstack import Broker
+
 from pki.authority import CertificateAuthority, Role
 from tests.support import AgentProcess, Probe
 

@@ -16,11 +16,10 @@ from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
+from devstack import Broker, agent_config_toml, terminate_group
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
-
-from devstack import Broker, agent_config_toml, terminate_group
 
 WAIT_S = 10.0
 
@@ -62,7 +61,7 @@ class Probe:
         self.messages: queue.Queue[Received] = queue.Queue()
         self.history: list[Received] = []
         self._connected = threading.Event()
-        self.connect_result: Any = None
+        self.connect_result: Any = None  # paho's ReasonCode, set by on_connect
         self.client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
             client_id=f"probe-{identity}-{time.monotonic_ns()}",
@@ -78,8 +77,9 @@ class Probe:
         self.client.loop_start()
         if not self._connected.wait(WAIT_S):
             raise TimeoutError(f"probe {identity} did not connect")
-        if self.connect_result.is_failure:
-            raise ConnectionRefusedError(str(self.connect_result))
+        result: Any = self.connect_result
+        if result.is_failure:
+            raise ConnectionRefusedError(str(result))
 
     def _on_connect(self, client: Any, userdata: Any, flags: Any, rc: Any, props: Any) -> None:
         self.connect_result = rc
@@ -88,7 +88,9 @@ class Probe:
     def _on_message(self, client: Any, userdata: Any, message: mqtt.MQTTMessage) -> None:
         props = getattr(message, "properties", None)
         correlation = getattr(props, "CorrelationData", None)
-        self.messages.put(Received(message.topic, message.payload, message.retain, correlation))
+        self.messages.put(
+            Received(message.topic, bytes(message.payload), message.retain, correlation)
+        )
 
     def subscribe(self, topic: str) -> None:
         done = threading.Event()

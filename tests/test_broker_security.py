@@ -11,9 +11,9 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
+from devstack import Broker
 from paho.mqtt.enums import CallbackAPIVersion
 
-from devstack import Broker
 from pki.authority import CertificateAuthority, Role
 from tests.support import WAIT_S, AgentProcess, Probe, tls_context
 
@@ -73,7 +73,9 @@ def test_lookalike_ca_with_the_same_names_is_refused(broker: Broker, tmp_path: P
 
 def test_expired_certificate_is_refused(broker: Broker) -> None:
     ca = CertificateAuthority(broker.pki_dir)
-    ca.issue("expired-op", Role.OPERATOR, days=1, not_before=dt.datetime.now(dt.UTC) - dt.timedelta(3))
+    ca.issue(
+        "expired-op", Role.OPERATOR, days=1, not_before=dt.datetime.now(dt.UTC) - dt.timedelta(3)
+    )
     assert not connects(broker, *client_files(broker.pki_dir, "expired-op"))
 
 
@@ -100,11 +102,17 @@ def test_viewer_cannot_command_but_operator_can(
 ) -> None:
     viewer = Probe(broker, "viewer")
     try:
-        viewer.publish("camera/control/settings", json.dumps({"id": "from-viewer", "set": {"hue": 5}}))
-        viewer.publish("camera/control/action", json.dumps({"id": "viewer-act", "action": "picture"}))
+        viewer.publish(
+            "camera/control/settings", json.dumps({"id": "from-viewer", "set": {"hue": 5}})
+        )
+        viewer.publish(
+            "camera/control/action", json.dumps({"id": "viewer-act", "action": "picture"})
+        )
     finally:
         viewer.close()
-    operator.publish("camera/control/settings", json.dumps({"id": "from-operator", "set": {"hue": 7}}))
+    operator.publish(
+        "camera/control/settings", json.dumps({"id": "from-operator", "set": {"hue": 7}})
+    )
     assert operator.wait_event(id="from-operator")["ok"] is True
     answered = {m.json().get("id") for m in operator.history if m.topic == "camera/status"}
     assert not answered & {"from-viewer", "viewer-act"}

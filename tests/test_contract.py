@@ -6,8 +6,8 @@ import json
 from typing import Any
 
 import pytest
-
 from devstack import Broker
+
 from tests.support import AgentProcess, Probe, Received
 
 SETTINGS = "camera/control/settings"
@@ -83,7 +83,8 @@ def test_dependent_controls_are_judged_after_the_whole_change(
     agent: AgentProcess, operator: Probe
 ) -> None:
     operator.publish(
-        SETTINGS, json.dumps({"id": "r2", "set": {"auto_exposure": False, "exposure_time_us": 8000}})
+        SETTINGS,
+        json.dumps({"id": "r2", "set": {"auto_exposure": False, "exposure_time_us": 8000}}),
     )
     answer = operator.wait_event(id="r2")
     assert answer["ok"] is True, answer

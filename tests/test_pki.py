@@ -32,7 +32,10 @@ def openssl_verify(pki: Path, cert: Path, purpose: str) -> subprocess.CompletedP
 @pytest.fixture
 def fresh_pki(tmp_path: Path) -> Path:
     directory = tmp_path / "pki"
-    assert pki_main(["init", str(directory), "--server-dns", "cam.example", "--server-ip", "10.1.2.3"]) == 0
+    assert (
+        pki_main(["init", str(directory), "--server-dns", "cam.example", "--server-ip", "10.1.2.3"])
+        == 0
+    )
     return directory
 
 
@@ -108,7 +111,9 @@ def test_rsa_key_type(tmp_path: Path) -> None:
 def test_issue_list_revoke_and_p12(fresh_pki: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert pki_main(["issue", str(fresh_pki), "phone", "--role", "viewer", "--p12"]) == 0
     password = (fresh_pki / "clients" / "phone" / "bundle.p12.password").read_bytes().strip()
-    bundle = pkcs12.load_pkcs12((fresh_pki / "clients" / "phone" / "bundle.p12").read_bytes(), password)
+    bundle = pkcs12.load_pkcs12(
+        (fresh_pki / "clients" / "phone" / "bundle.p12").read_bytes(), password
+    )
     assert bundle.cert is not None and bundle.key is not None
     assert len(bundle.additional_certs) == 2  # intermediate and root, for the app's trust store
 
@@ -152,12 +157,16 @@ def test_acl_grants_each_role_its_topics(fresh_pki: Path) -> None:
     assert pki_main(["issue", str(fresh_pki), "cam-x", "--role", "agent", "--camera", "x"]) == 0
     assert pki_main(["issue", str(fresh_pki), "guard", "--role", "viewer", "--camera", "x"]) == 0
     acl = (fresh_pki / "server" / "acl").read_text()
-    blocks = {b.split("\n")[1]: b for b in acl.split("\n\n") if b.startswith("#") and "\nuser " in b}
+    blocks = {
+        b.split("\n")[1]: b for b in acl.split("\n\n") if b.startswith("#") and "\nuser " in b
+    }
     cam_x = blocks["user cam-x"]
     assert "topic read camera/x/control/#" in cam_x
     assert "topic write camera/x/status" in cam_x
     assert "camera/control" not in cam_x
     operator = blocks["user operator"]  # fleet-wide: every recorded camera
-    assert "topic write camera/x/control/#" in operator and "topic write camera/control/#" in operator
+    assert (
+        "topic write camera/x/control/#" in operator and "topic write camera/control/#" in operator
+    )
     guard = blocks["user guard"]
     assert "write" not in guard and "topic read camera/x/status" in guard

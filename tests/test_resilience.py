@@ -6,10 +6,10 @@ import json
 import time
 from pathlib import Path
 
+from devstack import Broker
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from devstack import Broker
 from tests.support import AgentProcess, Probe
 
 SETTINGS = "camera/control/settings"
@@ -86,11 +86,18 @@ payloads = st.one_of(
     st.text(max_size=200).map(str.encode),
     st.recursive(
         st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
-        lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+        lambda inner: (
+            st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+        ),
         max_leaves=12,
     ).map(lambda v: json.dumps(v).encode()),
     st.fixed_dictionaries(
-        {"set": st.dictionaries(st.sampled_from(["brightness", "hue", "x", "width"]), st.integers() | st.text(max_size=5))}
+        {
+            "set": st.dictionaries(
+                st.sampled_from(["brightness", "hue", "x", "width"]),
+                st.integers() | st.text(max_size=5),
+            )
+        }
     ).map(lambda v: json.dumps(v).encode()),
 )
 
