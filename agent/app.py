@@ -61,7 +61,7 @@ class AgentApp:
         )
         status = AgentStatus(config.camera.id, identity, topics, link, backend)
         status.warnings.extend(warnings)
-        controls = CameraControls(backend, on_change=status.publish_changed)
+        controls = CameraControls(backend, on_change=status.mark_changed)
         router = CommandRouter(
             config.camera.id,
             topics,
@@ -84,11 +84,14 @@ class AgentApp:
                 link_task = tasks.create_task(
                     link.run(status.publish_connected, on_message), name="mqtt"
                 )
+                status_task = tasks.create_task(status.run(), name="status")
                 await self._stop.wait()
                 log.info("stopping")
                 if link.connected.is_set():
                     await status.publish_offline()
+                    await link.drain()
                 link_task.cancel()
+                status_task.cancel()
         finally:
             await backend.stop()
 

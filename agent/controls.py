@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 
 from agent.camera.base import AppliedChange, CameraBackend
 from agent.camera.settings import plan_change
@@ -15,7 +15,7 @@ log = logging.getLogger(__name__)
 
 
 class CameraControls:
-    def __init__(self, backend: CameraBackend, on_change: Callable[[], Awaitable[None]]) -> None:
+    def __init__(self, backend: CameraBackend, on_change: Callable[[], None]) -> None:
         self._backend = backend
         self._on_change = on_change
         # One change at a time: two concurrent restarts of the pipeline would race.
@@ -37,5 +37,5 @@ class CameraControls:
                 " with a pipeline restart" if applied.restarted else "",
                 time.monotonic() - started,
             )
-        await self._on_change()
+        self._on_change()
         return applied

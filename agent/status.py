@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import uuid
@@ -14,6 +15,8 @@ from agent.protocol import utc_now
 from agent.router import Publisher
 
 log = logging.getLogger(__name__)
+
+STATE_DEBOUNCE_S = 0.005
 
 
 def describe_controls(backend: CameraBackend) -> list[dict[str, Any]]:
@@ -39,6 +42,7 @@ class AgentStatus:
         # Tells this process's retained state apart from another agent's with the same identity.
         self.instance = uuid.uuid4().hex
         self.warnings: list[str] = []
+        self._changed = asyncio.Event()
 
     def state(self) -> dict[str, Any]:
         return {
@@ -87,6 +91,24 @@ class AgentStatus:
     async def _retain(self, topic: str, body: dict[str, Any] | str) -> None:
         payload = body.encode() if isinstance(body, str) else json.dumps(body).encode()
         await self._publisher.publish(topic, payload, retain=True)
+
+    def mark_changed(self) -> None:
+        """Schedule a republish of state and controls (see `run`)."""
+        self._changed.set()
+
+    async def run(self) -> None:
+        """Republish state and controls after changes, coalescing bursts into one message.
+
+        Running apart from the command handler lets a command's answer leave before the
+        (larger) retained documents, which keeps command latency at one broker round trip.
+        """
+        while True:
+            await self._changed.wait()
+            # A short pause lets the answer that caused the change reach the socket first and
+            # folds a burst (a slider dragged in a UI) into one retained update.
+            await asyncio.sleep(STATE_DEBOUNCE_S)
+            self._changed.clear()
+            await self.publish_changed()
 
     async def publish_changed(self) -> None:
         await self._retain(self._topics.controls, self.controls())

@@ -76,10 +76,12 @@ class Broker:
     def log_path(self) -> Path:
         return self.work_dir / "mosquitto.log"
 
+    def config_text(self) -> str:
+        return render_broker_config(self.pki_dir, self.work_dir / "data", self.port)
+
     def start(self) -> None:
-        data_dir = self.work_dir / "data"
-        data_dir.mkdir(parents=True, exist_ok=True)
-        self.config_path.write_text(render_broker_config(self.pki_dir, data_dir, self.port))
+        (self.work_dir / "data").mkdir(parents=True, exist_ok=True)
+        self.config_path.write_text(self.config_text())
         log: IO[bytes] = self.log_path.open("ab")
         self.process = subprocess.Popen(
             ["mosquitto", "-c", str(self.config_path)],

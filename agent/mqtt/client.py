@@ -75,6 +75,7 @@ class BrokerLink:
         self._ever_connected = False
         self._down_logged = False
         self._twin_seen = False
+        self._in_flight: set[asyncio.Task[None]] = set()
         self.connected = asyncio.Event()
 
     def report_twin(self) -> None:
@@ -190,7 +191,12 @@ class BrokerLink:
         retain: bool = False,
         correlation_data: bytes | None = None,
     ) -> bool:
-        """Publish with QoS 1; returns False (and logs) when the broker is unreachable."""
+        """Queue a QoS 1 publish; False (logged) when the broker is unreachable.
+
+        The PUBACK is not awaited here: paho sends queued messages in call order and QoS 1
+        redelivers them, so waiting would only put one broker round trip per message in front
+        of the next answer (the retained state used to delay every command's answer by two).
+        """
         client = self._client
         if client is None:
             log.debug("not connected; dropped a message for %s", topic)
@@ -199,9 +205,28 @@ class BrokerLink:
         if correlation_data is not None:
             properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
             properties.CorrelationData = correlation_data
-        try:
-            await client.publish(topic, payload, qos=1, retain=retain, properties=properties)
-        except (aiomqtt.MqttError, TimeoutError) as err:
-            log.warning("could not publish to %s: %s", topic, err)
-            return False
+        # The task's first step hands the message to paho; tasks start in creation order, so
+        # messages leave in the order publish() was called.
+        task = asyncio.create_task(
+            client.publish(topic, payload, qos=1, retain=retain, properties=properties)
+        )
+        self._in_flight.add(task)
+        task.add_done_callback(self._publish_done(topic))
+        await asyncio.sleep(0)  # let the task hand the message to paho before we return
         return True
+
+    def _publish_done(self, topic: str) -> Callable[[asyncio.Task[None]], None]:
+        def done(task: asyncio.Task[None]) -> None:
+            self._in_flight.discard(task)
+            if task.cancelled():
+                return
+            err = task.exception()
+            if err is not None:
+                log.warning("could not publish to %s: %s", topic, err)
+
+        return done
+
+    async def drain(self) -> None:
+        """Wait until the broker acknowledged every queued publish (before a clean stop)."""
+        if self._in_flight:
+            await asyncio.wait(set(self._in_flight), timeout=PUBLISH_TIMEOUT_S)
