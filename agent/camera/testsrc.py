@@ -101,6 +101,7 @@ class TestPatternCamera(CameraBackend):
     """Control model of the test-pattern camera (the live picture comes with the stream)."""
 
     name = "testsrc"
+    __test__ = False  # not a pytest test class, despite its name
 
     def __init__(self, width: int, height: int, fps: int) -> None:
         self._descriptors = testsrc_descriptors(width, height, fps)

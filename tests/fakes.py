@@ -1,0 +1,39 @@
+"""In-memory fakes of the agent's boundaries, for unit tests of the logic behind them."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class PublishedMessage:
+    topic: str
+    payload: bytes
+    retain: bool
+    correlation_data: bytes | None
+
+    def json(self) -> Any:
+        return json.loads(self.payload)
+
+
+@dataclass
+class InMemoryBus:
+    """Stands in for `BrokerLink.publish`: records what the agent would publish."""
+
+    published: list[PublishedMessage] = field(default_factory=list)
+
+    async def publish(
+        self,
+        topic: str,
+        payload: bytes,
+        *,
+        retain: bool = False,
+        correlation_data: bytes | None = None,
+    ) -> bool:
+        self.published.append(PublishedMessage(topic, payload, retain, correlation_data))
+        return True
+
+    def on(self, topic: str) -> list[Any]:
+        return [m.json() for m in self.published if m.topic == topic]

@@ -1,0 +1,69 @@
+"""Configuration: TOML + environment, unknown keys and bad values refused with a clear message."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from agent.config import load_config
+from agent.errors import ConfigError
+
+
+def test_environment_overrides_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = tmp_path / "agent.toml"
+    config.write_text('[mqtt]\nhost = "broker"\nport = 1883\n[camera]\nbackend = "testsrc"\n')
+    monkeypatch.setenv("CAMERA_AGENT_MQTT__PORT", "9883")
+    loaded = load_config(config)
+    assert (loaded.mqtt.host, loaded.mqtt.port, loaded.camera.backend) == (
+        "broker",
+        9883,
+        "testsrc",
+    )
+
+
+@pytest.mark.parametrize(
+    ("toml", "message"),
+    [
+        ("[mqtt]\nhots = 'x'\n", "mqtt.hots: Extra inputs are not permitted"),
+        ("[camerra]\nid = 'x'\n", "camerra: Extra inputs are not permitted"),
+        ("[camera]\nbackend = 'webcam'\n", "camera.backend"),
+        ("[mqtt]\nbase_topic = 'a/#'\n", "mqtt.base_topic"),
+        ("[mqtt\n", "is not valid TOML"),
+    ],
+)
+def test_bad_config_is_refused_with_the_key_named(tmp_path: Path, toml: str, message: str) -> None:
+    config = tmp_path / "agent.toml"
+    config.write_text(toml)
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[")):
+        load_config(config)
+
+
+def test_cli_exits_2_with_message_for_missing_certificate(tmp_path: Path) -> None:
+    config = tmp_path / "agent.toml"
+    config.write_text(f'[mqtt]\nca = "{tmp_path}/none.pem"\n[camera]\nbackend = "testsrc"\n')
+    result = subprocess.run(
+        [sys.executable, "-m", "agent", "run", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "none.pem does not exist" in result.stderr
+
+
+def test_cli_refuses_unknown_key(tmp_path: Path) -> None:
+    config = tmp_path / "agent.toml"
+    config.write_text("[mqtt]\nbogus = 1\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "agent", "run", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "mqtt.bogus" in result.stderr

@@ -1,0 +1,139 @@
+"""The command router and the settings rules, through the in-memory bus (no broker)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from agent.camera.testsrc import TestPatternCamera
+from agent.controls import CameraControls
+from agent.mqtt.client import InboundMessage
+from agent.mqtt.topics import Topics
+from agent.protocol import ActionCommand
+from agent.router import ActionHandler, Answer, CommandRouter
+from tests.fakes import InMemoryBus
+
+TOPICS = Topics("site/cam1")
+
+
+def make_router(
+    actions: dict[str, ActionHandler] | None = None,
+) -> tuple[CommandRouter, InMemoryBus, list[int]]:
+    bus = InMemoryBus()
+    changes: list[int] = []
+    controls = CameraControls(TestPatternCamera(640, 480, 25), on_change=lambda: changes.append(1))
+    router = CommandRouter(
+        "cam1", TOPICS, bus, controls, actions=actions or {}, max_payload_bytes=1024
+    )
+    return router, bus, changes
+
+
+async def send(router: CommandRouter, topic: str, payload: str | bytes, **kw: Any) -> None:
+    data = payload.encode() if isinstance(payload, str) else payload
+    await router.handle(InboundMessage(topic, data, **kw))
+
+
+async def test_answers_on_the_configured_base_topic() -> None:
+    router, bus, changes = make_router()
+    await send(router, TOPICS.settings, "width 800")
+    (answer,) = bus.on("site/cam1/status")
+    assert answer["camera"] == "cam1"
+    assert answer["data"] == {"applied": {"width": 800}, "restarted": True, "downtime_s": 0.0}
+    assert "stream restarted" in answer["message"]
+    assert changes == [1]
+
+
+async def test_rejected_change_announces_nothing() -> None:
+    router, bus, changes = make_router()
+    await send(router, TOPICS.settings, json.dumps({"set": {"width": 800, "height": 7}}))
+    (answer,) = bus.on("site/cam1/status")
+    assert answer["error"]["code"] == "out_of_range"
+    assert changes == []
+
+
+async def test_menu_accepts_label_bool_accepts_words_and_int_checks_step() -> None:
+    router, bus, _ = make_router()
+    await send(
+        router,
+        TOPICS.settings,
+        json.dumps({"id": "a", "set": {"pattern": "SMPTEBARS", "hflip": "on"}}),
+    )
+    await send(router, TOPICS.settings, "height 481")
+    ok, bad = bus.on("site/cam1/status")
+    assert ok["data"]["applied"] == {"pattern": "smptebars", "hflip": True}
+    assert bad["error"]["code"] == "invalid_value"
+    assert "steps of 2" in bad["error"]["detail"]
+
+
+async def test_reply_goes_to_response_topic_only_under_base() -> None:
+    router, bus, _ = make_router()
+    await send(
+        router,
+        TOPICS.action,
+        "picture",
+        response_topic="site/cam1/response/app",
+        correlation_data=b"7",
+    )
+    replies = [m for m in bus.published if m.topic == "site/cam1/response/app"]
+    assert len(replies) == 1
+    assert replies[0].correlation_data == b"7"
+    await send(router, TOPICS.action, "picture", response_topic="site/cam1/response/#")
+    assert bus.on("site/cam1/status")[-1]["error"]["code"] == "invalid_response_topic"
+    assert not [m for m in bus.published if m.topic == "site/cam1/response/#"]
+
+
+async def test_handler_crash_becomes_internal_error() -> None:
+    async def broken(command: ActionCommand) -> Answer:
+        raise RuntimeError("boom")
+
+    router, bus, _ = make_router({"picture": broken})
+    await send(router, TOPICS.action, json.dumps({"id": "x", "action": "picture"}))
+    (answer,) = bus.on("site/cam1/status")
+    assert answer["error"]["code"] == "internal_error"
+    assert answer["id"] == "x"
+
+
+@pytest.mark.parametrize(
+    ("payload", "code"),
+    [
+        ('{"id": true, "set": {"hue": 1}}', "bad_request"),
+        ('{"id": "", "set": {"hue": 1}}', "bad_request"),
+        ('{"set": {"hue": NaN}}', "bad_request"),
+        ('{"set": {"hue": 1e999}}', "invalid_value"),
+        ('{"set": {"hue": 1}, "extra": 1}', "bad_request"),
+        ("hue one", "invalid_value"),
+        ("auto_exposure maybe", "invalid_value"),
+        ("fps 2.5", "invalid_value"),
+    ],
+)
+async def test_settings_edge_cases(payload: str, code: str) -> None:
+    router, bus, _ = make_router()
+    await send(router, TOPICS.settings, payload)
+    assert bus.on("site/cam1/status")[0]["error"]["code"] == code
+
+
+@pytest.mark.parametrize(
+    ("payload", "code", "detail"),
+    [
+        ("record 1:02:03.5 extra", "invalid_argument", "usage: record"),
+        ("trim ../etc/passwd 1 2", "not_available", "trim"),
+        ("trim a.mp4 00:00:02 00:00:01", "invalid_argument", "must be after start"),
+        (
+            '{"action": "trim", "file": "a.mp4", "start": 0, "end": 3, "mode": "slow"}',
+            "invalid_argument",
+            "mode",
+        ),
+        ('{"action": "picture", "quality": 101}', "invalid_argument", "quality"),
+        ('{"action": "stop", "job": "a b"}', "invalid_argument", "job id"),
+        ('{"action": 3}', "bad_request", "'action' string"),
+        ("STREAM restart", "not_available", "stream"),
+    ],
+)
+async def test_action_parsing(payload: str, code: str, detail: str) -> None:
+    router, bus, _ = make_router()
+    await send(router, TOPICS.action, payload)
+    answer = bus.on("site/cam1/status")[0]
+    assert answer["error"]["code"] == code
+    assert detail in answer["error"]["detail"]
