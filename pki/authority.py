@@ -96,8 +96,9 @@ class Registry:
     key_type: KeyType
     identities: list[Identity] = field(default_factory=list)
 
-    def find(self, name: str) -> Identity | None:
-        return next((i for i in self.identities if i.name == name), None)
+    def find_active(self, name: str) -> Identity | None:
+        """The unrevoked certificate of ``name``; revoked ones stay recorded for the CRL."""
+        return next((i for i in self.identities if i.name == name and i.revoked_at is None), None)
 
 
 @dataclass(frozen=True)
@@ -417,14 +418,12 @@ class CertificateAuthority:
         if camera is not None:
             validate_identity_name(camera, what="camera id")
         registry = self.load_registry()
-        existing = registry.find(name)
-        if existing is not None and existing.revoked_at is None:
+        existing = registry.find_active(name)
+        if existing is not None:
             raise PkiError(
                 f"a certificate named {name!r} exists already (serial {existing.serial:x}); "
                 f"revoke it first with `camera-pki revoke {self.paths.root} {name}`"
             )
-        if existing is not None:
-            registry.identities.remove(existing)
         topic = base_topic or (f"{DEFAULT_BASE_TOPIC}/{camera}" if camera else None)
         if role is Role.AGENT and topic is None:
             topic = DEFAULT_BASE_TOPIC
@@ -497,11 +496,12 @@ class CertificateAuthority:
 
     def revoke(self, name: str) -> Identity:
         registry = self.load_registry()
-        identity = registry.find(name)
+        identity = registry.find_active(name)
         if identity is None:
+            revoked = [i for i in registry.identities if i.name == name]
+            if revoked:
+                raise PkiError(f"{name!r} was revoked already, at {revoked[-1].revoked_at}")
             raise PkiError(f"no certificate named {name!r} in {self.paths.root}")
-        if identity.revoked_at is not None:
-            raise PkiError(f"{name!r} was revoked already, at {identity.revoked_at}")
         identity.revoked_at = _now().isoformat()
         self._write_crl(self._intermediate(), registry)
         self._save_registry(registry)

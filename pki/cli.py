@@ -10,6 +10,8 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from cryptography import x509
+
 from agent.atomicfile import write_atomic
 from pki.authority import (
     CertificateAuthority,
@@ -95,6 +97,17 @@ def _cmd_list(args: argparse.Namespace) -> int:
     registry = ca.load_registry()
     now = dt.datetime.now(dt.UTC)
     rows = [("NAME", "ROLE", "CAMERA", "TOPIC BASE", "SERIAL", "EXPIRES", "STATUS")]
+    for name, role, path in (
+        ("root", "root-ca", ca.paths.root_cert),
+        ("intermediate", "intermediate-ca", ca.paths.intermediate_cert),
+        ("mqtt-broker", "server", ca.paths.server_cert),
+    ):
+        cert = x509.load_pem_x509_certificates(path.read_bytes())[0]
+        expires = cert.not_valid_after_utc
+        status = "expired" if expires < now else "valid"
+        rows.append(
+            (name, role, "-", "-", f"{cert.serial_number:x}", f"{expires:%Y-%m-%d}", status)
+        )
     for i in registry.identities:
         rows.append(
             (

@@ -129,6 +129,8 @@ def test_issue_list_revoke_and_p12(fresh_pki: Path, capsys: pytest.CaptureFixtur
     capsys.readouterr()
     assert pki_main(["list", str(fresh_pki)]) == 0
     rows = {line.split()[0]: line.split() for line in capsys.readouterr().out.splitlines()[1:]}
+    assert rows["root"][1] == "root-ca"
+    assert rows["mqtt-broker"][1] == "server"
     assert rows["phone"][-1] == "revoked"
     assert rows["phone"][1] == "viewer"
     assert rows["agent"][-1] == "valid"
@@ -170,3 +172,16 @@ def test_acl_grants_each_role_its_topics(fresh_pki: Path) -> None:
     )
     guard = blocks["user guard"]
     assert "write" not in guard and "topic read camera/x/status" in guard
+
+
+def test_reissuing_a_revoked_name_keeps_the_old_serial_revoked(fresh_pki: Path) -> None:
+    assert pki_main(["issue", str(fresh_pki), "tablet", "--role", "operator"]) == 0
+    old = certs(fresh_pki / "clients" / "tablet" / "cert.pem")[0].serial_number
+    assert pki_main(["revoke", str(fresh_pki), "tablet"]) == 0
+    assert pki_main(["issue", str(fresh_pki), "tablet", "--role", "operator"]) == 0
+    new = certs(fresh_pki / "clients" / "tablet" / "cert.pem")[0].serial_number
+    assert pki_main(["crl", str(fresh_pki)]) == 0
+    crl = x509.load_pem_x509_crl((fresh_pki / "crl.pem").read_bytes())
+    assert crl.get_revoked_certificate_by_serial_number(old) is not None
+    assert crl.get_revoked_certificate_by_serial_number(new) is None
+    assert "user tablet" in (fresh_pki / "server" / "acl").read_text()
