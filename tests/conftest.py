@@ -18,6 +18,7 @@ def pki_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     ca = CertificateAuthority(directory)
     assert ca.init()
     ca.issue("viewer", Role.VIEWER)
+    ca.issue("cli", Role.OPERATOR)  # for the command-line clients, beside the `operator` probe
     ca.issue("cam-a", Role.AGENT, camera="a")
     ca.issue("cam-b", Role.AGENT, camera="b")
     return directory

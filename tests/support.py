@@ -198,3 +198,11 @@ class AgentProcess:
 
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def wait_for_log(self, text: str, timeout: float = WAIT_S) -> None:
+        """Until the agent has logged ``text`` (polling its log file)."""
+        deadline = time.monotonic() + timeout
+        while text not in self.log_text():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"agent never logged {text!r}; log:\n{self.log_text()}")
+            time.sleep(0.05)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 from devstack import Broker
@@ -71,10 +70,7 @@ def test_second_agent_with_same_certificate_logs_takeover(
     twin = AgentProcess(broker, tmp_path / "twin")
     twin.start()
     try:
-        deadline = time.monotonic() + 20
-        while "session taken over" not in agent.log_text():
-            assert time.monotonic() < deadline, agent.log_text()
-            time.sleep(0.1)
+        agent.wait_for_log("session taken over", timeout=20)
         assert "each camera needs its own certificate" in agent.log_text()
         assert agent.alive()
     finally:

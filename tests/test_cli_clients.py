@@ -1,0 +1,66 @@
+"""Driving the agent the way people do: Mosquitto's own command-line clients."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+from devstack import Broker
+
+from tests.support import AgentProcess, Probe
+
+
+def tls_args(broker: Broker, identity: str) -> list[str]:
+    pki = broker.pki_dir
+    client = pki / "clients" / identity
+    return [
+        "-h", "127.0.0.1", "-p", str(broker.port), "--cafile", str(pki / "ca_chain.pem"),
+        "--cert", str(client / "cert.pem"), "--key", str(client / "key.pem"),
+    ]  # fmt: skip
+
+
+def test_mosquitto_pub_text_command(agent: AgentProcess, operator: Probe, broker: Broker) -> None:
+    subprocess.run(
+        ["mosquitto_pub", *tls_args(broker, "cli"), "-q", "1",
+         "-t", "camera/control/settings", "-m", "saturation 1.7"],
+        check=True, timeout=10,
+    )  # fmt: skip
+    answer = operator.wait_event(event="settings.applied")
+    assert answer["message"] == "SUCCESS: saturation set to 1.7"
+
+
+def test_mosquitto_rr_gets_the_answer_on_its_response_topic(
+    agent: AgentProcess, broker: Broker, tmp_path: Path
+) -> None:
+    result = subprocess.run(
+        ["mosquitto_rr", *tls_args(broker, "cli"), "-W", "10",
+         "-t", "camera/control/settings", "-e", "camera/response/rr",
+         "-m", json.dumps({"id": "rr1", "set": {"gamma": 1.4}})],
+        capture_output=True, text=True, timeout=20, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    reply = json.loads(result.stdout)
+    assert reply["id"] == "rr1"
+    assert reply["ok"] is True
+    assert reply["data"]["applied"] == {"gamma": 1.4}
+
+
+def test_agent_started_before_its_broker_comes_online_when_it_starts(
+    pki_dir: Path, tmp_path: Path
+) -> None:
+    broker = Broker(pki_dir, tmp_path / "broker")
+    agent = AgentProcess(broker, tmp_path / "agent")
+    agent.start()
+    try:
+        agent.wait_for_log("cannot connect to broker")  # nothing listens on its port yet
+        broker.start()
+        operator = Probe(broker, "operator")
+        try:
+            operator.subscribe("camera/availability")
+            operator.wait_for(lambda m: m.payload == b"online", timeout=20, what="online")
+        finally:
+            operator.close()
+    finally:
+        agent.stop()
+        broker.stop()
