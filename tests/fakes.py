@@ -2,27 +2,17 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
-
-@dataclass
-class PublishedMessage:
-    topic: str
-    payload: bytes
-    retain: bool
-    correlation_data: bytes | None
-
-    def json(self) -> Any:
-        return json.loads(self.payload)
+from tests.support import Received
 
 
 @dataclass
 class InMemoryBus:
     """Stands in for `BrokerLink.publish`: records what the agent would publish."""
 
-    published: list[PublishedMessage] = field(default_factory=list)
+    published: list[Received] = field(default_factory=list)
 
     async def publish(
         self,
@@ -32,7 +22,7 @@ class InMemoryBus:
         retain: bool = False,
         correlation_data: bytes | None = None,
     ) -> bool:
-        self.published.append(PublishedMessage(topic, payload, retain, correlation_data))
+        self.published.append(Received(topic, payload, retain, correlation_data))
         return True
 
     def on(self, topic: str) -> list[Any]:
