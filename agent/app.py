@@ -87,11 +87,12 @@ class AgentApp:
                 status_task = tasks.create_task(status.run(), name="status")
                 await self._stop.wait()
                 log.info("stopping")
+                status_task.cancel()
                 if link.connected.is_set():
+                    await status.flush()
                     await status.publish_offline()
                     await link.drain()
                 link_task.cancel()
-                status_task.cancel()
         finally:
             await backend.stop()
 

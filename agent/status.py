@@ -110,6 +110,12 @@ class AgentStatus:
             self._changed.clear()
             await self.publish_changed()
 
+    async def flush(self) -> None:
+        """Publish a change still waiting in `run`'s pause (before a clean stop)."""
+        if self._changed.is_set():
+            self._changed.clear()
+            await self.publish_changed()
+
     async def publish_changed(self) -> None:
         await self._retain(self._topics.controls, self.controls())
         await self._retain(self._topics.state, self.state())
