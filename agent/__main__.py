@@ -36,7 +36,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         asyncio.run(run_agent(config))
     except ConfigError as err:
-        logging.getLogger("agent").error("%s", err)  # noqa: TRY400 - a config error needs no traceback
+        logging.getLogger("agent").error("%s", err)
         return 2
     return 0
 

@@ -57,9 +57,24 @@ class CameraSettings(Section):
 
 
 class StreamSettings(Section):
-    url: str = Field("rtsp://127.0.0.1:8554/cam", description="MediaMTX path the agent publishes")
+    url: str = Field(
+        "rtsp://127.0.0.1:8554/cam",
+        pattern=r"^rtsp://[^/@\s]+/[A-Za-z0-9_.~-]+$",
+        description="MediaMTX path the agent publishes (no credentials in it)",
+    )
     username: str = Field("agent", description="MediaMTX publish user")
     password: SecretStr = Field(SecretStr(""), description="MediaMTX publish password")
+    api_url: str = Field(
+        "http://127.0.0.1:9997", description="MediaMTX control API, to confirm the stream is live"
+    )
+    autostart: bool = Field(True, description="start streaming at start-up (else `stream start`)")
+    rtsp_transport: Literal["tcp", "udp"] = Field("tcp", description="transport of the pusher")
+    restart_min_s: float = Field(0.5, gt=0, description="first delay before restarting a pusher")
+    restart_max_s: float = Field(30.0, gt=0, description="restart delay cap")
+    start_timeout_s: float = Field(10.0, gt=0, description="time for a pusher to go live")
+    stall_timeout_s: float = Field(
+        5.0, gt=0, description="no new data at MediaMTX for this long restarts the pusher"
+    )
 
 
 class StorageSettings(Section):

@@ -1,41 +1,114 @@
-"""Control changes: validate as a whole, apply through the backend, announce the new values."""
+"""Control changes: validate as a whole, apply through the backend, restart the stream when the
+change needs it, persist the values, and announce them.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections.abc import Callable, Mapping
+from pathlib import Path
 
-from agent.camera.base import AppliedChange, CameraBackend
+from agent.atomicfile import write_atomic
+from agent.camera.base import AppliedChange, CameraBackend, ControlValue
 from agent.camera.settings import plan_change
-from agent.errors import CameraError, CommandError, ErrorCode
+from agent.errors import CameraError, CommandError, ErrorCode, SettingsRejected
+from agent.stream.supervisor import StreamSupervisor
 
 log = logging.getLogger(__name__)
 
 
+class ControlStore:
+    """Control values across restarts: `<state_dir>/controls.json`, replaced atomically."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+
+    def load(self) -> dict[str, object]:
+        try:
+            body = json.loads(self._path.read_text())
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as err:
+            log.warning("ignoring unreadable %s: %s", self._path, err)
+            return {}
+        return body if isinstance(body, dict) else {}
+
+    def save(self, values: Mapping[str, ControlValue]) -> None:
+        try:
+            write_atomic(self._path, (json.dumps(dict(values), indent=1) + "\n").encode())
+        except OSError as err:
+            # The change is live; only its survival across a restart is at risk.
+            log.error("could not save control values to %s: %s", self._path, err)
+
+
 class CameraControls:
-    def __init__(self, backend: CameraBackend, on_change: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        backend: CameraBackend,
+        store: ControlStore,
+        stream: StreamSupervisor | None,
+        on_change: Callable[[], None],
+    ) -> None:
         self._backend = backend
+        self._store = store
+        self._stream = stream
         self._on_change = on_change
         # One change at a time: two concurrent restarts of the pipeline would race.
         self._lock = asyncio.Lock()
 
+    def _settable(self) -> dict[str, ControlValue]:
+        read_only = {d.name for d in self._backend.descriptors() if d.read_only}
+        return {k: v for k, v in self._backend.values().items() if k not in read_only}
+
+    async def restore(self) -> None:
+        """Re-apply the saved values (before the stream starts); invalid ones are dropped."""
+        saved = self._store.load()
+        while saved:
+            try:
+                plan = plan_change(self._backend.descriptors(), self._backend.values(), saved)
+            except SettingsRejected as err:
+                for problem in err.problems:
+                    log.warning("saved control not restored: %s", problem.detail)
+                    saved.pop(problem.control, None)
+                continue
+            await self._backend.apply(plan.values, restart=True)
+            log.info("restored controls: %s", plan.values)
+            return
+
     async def change(self, requested: Mapping[str, object]) -> AppliedChange:
         async with self._lock:
-            plan = plan_change(self._backend.descriptors(), self._backend.values(), requested)
+            before = self._backend.values()
+            plan = plan_change(self._backend.descriptors(), before, requested)
             started = time.monotonic()
+            restart = bool(plan.restart)
             try:
-                applied = await self._backend.apply(plan.values, restart=bool(plan.restart))
+                await self._backend.apply(plan.values, restart=restart)
+                downtime = await self._stream.restart() if restart and self._stream else 0.0
             except CameraError as err:
+                await self._roll_back(before, plan.values, restart)
                 raise CommandError(
-                    ErrorCode.CAMERA_ERROR, f"camera refused the change: {err}"
+                    ErrorCode.CAMERA_ERROR, f"camera refused the change (values restored): {err}"
                 ) from err
+            self._store.save(self._settable())
             log.info(
                 "controls changed: %s%s (%.3f s)",
-                applied.values,
-                " with a pipeline restart" if applied.restarted else "",
+                plan.values,
+                f" with a pipeline restart, down {downtime:.2f} s" if restart else "",
                 time.monotonic() - started,
             )
         self._on_change()
-        return applied
+        return AppliedChange(values=plan.values, restarted=restart, downtime_s=downtime)
+
+    async def _roll_back(
+        self, before: Mapping[str, ControlValue], changed: Mapping[str, ControlValue], restart: bool
+    ) -> None:
+        previous = {name: before[name] for name in changed}
+        await self._backend.apply(previous, restart=restart)
+        if restart and self._stream is not None:
+            try:
+                await self._stream.restart()
+            except CameraError as err:
+                log.error("stream still down after restoring the previous values: %s", err)

@@ -34,6 +34,7 @@ class ErrorCode(StrEnum):
     IO_ERROR = "io_error"
     INVALID_RESPONSE_TOPIC = "invalid_response_topic"
     CAMERA_ERROR = "camera_error"
+    STREAM_ERROR = "stream_error"  # the stream went down or cannot start; `detail` says why
     INTERNAL_ERROR = "internal_error"
 
 

@@ -6,12 +6,14 @@ import asyncio
 import json
 import logging
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from agent import __version__
 from agent.camera.base import CameraBackend
+from agent.errors import CommandError, ErrorCode
 from agent.mqtt.topics import Topics
-from agent.protocol import utc_now
+from agent.protocol import event, utc_now
 from agent.router import Publisher
 
 log = logging.getLogger(__name__)
@@ -43,6 +45,7 @@ class AgentStatus:
         self.instance = uuid.uuid4().hex
         self.warnings: list[str] = []
         self._changed = asyncio.Event()
+        self.stream_snapshot: Callable[[], dict[str, Any]] = lambda: {"state": "disabled"}
 
     def state(self) -> dict[str, Any]:
         return {
@@ -54,9 +57,9 @@ class AgentStatus:
             "instance": self.instance,
             "backend": self._backend.info(),
             "controls": self._backend.values(),
-            # The stream and jobs arrive with later releases; their places are already here so
-            # that frontends can be written against the final shape.
-            "stream": {"state": "unavailable"},
+            "stream": self.stream_snapshot(),
+            # Jobs arrive with a later release; the place is here so that frontends can be
+            # written against the final shape.
             "jobs": [],
             "warnings": self.warnings,
         }
@@ -91,6 +94,14 @@ class AgentStatus:
     async def _retain(self, topic: str, body: dict[str, Any] | str) -> None:
         payload = body.encode() if isinstance(body, str) else json.dumps(body).encode()
         await self._publisher.publish(topic, payload, retain=True)
+
+    async def emit(self, name: str, ok: bool, message: str, data: dict[str, Any]) -> None:
+        """A happening that answers no command (stream down/up...) on `BASE/status`."""
+        error = (
+            None if ok else CommandError(ErrorCode.STREAM_ERROR, message.removeprefix("ERROR: "))
+        )
+        body = event(self._camera_id, name, ok=ok, message=message, data=data, error=error)
+        await self._publisher.publish(self._topics.status, json.dumps(body).encode())
 
     def mark_changed(self) -> None:
         """Schedule a republish of state and controls (see `run`)."""

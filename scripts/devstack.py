@@ -1,14 +1,19 @@
-"""Run the shipped broker config natively: used by `scripts/run` and by the tests.
+"""Run the shipped broker and MediaMTX configs natively: used by `scripts/run` and the tests.
 
-The config under broker/ is read as shipped; only the listener port/address and file paths are
-rewritten (plus `user root`, because Mosquitto started as root would otherwise drop to the
-`mosquitto` user, which cannot read the 0600 keys that camera-pki writes).
+The configs under broker/ and mediamtx/ are read as shipped; only listen addresses/ports and
+file paths are rewritten, plus what a deployment must supply: `user root` for Mosquitto (started
+as root it would drop to the `mosquitto` user, which cannot read the 0600 keys camera-pki
+writes) and the password hashes of MediaMTX's two users (its placeholders match nothing).
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import hashlib
+import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -20,6 +25,8 @@ from typing import IO
 
 REPO = Path(__file__).resolve().parent.parent
 BROKER_CONF = REPO / "broker" / "mosquitto.conf"
+MEDIAMTX_CONF = REPO / "mediamtx" / "mediamtx.yml"
+MEDIAMTX_CONTAINERFILE = REPO / "mediamtx" / "Containerfile"
 CONTAINER_PKI = "/mosquitto/certs"
 
 
@@ -131,10 +138,24 @@ def agent_config_toml(
     client: str = "agent",
     base_topic: str = "camera",
     camera_id: str = "cam",
+    media: MediaServer | None = None,
 ) -> str:
-    """A camera-agent config for a local broker (native run and tests)."""
+    """A camera-agent config for a local broker and MediaMTX (native run and tests)."""
     client_dir = pki_dir / "clients" / client
-    return f"""\
+    stream = (
+        f"""
+[stream]
+url = "{media.rtsp_url}"
+username = "agent"
+password = "{media.credentials.agent}"
+api_url = "{media.api_url}"
+"""
+        if media is not None
+        else "\n[stream]\nautostart = false\n"
+    )
+    return (
+        stream
+        + f"""\
 [mqtt]
 host = "127.0.0.1"
 port = {broker_port}
@@ -151,6 +172,165 @@ backend = "testsrc"
 captures_dir = "{state_root / "captures"}"
 state_dir = "{state_root / "state"}"
 """
+    )
+
+
+@dataclass(frozen=True)
+class StreamCredentials:
+    """Passwords of MediaMTX's two users; MediaMTX itself only ever sees their hashes."""
+
+    agent: str
+    viewer: str
+
+    @classmethod
+    def generate(cls) -> StreamCredentials:
+        return cls(secrets.token_urlsafe(18), secrets.token_urlsafe(18))
+
+    @classmethod
+    def load_or_create(cls, path: Path) -> StreamCredentials:
+        if path.exists():
+            return cls(**json.loads(path.read_text()))
+        credentials = cls.generate()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"agent": credentials.agent, "viewer": credentials.viewer}))
+        path.chmod(0o600)
+        return credentials
+
+
+def mediamtx_hash(password: str) -> str:
+    digest = hashlib.sha256(password.encode()).digest()
+    return "sha256:" + base64.b64encode(digest).decode()
+
+
+def mediamtx_version() -> str:
+    for line in MEDIAMTX_CONTAINERFILE.read_text().splitlines():
+        if line.startswith("ARG MEDIAMTX_VERSION="):
+            return line.split("=", 1)[1].strip()
+    raise RuntimeError(f"no ARG MEDIAMTX_VERSION in {MEDIAMTX_CONTAINERFILE}")
+
+
+def mediamtx_binary() -> Path:
+    """The pinned MediaMTX, built once and cached outside the repository."""
+    result = subprocess.run(
+        [str(REPO / "scripts" / "build-mediamtx")], capture_output=True, text=True, check=False
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"building MediaMTX failed:\n{result.stderr}")
+    return Path(result.stdout.strip().splitlines()[-1])
+
+
+def free_port_pair() -> int:
+    """An even UDP port whose successor is free too (RTP and RTCP must be adjacent)."""
+    for _ in range(100):
+        # Linux gives odd ports to bind(0) (even ones are kept for connect), so step down one.
+        port = free_port() & ~1
+        with (
+            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as rtp,
+            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as rtcp,
+        ):
+            try:
+                rtp.bind(("127.0.0.1", port))
+                rtcp.bind(("127.0.0.1", port + 1))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError("no free RTP/RTCP port pair")
+
+
+@dataclass
+class MediaServer:
+    """A real MediaMTX running the shipped config on loopback ports."""
+
+    work_dir: Path
+    credentials: StreamCredentials = field(default_factory=StreamCredentials.generate)
+    rtsp_port: int = field(default_factory=free_port)
+    rtp_port: int = field(default_factory=free_port_pair)
+    hls_port: int = field(default_factory=free_port)
+    webrtc_port: int = field(default_factory=free_port)
+    webrtc_udp_port: int = field(default_factory=free_port)
+    api_port: int = field(default_factory=free_port)
+    path: str = "cam"
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def rtsp_url(self) -> str:
+        return f"rtsp://127.0.0.1:{self.rtsp_port}/{self.path}"
+
+    def viewer_url(self) -> str:
+        return f"rtsp://viewer:{self.credentials.viewer}@127.0.0.1:{self.rtsp_port}/{self.path}"
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.api_port}"
+
+    @property
+    def config_path(self) -> Path:
+        return self.work_dir / "mediamtx.yml"
+
+    @property
+    def log_path(self) -> Path:
+        return self.work_dir / "mediamtx.log"
+
+    def config_text(self) -> str:
+        addresses = {
+            "rtspAddress": self.rtsp_port,
+            "rtpAddress": self.rtp_port,
+            "rtcpAddress": self.rtp_port + 1,
+            "hlsAddress": self.hls_port,
+            "webrtcAddress": self.webrtc_port,
+            "webrtcLocalUDPAddress": self.webrtc_udp_port,
+            "apiAddress": self.api_port,
+        }
+        hashes = {
+            "agent": mediamtx_hash(self.credentials.agent),
+            "viewer": mediamtx_hash(self.credentials.viewer),
+        }
+        out: list[str] = []
+        user = None
+        for line in MEDIAMTX_CONF.read_text().splitlines():
+            key, _, _ = line.strip().partition(":")
+            if line.strip().startswith("- user:"):
+                user = line.split(":", 1)[1].strip()
+            if key in addresses and not line.startswith(" "):
+                out.append(f"{key}: 127.0.0.1:{addresses[key]}")
+            elif key == "pass" and user in hashes:
+                out.append(line.split("pass:")[0] + f"pass: {hashes[user]}")
+            else:
+                out.append(line)
+        return "\n".join(out) + "\n"
+
+    def start(self) -> None:
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        self.config_path.write_text(self.config_text())
+        binary = mediamtx_binary()
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                [str(binary), str(self.config_path)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=self.work_dir,
+                start_new_session=True,
+            )
+        try:
+            wait_for_port("127.0.0.1", self.api_port)
+            wait_for_port("127.0.0.1", self.rtsp_port)
+        except OSError:
+            self.stop()
+            raise RuntimeError(f"MediaMTX did not start; log:\n{self.log_text()}") from None
+
+    def stop(self) -> None:
+        if self.process is not None:
+            terminate_group(self.process)
+            self.process = None
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def log_text(self) -> str:
+        with contextlib.suppress(FileNotFoundError):
+            return self.log_path.read_text(errors="replace")
+        return ""
 
 
 def terminate_group(process: subprocess.Popen[bytes], timeout: float = 10.0) -> int:
@@ -180,17 +360,33 @@ def main(argv: list[str]) -> int:
     if CertificateAuthority(pki_dir).init():
         print(f"generated a PKI in {pki_dir}")
     broker = Broker(pki_dir, home / "broker", port=args.port)
+    media = MediaServer(
+        home / "mediamtx",
+        credentials=StreamCredentials.load_or_create(home / "stream-credentials.json"),
+        rtsp_port=8554, rtp_port=8000, hls_port=8888, webrtc_port=8889,
+        webrtc_udp_port=8189, api_port=9997,
+    )  # fmt: skip
     broker.start()
+    try:
+        media.start()
+    except BaseException:
+        broker.stop()
+        raise
     config = home / "agent.toml"
-    config.write_text(agent_config_toml(pki_dir, broker.port, home))
+    config.write_text(agent_config_toml(pki_dir, broker.port, home, media=media))
     op = pki_dir / "clients" / "operator"
     tls = (
         f"-h 127.0.0.1 -p {broker.port} --cafile {pki_dir}/ca_chain.pem"
         f" --cert {op}/cert.pem --key {op}/key.pem"
     )
     print(
-        f"broker on 127.0.0.1:{broker.port} (log: {broker.log_path})\n"
-        f"watch:   mosquitto_sub {tls} -t 'camera/#' -v\n"
+        f"broker on 127.0.0.1:{broker.port} (log: {broker.log_path}),"
+        f" MediaMTX (log: {media.log_path})\n"
+        f"watch:   ffplay -rtsp_transport tcp {media.viewer_url()}\n"
+        f"browser: http://127.0.0.1:{media.hls_port}/{media.path}/ (HLS),"
+        f" http://127.0.0.1:{media.webrtc_port}/{media.path}/ (WebRTC);"
+        f" user viewer, password {media.credentials.viewer}\n"
+        f"events:  mosquitto_sub {tls} -t 'camera/#' -v\n"
         f"command: mosquitto_pub {tls} -t camera/control/settings -m 'brightness 0.3'\n",
         flush=True,
     )
@@ -207,6 +403,7 @@ def main(argv: list[str]) -> int:
     except KeyboardInterrupt:
         return terminate_group(agent)
     finally:
+        media.stop()
         broker.stop()
 
 

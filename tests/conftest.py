@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from devstack import Broker
+from devstack import Broker, MediaServer
 
 from pki.authority import CertificateAuthority, Role
 from tests.support import AgentProcess, Probe
@@ -43,7 +43,20 @@ def operator(broker: Broker) -> Iterator[Probe]:
 @pytest.fixture
 def agent(broker: Broker, operator: Probe, tmp_path: Path) -> Iterator[AgentProcess]:
     """A running agent whose `online` the operator has seen (so its state is published)."""
-    process = AgentProcess(broker, tmp_path / "agent")
+    process = start_agent(AgentProcess(broker, tmp_path / "agent"), operator)
+    yield process
+    process.stop()
+
+
+@pytest.fixture
+def media(tmp_path: Path) -> Iterator[MediaServer]:
+    server = MediaServer(tmp_path / "mediamtx")
+    server.start()
+    yield server
+    server.stop()
+
+
+def start_agent(process: AgentProcess, operator: Probe) -> AgentProcess:
     process.start()
     try:
         operator.wait_for(
@@ -53,5 +66,20 @@ def agent(broker: Broker, operator: Probe, tmp_path: Path) -> Iterator[AgentProc
     except AssertionError:
         process.stop()
         raise AssertionError(f"agent did not come online; log:\n{process.log_text()}") from None
+    return process
+
+
+@pytest.fixture
+def streaming_agent(
+    broker: Broker, media: MediaServer, operator: Probe, tmp_path: Path
+) -> Iterator[AgentProcess]:
+    """An agent publishing the test pattern into MediaMTX; its stream is online."""
+    # Fast restarts, so that tests of crash loops finish in seconds.
+    env = {
+        "CAMERA_AGENT_STREAM__RESTART_MIN_S": "0.05",
+        "CAMERA_AGENT_STREAM__RESTART_MAX_S": "0.4",
+    }
+    process = start_agent(AgentProcess(broker, tmp_path / "agent", media=media, env=env), operator)
+    operator.wait_event(event="stream.online", timeout=15)
     yield process
     process.stop()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import queue
 import ssl
 import subprocess
@@ -16,10 +17,12 @@ from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
-from devstack import Broker, agent_config_toml, terminate_group
+from devstack import Broker, MediaServer, agent_config_toml, terminate_group
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+
+from agent.stream.ffmpeg_args import STAMP_HEIGHT, decode_stamp
 
 WAIT_S = 10.0
 
@@ -160,16 +163,23 @@ class Probe:
 class AgentProcess:
     """`camera-agent run` as a subprocess in its own process group."""
 
-    def __init__(self, broker: Broker, work_dir: Path, **config: str) -> None:
+    def __init__(
+        self,
+        broker: Broker,
+        work_dir: Path,
+        media: MediaServer | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.broker = broker
         self.work_dir = work_dir
         self.config_path = work_dir / "agent.toml"
         self.log_path = work_dir / "agent.log"
         work_dir.mkdir(parents=True, exist_ok=True)
         self.config_path.write_text(
-            agent_config_toml(broker.pki_dir, broker.port, work_dir, **config)
+            agent_config_toml(broker.pki_dir, broker.port, work_dir, media=media)
         )
         self.process: subprocess.Popen[bytes] | None = None
+        self.env = {**os.environ, **(env or {})}
 
     def start(self) -> None:
         with self.log_path.open("ab") as log:
@@ -178,6 +188,7 @@ class AgentProcess:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                env=self.env,
             )
 
     def stop(self) -> int | None:
@@ -206,3 +217,73 @@ class AgentProcess:
             if time.monotonic() > deadline:
                 raise AssertionError(f"agent never logged {text!r}; log:\n{self.log_text()}")
             time.sleep(0.05)
+
+
+@dataclass(frozen=True)
+class Frame:
+    arrived: float  # time.time() when the frame was decoded
+    stamp_ms: int  # the wall clock burned into the frame when it was made
+    luma: float  # mean luma below the stamp strip and clock
+
+
+class RtspReader:
+    """A player: real ffmpeg decoding the RTSP stream, one gray frame at a time.
+
+    It is one RTSP session for its whole life, so gaps in its frames are interruptions a viewer
+    would see.
+    """
+
+    def __init__(self, url: str, width: int, height: int) -> None:
+        self.width = width
+        self.height = height
+        self.frames: list[Frame] = []
+        self._lock = threading.Lock()
+        self.process = subprocess.Popen(
+            ["ffmpeg", "-hide_banner", "-loglevel", "error", "-rtsp_transport", "tcp",
+             "-fflags", "nobuffer", "-flags", "low_delay", "-i", url,
+             "-f", "rawvideo", "-pix_fmt", "gray", "-"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )  # fmt: skip
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        size = self.width * self.height
+        assert self.process.stdout is not None
+        body_start = self.width * (STAMP_HEIGHT + self.height // 12 + 16)
+        while True:
+            data = self.process.stdout.read(size)
+            if len(data) < size:
+                return
+            now = time.time()
+            stamp = decode_stamp(
+                data[self.width * (STAMP_HEIGHT // 2) :], self.width, int(now * 1000)
+            )
+            body = data[body_start::97]  # a sparse sample is plenty for a mean
+            frame = Frame(now, stamp, sum(body) / len(body))
+            with self._lock:
+                self.frames.append(frame)
+
+    def snapshot(self) -> list[Frame]:
+        with self._lock:
+            return list(self.frames)
+
+    def wait_for(self, predicate: Callable[[Frame], bool], timeout: float = WAIT_S) -> Frame:
+        deadline = time.monotonic() + timeout
+        seen = 0
+        while time.monotonic() < deadline:
+            frames = self.snapshot()
+            for frame in frames[seen:]:
+                if predicate(frame):
+                    return frame
+            seen = len(frames)
+            time.sleep(0.01)  # polling a list filled by the reader thread
+        raise AssertionError(f"no such frame within {timeout} s ({seen} frames read)")
+
+    def close(self) -> str:
+        self.process.kill()
+        self.process.wait()
+        assert self.process.stderr is not None
+        return self.process.stderr.read().decode(errors="replace")

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from agent.camera.testsrc import TestPatternCamera
-from agent.controls import CameraControls
+from agent.controls import CameraControls, ControlStore
 from agent.mqtt.client import InboundMessage
 from agent.mqtt.topics import Topics
 from agent.protocol import ActionCommand
@@ -23,7 +25,9 @@ def make_router(
 ) -> tuple[CommandRouter, InMemoryBus, list[int]]:
     bus = InMemoryBus()
     changes: list[int] = []
-    controls = CameraControls(TestPatternCamera(640, 480, 25), on_change=lambda: changes.append(1))
+    store = ControlStore(Path(tempfile.mkdtemp()) / "controls.json")
+    camera = TestPatternCamera(640, 480, 25)
+    controls = CameraControls(camera, store, None, on_change=lambda: changes.append(1))
     router = CommandRouter(
         "cam1", TOPICS, bus, controls, actions=actions or {}, max_payload_bytes=1024
     )

@@ -10,7 +10,8 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, Protocol
+from urllib.parse import quote, urlsplit, urlunsplit
 
 ControlValue = bool | int | float | str
 
@@ -93,6 +94,38 @@ class AppliedChange:
     downtime_s: float = 0.0
 
 
+@dataclass(frozen=True)
+class StreamTarget:
+    """Where the encoded stream goes: a MediaMTX path, with the agent's publish credentials."""
+
+    url: str  # rtsp://host:port/path, without credentials
+    username: str
+    password: str
+    rtsp_transport: str = "tcp"
+
+    @property
+    def path(self) -> str:
+        return urlsplit(self.url).path.strip("/")
+
+    def url_with_credentials(self) -> str:
+        parts = urlsplit(self.url)
+        auth = f"{quote(self.username, safe='')}:{quote(self.password, safe='')}@"
+        return urlunsplit(parts._replace(netloc=auth + parts.netloc))
+
+
+class Pusher(Protocol):
+    """A running encoder publishing to MediaMTX (an ffmpeg process, or picamera2's encoder)."""
+
+    @property
+    def pid(self) -> int | None: ...
+
+    async def wait(self) -> int: ...
+
+    async def stop(self, grace_s: float = 3.0) -> int | None: ...
+
+    def stderr_text(self, lines: int = 20) -> str: ...
+
+
 class CameraBackend(ABC):
     """One camera stack (test pattern, picamera2, V4L2). Construction only assigns."""
 
@@ -120,6 +153,17 @@ class CameraBackend(ABC):
 
         ``restart`` says that at least one of them needs the pipeline recreated.
         """
+
+    @abstractmethod
+    async def start_pusher(self, target: StreamTarget) -> Pusher:
+        """Start encoding with the current values and publishing to ``target``.
+
+        Raises ProcessStartError or CameraError when the pipeline cannot start at all.
+        """
+
+    async def pusher_stopped(self) -> None:
+        """The supervisor stopped (or lost) the pusher; release what belonged to it."""
+        return
 
     def info(self) -> dict[str, Any]:
         """Backend facts for `BASE/state` (model, device, formats...)."""

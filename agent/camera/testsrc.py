@@ -1,13 +1,18 @@
 """The test-pattern camera: ffmpeg's lavfi sources stand in for a sensor.
 
-Its controls are those the `eq` and `hue` filters can change while ffmpeg runs, plus the stream
-parameters that need a new pipeline. The exposure pair is simulated so that clients can exercise
-dependent controls (an inactive control and the reason for it) without hardware.
+Its controls are those the `eq` and `hue` filters can change while ffmpeg runs (sent through
+ffmpeg's zmq filter, so the picture changes without a restart), plus the stream parameters that
+need a new pipeline. The exposure pair is simulated (it does not change the picture) so that
+clients can exercise dependent controls, an inactive control and the reason for it, without
+hardware.
 """
 
 from __future__ import annotations
 
+import logging
+import tempfile
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from agent.camera.base import (
@@ -18,14 +23,22 @@ from agent.camera.base import (
     ControlType,
     ControlValue,
     MenuOption,
+    Pusher,
+    StreamTarget,
 )
+from agent.errors import CameraError
+from agent.process import ManagedProcess
+from agent.stream.ffmpeg_args import TestPatternParams, live_filter_commands, pattern_pusher_args
+from agent.stream.filter_commands import FilterCommandChannel, FilterCommandError
+
+log = logging.getLogger(__name__)
 
 F, INT, B, M = ControlType.FLOAT, ControlType.INT, ControlType.BOOL, ControlType.MENU
 
 PATTERNS = ("testsrc2", "testsrc", "smptebars", "rgbtestsrc")
 
 
-def testsrc_descriptors(width: int, height: int, fps: int) -> tuple[ControlDescriptor, ...]:
+def pattern_descriptors(width: int, height: int, fps: int) -> tuple[ControlDescriptor, ...]:
     manual_exposure = ActiveCondition("auto_exposure", False, "turn auto_exposure off first")
     return (
         ControlDescriptor("brightness", F, 0.0, "added to luma", -1.0, 1.0, 0.01),
@@ -98,20 +111,28 @@ def testsrc_descriptors(width: int, height: int, fps: int) -> tuple[ControlDescr
 
 
 class TestPatternCamera(CameraBackend):
-    """Control model of the test-pattern camera (the live picture comes with the stream)."""
+    """The test pattern, encoded by ffmpeg with libx264 and published over RTSP."""
 
     name = "testsrc"
     __test__ = False  # not a pytest test class, despite its name
 
     def __init__(self, width: int, height: int, fps: int) -> None:
-        self._descriptors = testsrc_descriptors(width, height, fps)
+        self._descriptors = pattern_descriptors(width, height, fps)
         self._values: dict[str, ControlValue] = {d.name: d.default for d in self._descriptors}
+        self._runtime: tempfile.TemporaryDirectory[str] | None = None
+        self._channel: FilterCommandChannel | None = None
+        self._generation = 0
 
     async def start(self) -> None:
-        return None
+        # The zmq endpoint is a Unix socket in a private directory: nothing outside the agent's
+        # user can reach ffmpeg's filters, and no TCP port is taken.
+        self._runtime = tempfile.TemporaryDirectory(prefix="camera-agent-")
 
     async def stop(self) -> None:
-        return None
+        await self.pusher_stopped()
+        if self._runtime is not None:
+            self._runtime.cleanup()
+            self._runtime = None
 
     def descriptors(self) -> Sequence[ControlDescriptor]:
         return self._descriptors
@@ -119,8 +140,51 @@ class TestPatternCamera(CameraBackend):
     def values(self) -> dict[str, ControlValue]:
         return dict(self._values)
 
+    def params(self) -> TestPatternParams:
+        v = self._values
+        return TestPatternParams(
+            width=int(v["width"]),
+            height=int(v["height"]),
+            fps=int(v["fps"]),
+            bitrate_kbps=int(v["bitrate"]),
+            keyframe_interval_s=float(v["keyframe_interval"]),
+            pattern=str(v["pattern"]),
+            hflip=bool(v["hflip"]),
+            vflip=bool(v["vflip"]),
+            brightness=float(v["brightness"]),
+            contrast=float(v["contrast"]),
+            saturation=float(v["saturation"]),
+            gamma=float(v["gamma"]),
+            hue=float(v["hue"]),
+        )
+
+    async def start_pusher(self, target: StreamTarget) -> Pusher:
+        if self._runtime is None:
+            raise CameraError("the test-pattern camera is not started")
+        self._generation += 1
+        endpoint = f"ipc://{Path(self._runtime.name) / f'filters-{self._generation}.zmq'}"
+        argv = pattern_pusher_args(
+            self.params(), endpoint, target.url_with_credentials(), target.rtsp_transport
+        )
+        process = ManagedProcess(argv, "testsrc-pusher")
+        await process.start()
+        self._channel = FilterCommandChannel(endpoint)
+        return process
+
+    async def pusher_stopped(self) -> None:
+        if self._channel is not None:
+            self._channel.close()
+            self._channel = None
+
     async def apply(self, values: Mapping[str, ControlValue], restart: bool) -> AppliedChange:
         self._values.update(values)
+        if not restart and self._channel is not None:
+            for command in live_filter_commands(dict(values)):
+                try:
+                    await self._channel.send(command)
+                except FilterCommandError as err:
+                    # The value is kept and applies when the pipeline (re)starts.
+                    log.warning("live change not applied now: %s", err)
         return AppliedChange(values=dict(values), restarted=restart)
 
     def info(self) -> dict[str, Any]:

@@ -1,0 +1,108 @@
+"""Child processes (ffmpeg, v4l2 tools): the agent's one boundary with them.
+
+Every child runs in its own process group (as MediaMTX's externalcmd does), so stopping it
+stops whatever it started too; stopping is SIGTERM (or `q` on ffmpeg's stdin, which finalizes
+files), a grace period, then SIGKILL to the whole group, and the child is always awaited, so no
+zombie is left. The last stderr lines are kept to be reported when the child fails, and are
+otherwise not logged (Frigate's watchdog does the same).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+from collections import deque
+from collections.abc import Sequence
+
+log = logging.getLogger(__name__)
+
+STDERR_LINES = 100
+
+
+class ProcessStartError(Exception):
+    """The program could not be started at all (missing binary, permissions)."""
+
+
+class ManagedProcess:
+    """One child process. Construction only assigns; `start` spawns it."""
+
+    def __init__(self, argv: Sequence[str], name: str, *, stdin_quit: bool = False) -> None:
+        self.argv = list(argv)
+        self.name = name
+        # ffmpeg finalizes its outputs when it reads `q` on stdin; SIGTERM would do for a pusher.
+        self._stdin_quit = stdin_quit
+        self._process: asyncio.subprocess.Process | None = None
+        self._stderr_task: asyncio.Task[None] | None = None
+        self.stderr_tail: deque[str] = deque(maxlen=STDERR_LINES)
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process else None
+
+    @property
+    def returncode(self) -> int | None:
+        return self._process.returncode if self._process else None
+
+    async def start(self) -> None:
+        try:
+            self._process = await asyncio.create_subprocess_exec(
+                *self.argv,
+                stdin=asyncio.subprocess.PIPE if self._stdin_quit else asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.PIPE,
+                start_new_session=True,
+            )
+        except OSError as err:
+            raise ProcessStartError(f"cannot start {self.argv[0]}: {err.strerror}") from err
+        self._stderr_task = asyncio.create_task(self._read_stderr(), name=f"{self.name}-stderr")
+        log.debug("%s started (pid %d): %s", self.name, self._process.pid, self.argv)
+
+    async def _read_stderr(self) -> None:
+        stderr = self._process.stderr if self._process else None
+        if stderr is None:
+            return
+        async for raw in stderr:
+            self.stderr_tail.append(raw.decode(errors="replace").rstrip())
+
+    async def wait(self) -> int:
+        """Wait for the child to exit (by itself or stopped); returns its exit code."""
+        if self._process is None:
+            raise RuntimeError(f"{self.name} was never started")
+        code = await self._process.wait()
+        if self._stderr_task is not None:
+            # The pipe closes with the process; what was still buffered is read by now.
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait_for(self._stderr_task, timeout=1.0)
+        return code
+
+    async def stop(self, grace_s: float = 3.0) -> int | None:
+        """Ask the child to stop, then kill its whole group if it has not after ``grace_s``."""
+        process = self._process
+        if process is None:
+            return None
+        if process.returncode is None:
+            if self._stdin_quit and process.stdin is not None:
+                with contextlib.suppress(OSError, RuntimeError):
+                    process.stdin.write(b"q")
+                    await process.stdin.drain()
+            else:
+                self._signal_group(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(process.wait(), grace_s)
+            except TimeoutError:
+                log.warning("%s did not stop within %.1f s; killing it", self.name, grace_s)
+        # Always: the child may be gone while something it started is not.
+        self._signal_group(signal.SIGKILL)
+        return await self.wait()
+
+    def _signal_group(self, signum: signal.Signals) -> None:
+        if self._process is None:
+            return
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self._process.pid, signum)
+
+    def stderr_text(self, lines: int = 20) -> str:
+        return "\n".join(list(self.stderr_tail)[-lines:])

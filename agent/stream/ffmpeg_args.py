@@ -1,0 +1,134 @@
+"""Pure builders of ffmpeg argument lists and filter commands (table-tested, no I/O).
+
+Arguments are always lists handed to exec, never a shell string; every value placed in them has
+been validated against a control descriptor before it gets here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# The machine-readable timestamp: a strip of STAMP_BITS black/white blocks across the top of the
+# frame, bit k (from the left) being bit k of the wall-clock milliseconds modulo 2**STAMP_BITS.
+# Readers (tests, benchmarks) recover the time without OCR; see `decode_stamp`.
+STAMP_BITS = 32
+STAMP_HEIGHT = 24
+
+# Controls the `eq` and `hue` filters change while ffmpeg runs (through the zmq filter).
+EQ_CONTROLS = ("brightness", "contrast", "saturation", "gamma")
+HUE_CONTROLS = {"hue": "h"}
+
+
+@dataclass(frozen=True)
+class TestPatternParams:
+    """Everything the test-pattern pipeline is built from."""
+
+    __test__ = False  # a pytest collection hint, not a test
+
+    width: int
+    height: int
+    fps: int
+    bitrate_kbps: int
+    keyframe_interval_s: float
+    pattern: str
+    hflip: bool
+    vflip: bool
+    brightness: float
+    contrast: float
+    saturation: float
+    gamma: float
+    hue: float
+
+    @property
+    def gop(self) -> int:
+        return max(1, round(self.fps * self.keyframe_interval_s))
+
+
+def _escape_option(value: str) -> str:
+    # Inside a filter option ':' separates options, and the graph parser takes one more level
+    # of backslashes: ':' becomes '\\:' (ffmpeg-filters(1), "Notes on filtergraph escaping").
+    if any(c in value for c in "\\',;[]"):
+        raise ValueError(f"unsupported character in filter option {value!r}")
+    return value.replace(":", "\\\\:")
+
+
+def pattern_filtergraph(p: TestPatternParams, zmq_endpoint: str) -> str:
+    """Filter graph: wall-clock pts, live eq/hue, flips, the bit strip and a readable clock."""
+    flips = ("hflip," if p.hflip else "") + ("vflip," if p.vflip else "")
+    stamp = f"255*mod(floor(floor(T*1000)/pow(2,floor(X*{STAMP_BITS}/W))),2)"  # bit k of the ms
+    clock = r"%{pts\:gmtime\:0\:%H\\\:%M\\\:%S}.%{eif\:mod(t*1000\,1000)\:d\:3}"
+    return (
+        # Frames carry the wall clock (in microseconds) as pts from here on, so the stamp and
+        # the clock show when the frame was made, not when ffmpeg started.
+        "format=yuv420p,settb=AVTB,setpts=RTCTIME,"
+        f"zmq=bind_address={_escape_option(zmq_endpoint)},"
+        f"eq@eq=brightness={p.brightness}:contrast={p.contrast}"
+        f":saturation={p.saturation}:gamma={p.gamma},"
+        f"hue@hue=h={p.hue},"
+        f"{flips}split[picture][strip];"
+        f"[strip]crop=iw:{STAMP_HEIGHT}:0:0,geq=lum='{stamp}':cb=128:cr=128[stamp];"
+        "[picture][stamp]overlay=0:0,"
+        f"drawtext=font=Mono:fontsize={max(12, p.height // 24)}:fontcolor=white:box=1"
+        f":boxcolor=black@0.6:x=8:y={STAMP_HEIGHT + 8}:text='{clock}',"
+        # The encoder wants timestamps from zero again.
+        "setpts=PTS-STARTPTS"
+    )
+
+
+def pattern_pusher_args(
+    p: TestPatternParams, zmq_endpoint: str, publish_url: str, rtsp_transport: str = "tcp"
+) -> list[str]:
+    """ffmpeg generating the test pattern and publishing H.264 to MediaMTX over RTSP."""
+    return [
+        "ffmpeg",
+        "-hide_banner",
+        "-nostats",
+        "-loglevel", "warning",
+        "-re",  # pace the synthetic source at real time, like a sensor
+        "-f", "lavfi",
+        "-i", f"{p.pattern}=size={p.width}x{p.height}:rate={p.fps}",
+        "-filter_complex", pattern_filtergraph(p, zmq_endpoint),
+        "-fps_mode", "passthrough",
+        "-c:v", "libx264",
+        "-preset", "ultrafast",
+        "-tune", "zerolatency",
+        "-profile:v", "baseline",
+        "-pix_fmt", "yuv420p",
+        "-g", str(p.gop),
+        "-keyint_min", str(p.gop),
+        "-sc_threshold", "0",  # keyframes exactly every GOP, so recordings cut predictably
+        "-b:v", f"{p.bitrate_kbps}k",
+        "-maxrate", f"{p.bitrate_kbps}k",
+        "-bufsize", f"{p.bitrate_kbps}k",
+        "-f", "rtsp",
+        "-rtsp_transport", rtsp_transport,
+        publish_url,
+    ]  # fmt: skip
+
+
+def live_filter_commands(values: dict[str, object]) -> list[str]:
+    """zmq filter commands (`target command argument`) for the live controls in ``values``."""
+    commands = [f"eq@eq {name} {values[name]}" for name in EQ_CONTROLS if name in values]
+    commands += [
+        f"hue@hue {option} {values[name]}"
+        for name, option in HUE_CONTROLS.items()
+        if name in values
+    ]
+    return commands
+
+
+def decode_stamp(row: bytes, width: int, now_ms: int) -> int:
+    """Wall-clock milliseconds from one row of luma through the bit strip.
+
+    ``now_ms`` resolves the modulo: the stamp is taken as the value nearest to it.
+    """
+    bits = 0
+    block = width / STAMP_BITS
+    for k in range(STAMP_BITS):
+        centre = int((k + 0.5) * block)
+        if row[centre] > 127:
+            bits |= 1 << k
+    period = 1 << STAMP_BITS
+    base = now_ms - (now_ms % period)
+    candidates = (base - period + bits, base + bits, base + period + bits)
+    return min(candidates, key=lambda c: abs(c - now_ms))

@@ -1,0 +1,63 @@
+"""MediaMTX's control API (v3), as far as the agent needs it: is our path live?"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from typing import Any
+
+REQUEST_TIMEOUT_S = 1.0
+
+
+@dataclass(frozen=True)
+class PathStatus:
+    ready: bool
+    bytes_received: int
+    readers: int
+    source: str | None
+
+
+class MediaMtxApi:
+    def __init__(self, base_url: str, username: str, password: str) -> None:
+        self._base_url = base_url.rstrip("/")
+        token = base64.b64encode(f"{username}:{password}".encode()).decode()
+        self._headers = {"Authorization": f"Basic {token}"}
+        self.last_error: str | None = None  # why the last call failed, for the stream's error
+
+    def _get(self, path: str) -> dict[str, Any]:
+        request = urllib.request.Request(f"{self._base_url}{path}", headers=self._headers)  # noqa: S310 - http(s) URL from config
+        try:
+            with urllib.request.urlopen(request, timeout=REQUEST_TIMEOUT_S) as response:  # noqa: S310
+                body: dict[str, Any] = json.load(response)
+                return body
+        except urllib.error.HTTPError as err:
+            if err.code == 404:  # MediaMTX answers 404 for a path nobody publishes
+                return {}
+            raise
+
+    async def path(self, name: str) -> PathStatus | None:
+        """The path's status; None when the API cannot be reached (MediaMTX down)."""
+        try:
+            body = await asyncio.to_thread(self._get, f"/v3/paths/get/{name}")
+        except urllib.error.HTTPError as err:
+            self.last_error = f"MediaMTX API answered {err.code} {err.reason}"
+            if err.code == 401:
+                self.last_error += " (check stream.username/password and the api permission)"
+            return None
+        except (OSError, ValueError) as err:
+            self.last_error = f"MediaMTX API at {self._base_url} unreachable: {err}"
+            return None
+        if body is None:
+            return None
+        self.last_error = None
+        source = body.get("source") or {}
+        return PathStatus(
+            ready=bool(body.get("ready")),
+            bytes_received=int(body.get("bytesReceived") or 0),
+            readers=len(body.get("readers") or []),
+            source=source.get("type") if isinstance(source, dict) else None,
+        )

@@ -1,0 +1,95 @@
+"""The pure ffmpeg argument builders: table tests, plus the stamp they draw decoded back."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from dataclasses import replace
+
+import pytest
+
+from agent.camera.base import StreamTarget
+from agent.stream.ffmpeg_args import (
+    STAMP_BITS,
+    STAMP_HEIGHT,
+    TestPatternParams,
+    decode_stamp,
+    live_filter_commands,
+    pattern_filtergraph,
+    pattern_pusher_args,
+)
+
+PARAMS = TestPatternParams(
+    width=320, height=240, fps=25, bitrate_kbps=500, keyframe_interval_s=2.0, pattern="testsrc2",
+    hflip=False, vflip=True, brightness=0.1, contrast=1.2, saturation=1.0, gamma=1.0, hue=30.0,
+)  # fmt: skip
+
+
+def option(argv: list[str], name: str) -> str:
+    return argv[argv.index(name) + 1]
+
+
+@pytest.mark.parametrize(
+    ("change", "flag", "value"),
+    [
+        ({}, "-g", "50"),
+        ({"keyframe_interval_s": 0.5}, "-g", "12"),
+        ({"keyframe_interval_s": 0.01}, "-g", "1"),
+        ({}, "-b:v", "500k"),
+        ({}, "-i", "testsrc2=size=320x240:rate=25"),
+        ({"pattern": "smptebars", "width": 640}, "-i", "smptebars=size=640x240:rate=25"),
+        ({}, "-profile:v", "baseline"),
+        ({}, "-rtsp_transport", "tcp"),
+    ],
+)
+def test_pusher_arguments(change: dict[str, object], flag: str, value: str) -> None:
+    argv = pattern_pusher_args(replace(PARAMS, **change), "ipc:///tmp/x.zmq", "rtsp://h:1/cam")  # type: ignore[arg-type]
+    assert option(argv, flag) == value
+    assert argv[0] == "ffmpeg"
+    assert argv[-1] == "rtsp://h:1/cam"
+
+
+def test_filtergraph_carries_live_values_flips_and_escaped_endpoint() -> None:
+    graph = pattern_filtergraph(PARAMS, "ipc:///run/a/filters-1.zmq")
+    assert "eq@eq=brightness=0.1:contrast=1.2:saturation=1.0:gamma=1.0" in graph
+    assert "hue@hue=h=30.0" in graph
+    assert "vflip," in graph and "hflip," not in graph
+    assert r"bind_address=ipc\\:///run/a/filters-1.zmq" in graph
+    with pytest.raises(ValueError, match="unsupported character"):
+        pattern_filtergraph(PARAMS, "ipc:///tmp/a,b")
+
+
+def test_live_commands_only_for_live_controls() -> None:
+    commands = live_filter_commands({"brightness": 0.3, "hue": -20.0, "width": 640})
+    assert commands == ["eq@eq brightness 0.3", "hue@hue h -20.0"]
+
+
+def test_credentials_are_quoted_into_the_publish_url() -> None:
+    target = StreamTarget("rtsp://127.0.0.1:8554/cam", "agent", "p@ss:w/rd")
+    assert target.url_with_credentials() == "rtsp://agent:p%40ss%3Aw%2Frd@127.0.0.1:8554/cam"
+    assert target.path == "cam"
+
+
+def test_the_drawn_stamp_decodes_to_the_wall_clock() -> None:
+    # The real filter graph through real ffmpeg, one frame, read back as gray.
+    graph = pattern_filtergraph(PARAMS, "ipc:///tmp/camera-agent-test-stamp.zmq")
+    before = time.time() * 1000
+    frame = subprocess.run(
+        ["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25",
+         "-filter_complex", graph, "-frames:v", "1", "-f", "rawvideo", "-pix_fmt", "gray", "-"],
+        capture_output=True, check=True, timeout=30,
+    ).stdout  # fmt: skip
+    after = time.time() * 1000
+    row = frame[320 * (STAMP_HEIGHT // 2) :]
+    stamp = decode_stamp(row, 320, int(after))
+    assert before - 5 <= stamp <= after
+
+
+@pytest.mark.parametrize("offset", [0, 1, 2**STAMP_BITS - 1])
+def test_decode_stamp_resolves_the_modulo_near_now(offset: int) -> None:
+    now = 1_800_000_000_000
+    true_ms = now - offset % 5000
+    bits = true_ms % 2**STAMP_BITS
+    width = 64
+    row = bytes(255 if bits >> (x * STAMP_BITS // width) & 1 else 0 for x in range(width))
+    assert decode_stamp(row, width, now) == true_ms
