@@ -8,8 +8,11 @@ import os
 import signal
 import subprocess
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
+import pytest
 from devstack import Broker, MediaServer
 
 from tests.conftest import start_agent
@@ -21,7 +24,8 @@ ACTION = "camera/control/action"
 
 def probe_stream(url: str) -> dict[str, object]:
     result = subprocess.run(
-        ["ffprobe", "-v", "error", "-rtsp_transport", "tcp", "-select_streams", "v:0",
+        ["ffprobe", "-v", "error", *(["-rtsp_transport", "tcp"] if url.startswith("rtsp") else []),
+         "-select_streams", "v:0",
          "-show_entries", "stream=codec_name,width,height,avg_frame_rate,r_frame_rate",
          "-of", "json", url],
         capture_output=True, text=True, timeout=20, check=False,
@@ -213,3 +217,16 @@ def test_controls_are_reapplied_after_agent_restart(
             reader.close()
     finally:
         agent.stop()
+
+
+def test_browsers_get_hls_with_viewer_credentials_only(
+    streaming_agent: AgentProcess, media: MediaServer
+) -> None:
+    base = f"http://127.0.0.1:{media.hls_port}/{media.path}/index.m3u8"
+    with pytest.raises(urllib.error.HTTPError) as denied:
+        urllib.request.urlopen(base, timeout=10)
+    assert denied.value.code == 401
+    url = f"http://viewer:{media.credentials.viewer}@127.0.0.1:{media.hls_port}/{media.path}/index.m3u8"
+    stream = probe_stream(url)  # MediaMTX answers once the first segments exist
+    assert stream["codec_name"] == "h264"
+    assert (stream["width"], stream["height"]) == (1280, 720)
