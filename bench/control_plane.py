@@ -41,13 +41,18 @@ class BaselineBroker(Broker):
         return super().config_text().replace("set_tcp_nodelay true", "")
 
 
+def quantile(values: list[float], q: float) -> float:
+    """The q-quantile by nearest rank (enough for a printed table)."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
 @dataclass
 class Latency:
     samples_ms: list[float]
 
     def quantile(self, q: float) -> float:
-        ordered = sorted(self.samples_ms)
-        return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+        return quantile(self.samples_ms, q)
 
 
 @contextmanager

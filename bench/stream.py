@@ -30,7 +30,7 @@ from pathlib import Path
 
 from devstack import Broker, MediaServer, terminate_group
 
-from bench.control_plane import process_usage
+from bench.control_plane import process_usage, quantile
 from pki.authority import CertificateAuthority
 from tests.support import AgentProcess, Frame, Probe, RtspReader
 
@@ -167,11 +167,6 @@ def measure_agent(
         agent.stop()
         operator.close()
     return g2g, cpu_agent, cpu_ffmpeg, controls
-
-
-def quantile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 def row(name: str, values: list[float], base: float | None, unit: str = "ms") -> None:
