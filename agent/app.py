@@ -7,7 +7,7 @@ import contextlib
 import logging
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from agent.camera.base import CameraBackend, StreamTarget
@@ -15,6 +15,11 @@ from agent.camera.testsrc import TestPatternCamera
 from agent.config import AgentConfig
 from agent.controls import CameraControls, ControlStore
 from agent.errors import CommandError, ConfigError, ErrorCode
+from agent.jobs.actions import JobActions
+from agent.jobs.captures import Captures
+from agent.jobs.manager import JobKind, JobManager
+from agent.jobs.model import Job
+from agent.jobs.picture import picture_runner
 from agent.mqtt.client import BrokerLink, InboundMessage
 from agent.mqtt.tls import certificate_identity, client_context
 from agent.mqtt.topics import Topics
@@ -47,82 +52,124 @@ def select_backend(config: AgentConfig) -> tuple[CameraBackend, list[str]]:
 
 
 class AgentApp:
+    """Owns the components; `run` starts them in order and stops them in reverse."""
+
     def __init__(self, config: AgentConfig) -> None:
         self._config = config
         self._stop = asyncio.Event()
+        self._background: set[asyncio.Task[None]] = set()
 
     def request_stop(self) -> None:
         self._stop.set()
 
-    async def run(self) -> None:
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    def _build(self) -> None:
         config = self._config
-        topics = Topics(config.mqtt.base_topic)
-        tls = client_context(config.mqtt.ca, config.mqtt.cert, config.mqtt.key)
+        self.topics = topics = Topics(config.mqtt.base_topic)
         identity = certificate_identity(config.mqtt.cert)
-        backend, warnings = select_backend(config)
+        self.backend, warnings = select_backend(config)
         for warning in warnings:
             log.warning("%s", warning)
-
-        link = BrokerLink(
+        self.link = BrokerLink(
             config.mqtt,
-            tls,
+            client_context(config.mqtt.ca, config.mqtt.cert, config.mqtt.key),
             identity,
             subscriptions=(topics.settings, topics.action, topics.state),
             will_topic=topics.availability,
         )
-        status = AgentStatus(config.camera.id, identity, topics, link, backend)
-        status.warnings.extend(warnings)
-        background: set[asyncio.Task[None]] = set()
-
-        def report(name: str, ok: bool, message: str, data: dict[str, Any]) -> None:
-            task = asyncio.create_task(status.emit(name, ok, message, data))
-            background.add(task)
-            task.add_done_callback(background.discard)
-            status.mark_changed()
-
-        stream = build_supervisor(config, backend, report, status.mark_changed)
-        status.stream_snapshot = stream.snapshot
-        store = ControlStore(config.storage.state_dir / "controls.json")
-        controls = CameraControls(backend, store, stream, on_change=status.mark_changed)
-        router = CommandRouter(
+        self.status = AgentStatus(config.camera.id, identity, topics, self.link, self.backend)
+        self.status.warnings.extend(warnings)
+        self.stream = build_supervisor(
+            config, self.backend, self._report_stream, self.status.mark_changed
+        )
+        self.status.stream_snapshot = self.stream.snapshot
+        self.controls = CameraControls(
+            self.backend,
+            ControlStore(config.storage.state_dir / "controls.json"),
+            self.stream,
+            on_change=self.status.mark_changed,
+        )
+        self.captures = Captures(config.storage.captures_dir)
+        self.jobs = JobManager(
+            {
+                "picture": JobKind(
+                    picture_runner(self.backend, self.captures), config.jobs.picture_limit
+                )
+            },
+            self._report_job,
+            self.status.mark_changed,
+        )
+        self.status.jobs_snapshot = self.jobs.snapshot
+        job_actions = JobActions(self.jobs)
+        self.router = CommandRouter(
             config.camera.id,
             topics,
-            link,
-            controls,
-            # picture, record, stop and trim arrive with the jobs release
-            actions={"stream": StreamActions(stream, config.stream.start_timeout_s).handle},
+            self.link,
+            self.controls,
+            actions={
+                "stream": StreamActions(self.stream, config.stream.start_timeout_s).handle,
+                "picture": job_actions.submitter("picture"),
+                "stop": job_actions.stop,
+            },
             max_payload_bytes=config.mqtt.max_payload_bytes,
         )
 
-        async def on_message(message: InboundMessage) -> None:
-            if message.topic == topics.state:
-                if status.is_twin_state(message.payload):
-                    link.report_twin()
-                return
-            await router.handle(message)
+    def _report_stream(self, name: str, ok: bool, message: str, data: dict[str, Any]) -> None:
+        error = (
+            None if ok else CommandError(ErrorCode.STREAM_ERROR, message.removeprefix("ERROR: "))
+        )
+        self._spawn(self.status.emit(name, ok, message, data, error=error))
+        self.status.mark_changed()
 
-        await backend.start()
-        await controls.restore()
+    def _report_job(self, job: Job, name: str, ok: bool, message: str) -> None:
+        error = None
+        if job.error is not None:
+            error = CommandError(ErrorCode(job.error["code"]), job.error["detail"])
+        self._spawn(
+            self.status.emit(
+                name, ok, message, job.to_json(), command_id=job.request_id, job=job.id, error=error
+            )
+        )
+
+    async def _on_message(self, message: InboundMessage) -> None:
+        if message.topic == self.topics.state:
+            if self.status.is_twin_state(message.payload):
+                self.link.report_twin()
+            return
+        await self.router.handle(message)
+
+    async def run(self) -> None:
+        self._build()
+        self.captures.ensure()
+        for leftover in self.captures.sweep_partials():
+            log.warning("removed %s, left unfinished by an earlier run", leftover)
+        await self.backend.start()
+        await self.controls.restore()
         try:
             async with asyncio.TaskGroup() as tasks:
                 link_task = tasks.create_task(
-                    link.run(status.publish_connected, on_message), name="mqtt"
+                    self.link.run(self.status.publish_connected, self._on_message), name="mqtt"
                 )
-                status_task = tasks.create_task(status.run(), name="status")
-                stream_task = tasks.create_task(stream.run(), name="stream")
-                if config.stream.autostart:
-                    stream.start()
+                status_task = tasks.create_task(self.status.run(), name="status")
+                stream_task = tasks.create_task(self.stream.run(), name="stream")
+                if self._config.stream.autostart:
+                    self.stream.start()
                 await self._stop.wait()
                 log.info("stopping")
+                await self.jobs.shutdown()
                 stream_task.cancel()  # its cleanup stops the pusher's process group
                 status_task.cancel()
-                if link.connected.is_set():
-                    await status.flush()
-                    await status.publish_offline()
-                    await link.drain()
+                if self.link.connected.is_set():
+                    await self.status.flush()
+                    await self.status.publish_offline()
+                    await self.link.drain()
                 link_task.cancel()
         finally:
-            await backend.stop()
+            await self.backend.stop()
 
 
 def build_supervisor(
@@ -160,6 +207,7 @@ class StreamActions:
         url = self._stream.snapshot()["url"]
         if op == "stop":
             self._stream.stop()
+            await self._stream.stopped()
             return Answer("stream.stopped", "SUCCESS: stream stopped", {"url": url})
         began = time.monotonic()
         if op == "restart" and self._stream.state is StreamState.ONLINE:

@@ -84,6 +84,15 @@ class StorageSettings(Section):
     state_dir: Path = Field(Path("/var/lib/camera-agent/state"), description="persistent state")
 
 
+class JobSettings(Section):
+    picture_limit: int = Field(4, ge=1, le=32, description="pictures taken at the same time")
+    record_limit: int = Field(1, ge=1, le=8, description="recordings at the same time")
+    max_record_s: float = Field(
+        3000.0, gt=0, description="longest recording; `record` without a duration stops here"
+    )
+    max_preroll_s: float = Field(30.0, ge=0, description="longest pre-roll a recording may ask")
+
+
 class LogSettings(Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="log level")
 
@@ -97,6 +106,7 @@ class AgentConfig(BaseSettings):
     camera: CameraSettings = CameraSettings()
     stream: StreamSettings = StreamSettings()
     storage: StorageSettings = StorageSettings()
+    jobs: JobSettings = JobSettings()
     log: LogSettings = LogSettings()
 
     @classmethod

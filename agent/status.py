@@ -11,7 +11,7 @@ from typing import Any
 
 from agent import __version__
 from agent.camera.base import CameraBackend
-from agent.errors import CommandError, ErrorCode
+from agent.errors import CommandError
 from agent.mqtt.topics import Topics
 from agent.protocol import event, utc_now
 from agent.router import Publisher
@@ -46,6 +46,7 @@ class AgentStatus:
         self.warnings: list[str] = []
         self._changed = asyncio.Event()
         self.stream_snapshot: Callable[[], dict[str, Any]] = lambda: {"state": "disabled"}
+        self.jobs_snapshot: Callable[[], list[dict[str, Any]]] = list
 
     def state(self) -> dict[str, Any]:
         return {
@@ -58,9 +59,7 @@ class AgentStatus:
             "backend": self._backend.info(),
             "controls": self._backend.values(),
             "stream": self.stream_snapshot(),
-            # Jobs arrive with a later release; the place is here so that frontends can be
-            # written against the final shape.
-            "jobs": [],
+            "jobs": self.jobs_snapshot(),
             "warnings": self.warnings,
         }
 
@@ -95,12 +94,22 @@ class AgentStatus:
         payload = body.encode() if isinstance(body, str) else json.dumps(body).encode()
         await self._publisher.publish(topic, payload, retain=True)
 
-    async def emit(self, name: str, ok: bool, message: str, data: dict[str, Any]) -> None:
-        """A happening that answers no command (stream down/up...) on `BASE/status`."""
-        error = (
-            None if ok else CommandError(ErrorCode.STREAM_ERROR, message.removeprefix("ERROR: "))
-        )
-        body = event(self._camera_id, name, ok=ok, message=message, data=data, error=error)
+    async def emit(
+        self,
+        name: str,
+        ok: bool,
+        message: str,
+        data: dict[str, Any],
+        *,
+        command_id: str | None = None,
+        job: str | None = None,
+        error: CommandError | None = None,
+    ) -> None:
+        """A happening on `BASE/status`: stream down/up, job transitions."""
+        body = event(
+            self._camera_id, name, ok=ok, message=message, data=data,
+            command_id=command_id, job=job, error=error,
+        )  # fmt: skip
         await self._publisher.publish(self._topics.status, json.dumps(body).encode())
 
     def mark_changed(self) -> None:

@@ -84,7 +84,9 @@ def bare_pusher(media: MediaServer, tuned: bool) -> subprocess.Popen[bytes]:
 
     params = TestPatternCamera(WIDTH, HEIGHT, FPS).params()
     target = StreamTarget(media.rtsp_url, "agent", media.credentials.agent)
-    argv = pattern_pusher_args(params, "ipc:///tmp/bench-unused.zmq", target.url_with_credentials())
+    argv = pattern_pusher_args(
+        params, "ipc:///tmp/bench-unused.zmq", target.url_with_credentials(), "/tmp/bench-still.yuv"
+    )
     if not tuned:  # libx264's defaults: preset medium, lookahead, B-frames
         for flag in ("-preset", "-tune", "-profile:v"):
             i = argv.index(flag)

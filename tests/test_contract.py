@@ -112,9 +112,9 @@ def test_dependent_controls_are_judged_after_the_whole_change(
         (ACTION, "stream sideways", "invalid_argument"),
         (ACTION, '{"action": "record", "duration": "soon"}', "invalid_argument"),
         (ACTION, '{"action": "picture", "flash": true}', "bad_request"),
-        (ACTION, "picture", "not_available"),
         (ACTION, "record 10", "not_available"),
-        (ACTION, "stop", "not_available"),
+        (ACTION, "stop", "not_found"),
+        (ACTION, "stop picture-x", "not_found"),
         (ACTION, "trim clip.mp4 00:00:01.5 4", "not_available"),
     ],
 )

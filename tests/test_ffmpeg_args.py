@@ -14,6 +14,7 @@ from agent.stream.ffmpeg_args import (
     STAMP_HEIGHT,
     TestPatternParams,
     decode_stamp,
+    jpeg_quality_scale,
     live_filter_commands,
     pattern_filtergraph,
     pattern_pusher_args,
@@ -43,10 +44,15 @@ def option(argv: list[str], name: str) -> str:
     ],
 )
 def test_pusher_arguments(change: dict[str, object], flag: str, value: str) -> None:
-    argv = pattern_pusher_args(replace(PARAMS, **change), "ipc:///tmp/x.zmq", "rtsp://h:1/cam")  # type: ignore[arg-type]
+    params = replace(PARAMS, **change)  # type: ignore[arg-type]
+    argv = pattern_pusher_args(params, "ipc:///tmp/x.zmq", "rtsp://h:1/cam", "/run/x/latest.yuv")
     assert option(argv, flag) == value
     assert argv[0] == "ffmpeg"
-    assert argv[-1] == "rtsp://h:1/cam"
+    # Two outputs: the encoded stream, and the latest raw frame for pictures.
+    assert option(argv, "-rtsp_transport") == "tcp"
+    assert argv[argv.index("rtsp://h:1/cam") - 1] == "tcp"
+    assert argv[-1] == "/run/x/latest.yuv"
+    assert [argv[i + 1] for i, a in enumerate(argv) if a == "-map"] == ["[encoded]", "[still]"]
 
 
 def test_filtergraph_carries_live_values_flips_and_escaped_endpoint() -> None:
@@ -57,6 +63,11 @@ def test_filtergraph_carries_live_values_flips_and_escaped_endpoint() -> None:
     assert r"bind_address=ipc\\:///run/a/filters-1.zmq" in graph
     with pytest.raises(ValueError, match="unsupported character"):
         pattern_filtergraph(PARAMS, "ipc:///tmp/a,b")
+
+
+@pytest.mark.parametrize(("quality", "scale"), [(100, 2), (1, 31), (90, 5)])
+def test_jpeg_quality_maps_onto_ffmpeg_scale(quality: int, scale: int) -> None:
+    assert jpeg_quality_scale(quality) == scale
 
 
 def test_live_commands_only_for_live_controls() -> None:
@@ -76,7 +87,8 @@ def test_the_drawn_stamp_decodes_to_the_wall_clock() -> None:
     before = time.time() * 1000
     frame = subprocess.run(
         ["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25",
-         "-filter_complex", graph, "-frames:v", "1", "-f", "rawvideo", "-pix_fmt", "gray", "-"],
+         "-filter_complex", graph, "-map", "[encoded]", "-frames:v", "1", "-f", "rawvideo",
+         "-pix_fmt", "gray", "-", "-map", "[still]", "-frames:v", "1", "-f", "null", "-"],
         capture_output=True, check=True, timeout=30,
     ).stdout  # fmt: skip
     after = time.time() * 1000

@@ -113,6 +113,17 @@ class StreamTarget:
         return urlunsplit(parts._replace(netloc=auth + parts.netloc))
 
 
+@dataclass(frozen=True)
+class RawFrame:
+    """The camera's current frame, raw, in a file: what a picture is made from."""
+
+    path: str
+    width: int
+    height: int
+    pix_fmt: str
+    made_at: float  # time.time() of the frame
+
+
 class Pusher(Protocol):
     """A running encoder publishing to MediaMTX (an ffmpeg process, or picamera2's encoder)."""
 
@@ -160,6 +171,10 @@ class CameraBackend(ABC):
 
         Raises ProcessStartError or CameraError when the pipeline cannot start at all.
         """
+
+    @abstractmethod
+    async def latest_frame(self) -> RawFrame:
+        """The current full-resolution frame while streaming; CameraError when there is none."""
 
     async def pusher_stopped(self) -> None:
         """The supervisor stopped (or lost) the pusher; release what belonged to it."""

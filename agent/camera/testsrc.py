@@ -9,8 +9,11 @@ hardware.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
 import tempfile
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -24,6 +27,7 @@ from agent.camera.base import (
     ControlValue,
     MenuOption,
     Pusher,
+    RawFrame,
     StreamTarget,
 )
 from agent.errors import CameraError
@@ -32,6 +36,9 @@ from agent.stream.ffmpeg_args import TestPatternParams, live_filter_commands, pa
 from agent.stream.filter_commands import FilterCommandChannel, FilterCommandError
 
 log = logging.getLogger(__name__)
+
+STALE_FRAME_S = 1.0
+FIRST_FRAME_WAIT_S = 2.0
 
 F, INT, B, M = ControlType.FLOAT, ControlType.INT, ControlType.BOOL, ControlType.MENU
 
@@ -122,11 +129,16 @@ class TestPatternCamera(CameraBackend):
         self._runtime: tempfile.TemporaryDirectory[str] | None = None
         self._channel: FilterCommandChannel | None = None
         self._generation = 0
+        self._still: Path | None = None
+        self._still_size = (width, height)
 
     async def start(self) -> None:
         # The zmq endpoint is a Unix socket in a private directory: nothing outside the agent's
-        # user can reach ffmpeg's filters, and no TCP port is taken.
-        self._runtime = tempfile.TemporaryDirectory(prefix="camera-agent-")
+        # user can reach ffmpeg's filters, and no TCP port is taken. The latest raw frame is
+        # rewritten 30 times a second, so it belongs in RAM (/dev/shm) where there is one.
+        shm = "/dev/shm"  # noqa: S108 - a private mkdtemp directory inside it
+        base = shm if os.access(shm, os.W_OK) else None
+        self._runtime = tempfile.TemporaryDirectory(prefix="camera-agent-", dir=base)
 
     async def stop(self) -> None:
         await self.pusher_stopped()
@@ -163,15 +175,42 @@ class TestPatternCamera(CameraBackend):
             raise CameraError("the test-pattern camera is not started")
         self._generation += 1
         endpoint = f"ipc://{Path(self._runtime.name) / f'filters-{self._generation}.zmq'}"
+        self._still = Path(self._runtime.name) / "latest.yuv"
+        self._still_size = (int(self._values["width"]), int(self._values["height"]))
         argv = pattern_pusher_args(
-            self.params(), endpoint, target.url_with_credentials(), target.rtsp_transport
+            self.params(),
+            endpoint,
+            target.url_with_credentials(),
+            str(self._still),
+            target.rtsp_transport,
         )
         process = ManagedProcess(argv, "testsrc-pusher")
         await process.start()
         self._channel = FilterCommandChannel(endpoint)
         return process
 
+    async def latest_frame(self) -> RawFrame:
+        if self._still is None:
+            raise CameraError("the camera is not streaming (`stream start` first)")
+        deadline = time.monotonic() + FIRST_FRAME_WAIT_S
+        while True:
+            try:
+                made_at = self._still.stat().st_mtime
+                break
+            except FileNotFoundError:
+                # A pusher that just started has not written its first frame yet.
+                if time.monotonic() > deadline:
+                    raise CameraError("no frame yet; the stream is starting") from None
+                await asyncio.sleep(0.01)
+        if time.time() - made_at > STALE_FRAME_S:
+            raise CameraError(
+                f"the last frame is {time.time() - made_at:.1f} s old; the stream is down"
+            )
+        width, height = self._still_size
+        return RawFrame(str(self._still), width, height, "yuv420p", made_at)
+
     async def pusher_stopped(self) -> None:
+        self._still = None
         if self._channel is not None:
             self._channel.close()
             self._channel = None

@@ -71,23 +71,36 @@ def pattern_filtergraph(p: TestPatternParams, zmq_endpoint: str) -> str:
         f"drawtext=font=Mono:fontsize={max(12, p.height // 24)}:fontcolor=white:box=1"
         f":boxcolor=black@0.6:x=8:y={STAMP_HEIGHT + 8}:text='{clock}',"
         # The encoder wants timestamps from zero again.
-        "setpts=PTS-STARTPTS"
+        "setpts=PTS-STARTPTS,split=2[encoded][still]"
     )
 
 
 def pattern_pusher_args(
-    p: TestPatternParams, zmq_endpoint: str, publish_url: str, rtsp_transport: str = "tcp"
+    p: TestPatternParams,
+    zmq_endpoint: str,
+    publish_url: str,
+    still_path: str,
+    rtsp_transport: str = "tcp",
 ) -> list[str]:
-    """ffmpeg generating the test pattern and publishing H.264 to MediaMTX over RTSP."""
+    """ffmpeg generating the test pattern and publishing H.264 to MediaMTX over RTSP.
+
+    A second output keeps the latest frame, raw, at ``still_path`` (replaced atomically at
+    every frame): a picture is then one JPEG encode of the current frame, with no second RTSP
+    connection and no wait for a keyframe. Raw costs the pusher ~2 % of a core; a JPEG per
+    frame would cost ~10 %.
+    """
     return [
         "ffmpeg",
         "-hide_banner",
         "-nostats",
+        "-nostdin",
+        "-y",  # the still file of the previous pusher is replaced, not asked about
         "-loglevel", "warning",
         "-re",  # pace the synthetic source at real time, like a sensor
         "-f", "lavfi",
         "-i", f"{p.pattern}=size={p.width}x{p.height}:rate={p.fps}",
         "-filter_complex", pattern_filtergraph(p, zmq_endpoint),
+        "-map", "[encoded]",
         "-fps_mode", "passthrough",
         "-c:v", "libx264",
         "-preset", "ultrafast",
@@ -103,6 +116,31 @@ def pattern_pusher_args(
         "-f", "rtsp",
         "-rtsp_transport", rtsp_transport,
         publish_url,
+        "-map", "[still]",
+        "-c:v", "rawvideo",
+        "-f", "image2",
+        "-update", "1",
+        "-atomic_writing", "1",
+        still_path,
+    ]  # fmt: skip
+
+
+def jpeg_quality_scale(quality: int) -> int:
+    """JPEG quality 1-100 (100 best) as ffmpeg's mjpeg -q:v 2-31 (2 best)."""
+    return round(2 + (100 - quality) * 29 / 99)
+
+
+def still_to_jpeg_args(
+    raw_path: str, width: int, height: int, pix_fmt: str, quality: int, output: str
+) -> list[str]:
+    """One raw frame to a JPEG file (the output name may have any extension)."""
+    return [
+        "ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin",
+        "-f", "rawvideo", "-pix_fmt", pix_fmt, "-video_size", f"{width}x{height}",
+        "-i", raw_path,
+        "-frames:v", "1",
+        "-c:v", "mjpeg", "-q:v", str(jpeg_quality_scale(quality)),
+        "-f", "mjpeg", "-y", output,
     ]  # fmt: skip
 
 

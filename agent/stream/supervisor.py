@@ -77,6 +77,7 @@ class StreamSupervisor:
         self._wanted = False
         self._kick = asyncio.Event()
         self._online = asyncio.Event()
+        self._idle = asyncio.Event()  # no pusher, none wanted
         self._pusher: Pusher | None = None
         self.state = StreamState.STOPPED
         self.since = time.time()
@@ -104,6 +105,10 @@ class StreamSupervisor:
     def stop(self) -> None:
         self._wanted = False
         self._kick.set()
+
+    async def stopped(self, timeout_s: float = 10.0) -> None:
+        """Wait until the pusher is gone after `stop`."""
+        await asyncio.wait_for(self._idle.wait(), timeout_s)
 
     async def restart(self, timeout_s: float | None = None) -> float:
         """Recreate the pipeline (new parameters); returns how long the stream was down."""
@@ -135,9 +140,11 @@ class StreamSupervisor:
                     self._set(
                         StreamState.STOPPED if self.state != StreamState.FAILED else self.state
                     )
+                    self._idle.set()
                     await self._kick.wait()
                     self._kick.clear()
                     continue
+                self._idle.clear()
                 self._kick.clear()
                 outcome, uptime = await self._run_once()
                 if outcome is _Outcome.INTERRUPTED or not self._wanted:
@@ -201,7 +208,8 @@ class StreamSupervisor:
         deadline = time.monotonic() + self._settings.start_timeout_s
         while True:
             status = await self._api.path(self._target.path)
-            if status is not None and status.ready:
+            # Ready alone means the pusher announced itself; data flowing means viewers get frames.
+            if status is not None and status.ready and status.bytes_received > 0:
                 return None
             if time.monotonic() > deadline:
                 self.last_error = self._api.last_error or "MediaMTX never reported the path ready"

@@ -1,0 +1,1 @@
+"""Jobs: picture, record and trim, run by the JobManager and reported on `BASE/status`."""

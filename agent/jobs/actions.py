@@ -1,0 +1,37 @@
+"""The action handlers that start and stop jobs; each answers with the job it queued."""
+
+from __future__ import annotations
+
+from agent.jobs.manager import JobManager
+from agent.jobs.model import Job
+from agent.protocol import ActionCommand
+from agent.router import ActionHandler, Answer
+
+
+def _queued(job: Job) -> Answer:
+    return Answer(
+        "job.queued",
+        f"SUCCESS: {job.kind} queued as job {job.id}",
+        {"kind": job.kind, "params": job.params},
+        job=job.id,
+    )
+
+
+class JobActions:
+    def __init__(self, manager: JobManager) -> None:
+        self._manager = manager
+
+    def submitter(self, kind: str) -> ActionHandler:
+        async def submit(command: ActionCommand) -> Answer:
+            return _queued(self._manager.submit(kind, command.params, command.id))
+
+        return submit
+
+    async def stop(self, command: ActionCommand) -> Answer:
+        job = self._manager.stop(command.params["job"])
+        return Answer(
+            "job.stopping",
+            f"SUCCESS: stopping {job.kind} {job.id}",
+            {"kind": job.kind},
+            job=job.id,
+        )

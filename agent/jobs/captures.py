@@ -1,0 +1,145 @@
+"""The captures directory: where files may be read, and how they are written.
+
+Names from commands are resolved strictly inside the directory: no absolute paths, no `..`, no
+symbolic link leading out, and the file must exist. New files are written under a temporary
+name (`.NAME.partial`) and renamed when complete, so a crash never leaves a corrupt file under a
+final name; leftovers are swept at start-up.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import json
+import os
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from agent.errors import CommandError, ErrorCode
+
+PARTIAL_SUFFIX = ".partial"
+
+
+def io_error(err: OSError, what: str) -> CommandError:
+    reason = "disk full (ENOSPC)" if err.errno == errno.ENOSPC else (err.strerror or str(err))
+    return CommandError(ErrorCode.IO_ERROR, f"{what}: {reason}")
+
+
+class Captures:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def ensure(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def resolve_existing(self, name: str) -> Path:
+        """The file ``name`` names inside the directory, or invalid_path / not_found."""
+        pure = PurePosixPath(name)
+        if not name or pure.is_absolute() or ".." in pure.parts or "\x00" in name:
+            raise CommandError(
+                ErrorCode.INVALID_PATH, f"{name!r} is not a name inside the captures directory"
+            )
+        root = self.root.resolve()
+        candidate = (root / pure).resolve()
+        if not candidate.is_relative_to(root):
+            raise CommandError(
+                ErrorCode.INVALID_PATH, f"{name!r} leads out of the captures directory"
+            )
+        if not candidate.is_file() or candidate.name.endswith(PARTIAL_SUFFIX):
+            raise CommandError(ErrorCode.NOT_FOUND, f"no capture named {name!r}")
+        return candidate
+
+    def new_name(self, stem: str, suffix: str) -> Path:
+        """A free final name such as `picture-20261121T091500.123Z.jpg`."""
+        now = time.time()
+        stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(now)) + f".{int(now * 1000) % 1000:03d}Z"
+        path = self.root / f"{stem}-{stamp}{suffix}"
+        counter = 1
+        while path.exists():
+            path = self.root / f"{stem}-{stamp}-{counter}{suffix}"
+            counter += 1
+        return path
+
+    def relative(self, path: Path) -> str:
+        return str(path.relative_to(self.root))
+
+    @staticmethod
+    def partial_for(final: Path) -> Path:
+        return final.with_name(f".{final.name}{PARTIAL_SUFFIX}")
+
+    @contextlib.contextmanager
+    def writing(self, final: Path) -> Iterator[Path]:
+        """Yield the temporary path to write; on success it becomes ``final`` atomically."""
+        partial = self.partial_for(final)
+        try:
+            yield partial
+            fd = os.open(partial, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            partial.replace(final)
+        except OSError as err:
+            raise io_error(err, f"cannot write {final.name}") from err
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                partial.unlink()
+
+    def sweep_partials(self) -> list[str]:
+        """Remove temporary files a crash left behind; returns their names."""
+        swept = []
+        for leftover in self.root.glob(f".*{PARTIAL_SUFFIX}"):
+            with contextlib.suppress(OSError):
+                leftover.unlink()
+                swept.append(leftover.name)
+        return swept
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def probe_media(path: Path) -> dict[str, Any]:
+    """Duration and resolution of a media file, from ffprobe."""
+    result = subprocess.run(
+        ["ffprobe", "-v", "error", "-select_streams", "v:0", "-of", "json",
+         "-show_entries", "stream=width,height,codec_name:format=duration", str(path)],
+        capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
+    if result.returncode != 0:
+        return {}
+    body = json.loads(result.stdout)
+    stream = (body.get("streams") or [{}])[0]
+    duration = body.get("format", {}).get("duration")
+    return {
+        "width": stream.get("width"),
+        "height": stream.get("height"),
+        "codec": stream.get("codec_name"),
+        "duration_s": round(float(duration), 3) if duration not in (None, "N/A") else None,
+    }
+
+
+def describe_file(
+    captures: Captures, path: Path, media: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """A job result: path relative to the captures directory, size, SHA-256, media facts.
+
+    ``media`` spares the ffprobe run when the caller knows the facts already (pictures).
+    """
+    media = probe_media(path) if media is None else media
+    return {
+        "path": captures.relative(path),
+        "size": path.stat().st_size,
+        "sha256": sha256_file(path),
+        "duration_s": media.get("duration_s"),
+        "resolution": f"{media['width']}x{media['height']}" if media.get("width") else None,
+        "codec": media.get("codec"),
+    }

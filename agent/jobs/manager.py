@@ -1,0 +1,169 @@
+"""Runs jobs with bounded concurrency and reports every transition.
+
+Each job runs as its own task; a limit per kind (one recording at a time by default, a few
+pictures) answers `busy` beyond it. Every transition is a `BASE/status` event carrying the job
+id and the id of the request that created it; active jobs and those finished within the last
+hour are part of `BASE/state`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from agent.errors import CommandError, ErrorCode
+from agent.jobs.model import Job, JobState
+
+log = logging.getLogger(__name__)
+
+RECENT_S = 3600.0
+
+
+class JobContext:
+    """What a running job may do: report progress, and learn that it should stop early."""
+
+    def __init__(self, job: Job, manager: JobManager) -> None:
+        self.job = job
+        self._manager = manager
+        self.stop_requested = asyncio.Event()
+
+    def progress(self, **values: Any) -> None:
+        self.job.progress = values
+        self._manager._emit(self.job, "job.progress", True, "")
+
+
+JobRunner = Callable[[JobContext], Awaitable[dict[str, Any]]]
+
+
+@dataclass(frozen=True)
+class JobKind:
+    runner_factory: Callable[[dict[str, Any]], JobRunner]
+    limit: int
+    # True: `stop` ends the job early and keeps what it made (a recording); False: cancels it.
+    stop_finishes: bool = False
+
+
+JobReport = Callable[[Job, str, bool, str], None]
+
+
+class JobManager:
+    def __init__(
+        self, kinds: dict[str, JobKind], report: JobReport, changed: Callable[[], None]
+    ) -> None:
+        self._kinds = kinds
+        self._report = report
+        self._changed = changed
+        self._jobs: dict[str, Job] = {}
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._contexts: dict[str, JobContext] = {}
+
+    def submit(self, kind: str, params: dict[str, Any], request_id: str | None) -> Job:
+        spec = self._kinds[kind]
+        active = [j for j in self._jobs.values() if j.kind == kind and not j.state.finished]
+        if len(active) >= spec.limit:
+            raise CommandError(
+                ErrorCode.BUSY,
+                f"{kind} is busy: {', '.join(j.id for j in active)} running"
+                f" (at most {spec.limit} at a time); `stop` it first",
+            )
+        runner = spec.runner_factory(params)
+        job = Job(kind=kind, params=params, request_id=request_id)
+        self._jobs[job.id] = job
+        context = JobContext(job, self)
+        self._contexts[job.id] = context
+        self._tasks[job.id] = asyncio.create_task(self._run(job, context, runner), name=job.id)
+        self._prune()
+        self._changed()
+        return job
+
+    def adopt(self, job: Job, runner: JobRunner) -> None:
+        """Run a job recovered after a restart (it keeps its id and request id)."""
+        self._jobs[job.id] = job
+        context = JobContext(job, self)
+        self._contexts[job.id] = context
+        self._tasks[job.id] = asyncio.create_task(self._run(job, context, runner), name=job.id)
+
+    async def _run(self, job: Job, context: JobContext, runner: JobRunner) -> None:
+        job.state, job.started = JobState.RUNNING, time.time()
+        self._emit(job, "job.running", True, f"{job.kind} {job.id} running")
+        try:
+            job.result = await runner(context)
+        except asyncio.CancelledError:
+            self._finish(job, JobState.CANCELLED, "job.cancelled", f"{job.kind} {job.id} cancelled")
+            return
+        except CommandError as err:
+            job.error = {"code": str(err.code), "detail": err.detail}
+            self._finish(
+                job, JobState.FAILED, "job.failed", f"ERROR: {job.kind} failed: {err.detail}"
+            )
+            return
+        except Exception as err:
+            log.exception("job %s crashed", job.id)
+            job.error = {"code": str(ErrorCode.INTERNAL_ERROR), "detail": f"internal error: {err}"}
+            self._finish(
+                job, JobState.FAILED, "job.failed", f"ERROR: {job.kind} failed: internal error"
+            )
+            return
+        path = job.result.get("path") if job.result else None
+        self._finish(
+            job, JobState.SUCCEEDED, "job.succeeded",
+            f"SUCCESS: {job.kind} saved as {path}" if path else f"SUCCESS: {job.kind} done",
+        )  # fmt: skip
+
+    def _finish(self, job: Job, state: JobState, event: str, message: str) -> None:
+        job.state, job.finished = state, time.time()
+        self._tasks.pop(job.id, None)
+        self._contexts.pop(job.id, None)
+        self._emit(job, event, state is JobState.SUCCEEDED, message)
+
+    def _emit(self, job: Job, event: str, ok: bool, message: str) -> None:
+        self._report(job, event, ok, message)
+        if event != "job.progress":
+            self._changed()
+
+    def stop(self, job_id: str | None) -> Job:
+        """`stop [job]`: end the given job, or without an id the running recording."""
+        if job_id is None:
+            candidates = [
+                j
+                for j in self._jobs.values()
+                if self._kinds[j.kind].stop_finishes and not j.state.finished
+            ]
+            if not candidates:
+                raise CommandError(ErrorCode.NOT_FOUND, "no recording is running")
+            job = candidates[0]
+        else:
+            found = self._jobs.get(job_id)
+            if found is None:
+                raise CommandError(ErrorCode.NOT_FOUND, f"no job {job_id!r}")
+            if found.state.finished:
+                raise CommandError(ErrorCode.NOT_FOUND, f"job {job_id} has already {found.state}")
+            job = found
+        if self._kinds[job.kind].stop_finishes:
+            self._contexts[job.id].stop_requested.set()
+        else:
+            self._tasks[job.id].cancel()
+        return job
+
+    def snapshot(self) -> list[dict[str, Any]]:
+        self._prune()
+        return [job.to_json() for job in self._jobs.values()]
+
+    def _prune(self) -> None:
+        horizon = time.time() - RECENT_S
+        for job_id in [i for i, j in self._jobs.items() if j.finished and j.finished < horizon]:
+            del self._jobs[job_id]
+
+    async def shutdown(self) -> None:
+        """Cancel what runs (recordings are then recovered from their journal at the next start)."""
+        tasks = list(self._tasks.values())
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task

@@ -1,0 +1,57 @@
+"""picture: a full-resolution JPEG of the current frame, while the stream keeps running."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+from agent.atomicfile import write_atomic
+from agent.camera.base import CameraBackend
+from agent.errors import CameraError, CommandError, ErrorCode
+from agent.jobs.captures import Captures, describe_file
+from agent.jobs.manager import JobContext, JobRunner
+from agent.process import ManagedProcess
+from agent.stream.ffmpeg_args import still_to_jpeg_args
+
+
+def picture_runner(backend: CameraBackend, captures: Captures) -> Any:
+    def factory(params: dict[str, Any]) -> JobRunner:
+        async def run(context: JobContext) -> dict[str, Any]:
+            return await take_picture(backend, captures, params["quality"], params["sidecar"])
+
+        return run
+
+    return factory
+
+
+async def take_picture(
+    backend: CameraBackend, captures: Captures, quality: int, sidecar: bool
+) -> dict[str, Any]:
+    try:
+        frame = await backend.latest_frame()
+    except CameraError as err:
+        raise CommandError(ErrorCode.NOT_AVAILABLE, f"no picture: {err}") from err
+    values = backend.values()  # the controls in effect for this frame
+    final = captures.new_name("picture", ".jpg")
+    with captures.writing(final) as partial:
+        encoder = ManagedProcess(
+            still_to_jpeg_args(
+                frame.path, frame.width, frame.height, frame.pix_fmt, quality, str(partial)
+            ),
+            "picture-encoder",
+        )
+        await encoder.start()
+        if await encoder.wait() != 0 or not partial.exists():
+            raise CommandError(
+                ErrorCode.CAMERA_ERROR, f"JPEG encoding failed: {encoder.stderr_text(5)}"
+            )
+    media = {"width": frame.width, "height": frame.height, "codec": "mjpeg", "duration_s": None}
+    result = await asyncio.to_thread(describe_file, captures, final, media)
+    result["frame_time"] = frame.made_at
+    if sidecar:
+        side = final.with_suffix(".json")
+        body = {"picture": result["path"], "frame_time": frame.made_at, "controls": values}
+        await asyncio.to_thread(write_atomic, side, (json.dumps(body, indent=1) + "\n").encode())
+        result["sidecar"] = captures.relative(side)
+    return result
