@@ -20,13 +20,14 @@ from agent.jobs.captures import Captures
 from agent.jobs.manager import JobKind, JobManager
 from agent.jobs.model import Job
 from agent.jobs.picture import picture_runner
+from agent.jobs.record import Recorder, RecordJournal
 from agent.mqtt.client import BrokerLink, InboundMessage
 from agent.mqtt.tls import certificate_identity, client_context
 from agent.mqtt.topics import Topics
 from agent.protocol import ActionCommand
 from agent.router import Answer, CommandRouter
 from agent.status import AgentStatus
-from agent.stream.mediamtx import MediaMtxApi
+from agent.stream.mediamtx import MediaMtxApi, MediaMtxPlayback
 from agent.stream.supervisor import (
     StreamReport,
     StreamState,
@@ -70,13 +71,15 @@ class AgentApp:
     def _build(self) -> None:
         config = self._config
         self.topics = topics = Topics(config.mqtt.base_topic)
+        # First: it says which certificate file is missing, in words a user can act on.
+        tls = client_context(config.mqtt.ca, config.mqtt.cert, config.mqtt.key)
         identity = certificate_identity(config.mqtt.cert)
         self.backend, warnings = select_backend(config)
         for warning in warnings:
             log.warning("%s", warning)
         self.link = BrokerLink(
             config.mqtt,
-            client_context(config.mqtt.ca, config.mqtt.cert, config.mqtt.key),
+            tls,
             identity,
             subscriptions=(topics.settings, topics.action, topics.state),
             will_topic=topics.availability,
@@ -94,11 +97,23 @@ class AgentApp:
             on_change=self.status.mark_changed,
         )
         self.captures = Captures(config.storage.captures_dir)
+        password = config.stream.password.get_secret_value()
+        self.recorder = Recorder(
+            self.stream,
+            MediaMtxPlayback(config.stream.playback_url, config.stream.username, password),
+            StreamTarget(config.stream.url, "", "").path,
+            self.captures,
+            RecordJournal(config.storage.state_dir / "jobs"),
+            config.jobs.max_record_s,
+            config.jobs.max_preroll_s,
+        )
+        picture = picture_runner(self.backend, self.captures)
         self.jobs = JobManager(
             {
-                "picture": JobKind(
-                    picture_runner(self.backend, self.captures), config.jobs.picture_limit
-                )
+                "picture": JobKind(picture, config.jobs.picture_limit),
+                "record": JobKind(
+                    self.recorder.runner, config.jobs.record_limit, stop_finishes=True
+                ),
             },
             self._report_job,
             self.status.mark_changed,
@@ -113,6 +128,7 @@ class AgentApp:
             actions={
                 "stream": StreamActions(self.stream, config.stream.start_timeout_s).handle,
                 "picture": job_actions.submitter("picture"),
+                "record": job_actions.submitter("record"),
                 "stop": job_actions.stop,
             },
             max_payload_bytes=config.mqtt.max_payload_bytes,
@@ -158,6 +174,8 @@ class AgentApp:
                 stream_task = tasks.create_task(self.stream.run(), name="stream")
                 if self._config.stream.autostart:
                     self.stream.start()
+                for job, runner in self.recorder.recover():
+                    self.jobs.adopt(job, runner)
                 await self._stop.wait()
                 log.info("stopping")
                 await self.jobs.shutdown()

@@ -67,6 +67,9 @@ class StreamSettings(Section):
     api_url: str = Field(
         "http://127.0.0.1:9997", description="MediaMTX control API, to confirm the stream is live"
     )
+    playback_url: str = Field(
+        "http://127.0.0.1:9996", description="MediaMTX playback server, where recordings are cut"
+    )
     autostart: bool = Field(True, description="start streaming at start-up (else `stream start`)")
     rtsp_transport: Literal["tcp", "udp"] = Field("tcp", description="transport of the pusher")
     restart_min_s: float = Field(0.5, gt=0, description="first delay before restarting a pusher")

@@ -149,6 +149,7 @@ url = "{media.rtsp_url}"
 username = "agent"
 password = "{media.credentials.agent}"
 api_url = "{media.api_url}"
+playback_url = "{media.playback_url}"
 """
         if media is not None
         else "\n[stream]\nautostart = false\n"
@@ -249,6 +250,7 @@ class MediaServer:
     webrtc_port: int = field(default_factory=free_port)
     webrtc_udp_port: int = field(default_factory=free_port)
     api_port: int = field(default_factory=free_port)
+    playback_port: int = field(default_factory=free_port)
     path: str = "cam"
     process: subprocess.Popen[bytes] | None = None
 
@@ -262,6 +264,14 @@ class MediaServer:
     @property
     def api_url(self) -> str:
         return f"http://127.0.0.1:{self.api_port}"
+
+    @property
+    def playback_url(self) -> str:
+        return f"http://127.0.0.1:{self.playback_port}"
+
+    @property
+    def recordings(self) -> Path:
+        return self.work_dir / "recordings"
 
     @property
     def config_path(self) -> Path:
@@ -280,6 +290,7 @@ class MediaServer:
             "webrtcAddress": self.webrtc_port,
             "webrtcLocalUDPAddress": self.webrtc_udp_port,
             "apiAddress": self.api_port,
+            "playbackAddress": self.playback_port,
         }
         hashes = {
             "agent": mediamtx_hash(self.credentials.agent),
@@ -293,6 +304,12 @@ class MediaServer:
                 user = line.split(":", 1)[1].strip()
             if key in addresses and not line.startswith(" "):
                 out.append(f"{key}: 127.0.0.1:{addresses[key]}")
+            elif key == "recordPath":
+                shipped = line.split(":", 1)[1].strip()
+                out.append(
+                    line.split("recordPath:")[0]
+                    + f"recordPath: {self.recordings}{shipped.removeprefix('/recordings')}"
+                )
             elif key == "pass" and user in hashes:
                 out.append(line.split("pass:")[0] + f"pass: {hashes[user]}")
             else:
@@ -364,7 +381,7 @@ def main(argv: list[str]) -> int:
         home / "mediamtx",
         credentials=StreamCredentials.load_or_create(home / "stream-credentials.json"),
         rtsp_port=8554, rtp_port=8000, hls_port=8888, webrtc_port=8889,
-        webrtc_udp_port=8189, api_port=9997,
+        webrtc_udp_port=8189, api_port=9997, playback_port=9996,
     )  # fmt: skip
     broker.start()
     try:

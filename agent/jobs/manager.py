@@ -159,11 +159,22 @@ class JobManager:
         for job_id in [i for i, j in self._jobs.items() if j.finished and j.finished < horizon]:
             del self._jobs[job_id]
 
-    async def shutdown(self) -> None:
-        """Cancel what runs (recordings are then recovered from their journal at the next start)."""
+    async def shutdown(self, grace_s: float = 15.0) -> None:
+        """Finish recordings (they are kept), cancel the rest.
+
+        A recording that cannot finish in time is cancelled too; its journal survives and the
+        next start finalizes it.
+        """
+        for job_id, context in list(self._contexts.items()):
+            if self._kinds[self._jobs[job_id].kind].stop_finishes:
+                context.stop_requested.set()
+            else:
+                self._tasks[job_id].cancel()
         tasks = list(self._tasks.values())
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        if tasks:
+            _, late = await asyncio.wait(tasks, timeout=grace_s)
+            for task in late:
+                task.cancel()
+            for task in late:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task

@@ -1,13 +1,16 @@
-"""MediaMTX's control API (v3), as far as the agent needs it: is our path live?"""
+"""MediaMTX's control API (v3) and playback server, as far as the agent needs them."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import datetime as dt
 import json
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 REQUEST_TIMEOUT_S = 1.0
@@ -61,3 +64,51 @@ class MediaMtxApi:
             readers=len(body.get("readers") or []),
             source=source.get("type") if isinstance(source, dict) else None,
         )
+
+
+class MediaMtxPlayback:
+    """MediaMTX's playback server: what was recorded, and a time range of it as one file."""
+
+    def __init__(self, base_url: str, username: str, password: str) -> None:
+        self._base_url = base_url.rstrip("/")
+        token = base64.b64encode(f"{username}:{password}".encode()).decode()
+        self._headers = {"Authorization": f"Basic {token}"}
+
+    def _open(self, path: str, timeout: float) -> Any:
+        request = urllib.request.Request(f"{self._base_url}{path}", headers=self._headers)  # noqa: S310 - http(s) URL from config
+        return urllib.request.urlopen(request, timeout=timeout)  # noqa: S310
+
+    def _recorded_until(self, stream_path: str) -> float | None:
+        with self._open(f"/list?{urllib.parse.urlencode({'path': stream_path})}", 5) as response:
+            spans = json.load(response)
+        ends = [
+            dt.datetime.fromisoformat(span["start"]).timestamp() + float(span["duration"])
+            for span in spans
+        ]
+        return max(ends, default=None)
+
+    async def recorded_until(self, stream_path: str) -> float | None:
+        """End (Unix time) of the newest recorded span; None when nothing is recorded."""
+        try:
+            return await asyncio.to_thread(self._recorded_until, stream_path)
+        except urllib.error.HTTPError as err:
+            if err.code == 404:
+                return None
+            raise
+
+    def _download(self, stream_path: str, start: float, duration: float, dest: Path) -> None:
+        query = urllib.parse.urlencode(
+            {
+                "path": stream_path,
+                "start": dt.datetime.fromtimestamp(start, dt.UTC).isoformat(),
+                "duration": f"{duration:.3f}",
+                "format": "fmp4",
+            }
+        )
+        with self._open(f"/get?{query}", 30) as response, dest.open("wb") as out:
+            while chunk := response.read(1 << 20):
+                out.write(chunk)
+
+    async def download(self, stream_path: str, start: float, duration: float, dest: Path) -> None:
+        """Write [start, start + duration] of the recording to ``dest`` (stream copy)."""
+        await asyncio.to_thread(self._download, stream_path, start, duration, dest)
