@@ -21,6 +21,7 @@ from agent.jobs.manager import JobKind, JobManager
 from agent.jobs.model import Job
 from agent.jobs.picture import picture_runner
 from agent.jobs.record import Recorder, RecordJournal
+from agent.jobs.trim import Trimmer
 from agent.mqtt.client import BrokerLink, InboundMessage
 from agent.mqtt.tls import certificate_identity, client_context
 from agent.mqtt.topics import Topics
@@ -114,6 +115,8 @@ class AgentApp:
                 "record": JobKind(
                     self.recorder.runner, config.jobs.record_limit, stop_finishes=True
                 ),
+                # One at a time: an exact trim keeps a core busy.
+                "trim": JobKind(Trimmer(self.captures).runner, 1),
             },
             self._report_job,
             self.status.mark_changed,
@@ -129,6 +132,7 @@ class AgentApp:
                 "stream": StreamActions(self.stream, config.stream.start_timeout_s).handle,
                 "picture": job_actions.submitter("picture"),
                 "record": job_actions.submitter("record"),
+                "trim": job_actions.submitter("trim"),
                 "stop": job_actions.stop,
             },
             max_payload_bytes=config.mqtt.max_payload_bytes,

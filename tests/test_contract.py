@@ -115,7 +115,8 @@ def test_dependent_controls_are_judged_after_the_whole_change(
         (ACTION, "record 10", "not_available"),
         (ACTION, "stop", "not_found"),
         (ACTION, "stop picture-x", "not_found"),
-        (ACTION, "trim clip.mp4 00:00:01.5 4", "not_available"),
+        (ACTION, "trim clip.mp4 00:00:01.5 4", "not_found"),
+        (ACTION, "trim ../../etc/passwd 0 1", "invalid_path"),
     ],
 )
 def test_every_bad_command_gets_an_error_code(

@@ -25,7 +25,8 @@ def captures_dir(agent: AgentProcess) -> Path:
 
 def gray_frames(path: Path, width: int, height: int) -> list[bytes]:
     raw = subprocess.run(
-        ["ffmpeg", "-v", "error", "-i", str(path), "-f", "rawvideo", "-pix_fmt", "gray", "-"],
+        ["ffmpeg", "-v", "error", "-i", str(path), "-fps_mode", "passthrough",
+         "-f", "rawvideo", "-pix_fmt", "gray", "-"],
         capture_output=True, check=True, timeout=60,
     ).stdout  # fmt: skip
     size = width * height
@@ -265,3 +266,109 @@ def test_full_disk_fails_the_job_and_leaves_no_corrupt_file(
     finally:
         agent.stop()
         subprocess.run(["umount", str(captures)], check=False)
+
+
+FPS, GOP = 25, 25
+
+
+def make_source(directory: Path, name: str = "source.mp4") -> Path:
+    """A 6 s clip with a keyframe every second, written straight into the captures dir."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / name
+    subprocess.run(
+        ["ffmpeg", "-v", "error", "-f", "lavfi", "-i", f"testsrc2=size=320x240:rate={FPS}",
+         "-t", "6", "-c:v", "libx264", "-g", str(GOP), "-keyint_min", str(GOP),
+         "-sc_threshold", "0", "-pix_fmt", "yuv420p", "-y", str(path)],
+        check=True, timeout=60,
+    )  # fmt: skip
+    return path
+
+
+def closest_source_frame(frame: bytes, source_frames: list[bytes]) -> int:
+    def distance(other: bytes) -> int:
+        return sum(abs(a - b) for a, b in zip(frame[::53], other[::53], strict=True))
+
+    return min(range(len(source_frames)), key=lambda i: distance(source_frames[i]))
+
+
+def test_trim_fast_copies_from_the_keyframe_before_start(
+    agent: AgentProcess, operator: Probe
+) -> None:
+    source = make_source(captures_dir(agent))
+    done = run_job(
+        operator,
+        {"id": "t1", "action": "trim", "file": "source.mp4", "start": 1.5, "end": "00:00:04.000"},
+    )
+    assert done["ok"] is True, done.get("error")
+    result = done["data"]["result"]
+    out = captures_dir(agent) / result["path"]
+    assert out.parent == source.parent and out != source
+    assert result["mode"] == "fast" and result["source"] == "source.mp4"
+    assert first_frames(out, 1)[0]["key_frame"] == 1
+    frames = gray_frames(out, 320, 240)
+    first = closest_source_frame(frames[0], gray_frames(source, 320, 240))
+    assert first == 25  # the keyframe at 1.0 s, the last one before 1.5 s
+    assert 75 <= len(frames) <= 78  # 1.0 s .. 4.0 s (a copy may keep a frame or two more)
+    assert probe(str(out))["streams"][0]["profile"] == probe(str(source))["streams"][0]["profile"]
+
+
+def test_trim_exact_starts_on_the_frame_asked(agent: AgentProcess, operator: Probe) -> None:
+    source = make_source(captures_dir(agent))
+    done = run_job(
+        operator,
+        {
+            "id": "t2",
+            "action": "trim",
+            "file": "source.mp4",
+            "start": 1.48,
+            "end": 4,
+            "mode": "exact",
+        },
+    )
+    assert done["ok"] is True, done.get("error")
+    out = captures_dir(agent) / done["data"]["result"]["path"]
+    frames = gray_frames(out, 320, 240)
+    first = closest_source_frame(frames[0], gray_frames(source, 320, 240))
+    assert first == 37  # 1.48 s at 25 fps
+    assert abs(len(frames) - (100 - 37)) <= 1  # up to 4.0 s
+    assert first_frames(out, 1)[0]["key_frame"] == 1
+
+
+def test_trim_replace_swaps_the_file_atomically(agent: AgentProcess, operator: Probe) -> None:
+    source = make_source(captures_dir(agent))
+    done = run_job(
+        operator,
+        {"id": "t3", "action": "trim", "file": "source.mp4", "start": 2, "end": 3, "replace": True},
+    )
+    assert done["ok"] is True, done.get("error")
+    assert done["data"]["result"]["path"] == "source.mp4"
+    assert 25 <= len(gray_frames(source, 320, 240)) <= 28  # 2.0 s .. 3.0 s now
+    assert sorted(p.name for p in captures_dir(agent).iterdir()) == ["source.mp4"]
+
+
+def test_trim_refuses_paths_outside_the_captures_directory(
+    agent: AgentProcess, operator: Probe, tmp_path: Path
+) -> None:
+    make_source(captures_dir(agent))
+    secret = tmp_path / "secret.mp4"
+    secret.write_bytes(b"not yours")
+    (captures_dir(agent) / "link.mp4").symlink_to(secret)
+    cases = {
+        "../secret.mp4": "invalid_path",
+        str(secret): "invalid_path",
+        "link.mp4": "invalid_path",
+        "nothere.mp4": "not_found",
+        ".": "not_found",
+    }
+    for name, code in cases.items():
+        operator.publish(
+            ACTION,
+            json.dumps({"id": f"bad-{code}", "action": "trim", "file": name, "start": 0, "end": 1}),
+        )
+        answer = operator.wait_event(id=f"bad-{code}")
+        assert answer["ok"] is False and answer["error"]["code"] == code, (name, answer)
+        operator.history.clear()
+    operator.publish(ACTION, "trim source.mp4 7 9")  # past the end of a 6 s file
+    failed = operator.wait_event(event="job.failed")
+    assert failed["error"]["code"] == "invalid_argument"
+    assert secret.read_bytes() == b"not yours"
