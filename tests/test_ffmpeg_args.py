@@ -5,10 +5,12 @@ from __future__ import annotations
 import subprocess
 import time
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
 from agent.camera.base import StreamTarget
+from agent.jobs.trim import CutPlan, fast_trim_args, plan_exact_cut
 from agent.stream.ffmpeg_args import (
     STAMP_BITS,
     STAMP_HEIGHT,
@@ -105,3 +107,29 @@ def test_decode_stamp_resolves_the_modulo_near_now(offset: int) -> None:
     width = 64
     row = bytes(255 if bits >> (x * STAMP_BITS // width) & 1 else 0 for x in range(width))
     assert decode_stamp(row, width, now) == true_ms
+
+
+FRAMES = [i / 25 for i in range(150)]
+KEYS = [float(k) for k in range(6)]
+
+
+@pytest.mark.parametrize(
+    ("start", "end", "head", "keyframe"),
+    [
+        (1.48, 4.0, 13, 2.0),  # frames 1.48 .. 1.96 re-encoded, copy from 2.0
+        (2.0, 4.0, 0, 2.0),  # on a keyframe: nothing re-encoded
+        (2.2, 2.8, 15, None),  # no keyframe inside: all of it re-encoded
+        (0.0, 6.0, 0, 0.0),
+    ],
+)
+def test_exact_cut_reencodes_only_up_to_the_next_keyframe(
+    start: float, end: float, head: int, keyframe: float | None
+) -> None:
+    assert plan_exact_cut(FRAMES, KEYS, start, end) == CutPlan(head, keyframe)
+
+
+def test_fast_trim_copies_from_a_seek_before_the_input() -> None:
+    argv = fast_trim_args(Path("/c/a.mp4"), 1.5, 4.0, Path("/c/.b.partial"))
+    assert argv.index("-ss") < argv.index("-i")
+    assert option(argv, "-c") == "copy"
+    assert argv[-1] == "/c/.b.partial"

@@ -271,14 +271,14 @@ def test_full_disk_fails_the_job_and_leaves_no_corrupt_file(
 FPS, GOP = 25, 25
 
 
-def make_source(directory: Path, name: str = "source.mp4") -> Path:
+def make_source(directory: Path, name: str = "source.mp4", profile: str = "high") -> Path:
     """A 6 s clip with a keyframe every second, written straight into the captures dir."""
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / name
     subprocess.run(
         ["ffmpeg", "-v", "error", "-f", "lavfi", "-i", f"testsrc2=size=320x240:rate={FPS}",
          "-t", "6", "-c:v", "libx264", "-g", str(GOP), "-keyint_min", str(GOP),
-         "-sc_threshold", "0", "-pix_fmt", "yuv420p", "-y", str(path)],
+         "-sc_threshold", "0", "-profile:v", profile, "-pix_fmt", "yuv420p", "-y", str(path)],
         check=True, timeout=60,
     )  # fmt: skip
     return path
@@ -313,7 +313,7 @@ def test_trim_fast_copies_from_the_keyframe_before_start(
 
 
 def test_trim_exact_starts_on_the_frame_asked(agent: AgentProcess, operator: Probe) -> None:
-    source = make_source(captures_dir(agent))
+    source = make_source(captures_dir(agent), profile="baseline")  # like the camera's stream
     done = run_job(
         operator,
         {
@@ -328,10 +328,14 @@ def test_trim_exact_starts_on_the_frame_asked(agent: AgentProcess, operator: Pro
     assert done["ok"] is True, done.get("error")
     out = captures_dir(agent) / done["data"]["result"]["path"]
     frames = gray_frames(out, 320, 240)
-    first = closest_source_frame(frames[0], gray_frames(source, 320, 240))
-    assert first == 37  # 1.48 s at 25 fps
-    assert abs(len(frames) - (100 - 37)) <= 1  # up to 4.0 s
+    source_frames = gray_frames(source, 320, 240)
+    indices = [closest_source_frame(f, source_frames) for f in frames]
+    assert indices == list(range(37, 100))  # 1.48 s to 4.0 s, every frame, in order
     assert first_frames(out, 1)[0]["key_frame"] == 1
+    # Only the 13 frames before the keyframe at 2.0 s were re-encoded; the rest is the source's
+    # own H.264, so it decodes to the very same pixels (a lossy re-encode never would).
+    assert frames[13:] == source_frames[50:100]
+    assert frames[:13] != source_frames[37:50]
 
 
 def test_trim_replace_swaps_the_file_atomically(agent: AgentProcess, operator: Probe) -> None:

@@ -92,7 +92,8 @@ class Captures:
     def sweep_partials(self) -> list[str]:
         """Remove temporary files a crash left behind; returns their names."""
         swept = []
-        for leftover in self.root.glob(f".*{PARTIAL_SUFFIX}"):
+        # `.NAME.partial` and the pieces a job makes beside it (`.NAME.partial.head.ts`).
+        for leftover in self.root.glob(f".*{PARTIAL_SUFFIX}*"):
             with contextlib.suppress(OSError):
                 leftover.unlink()
                 swept.append(leftover.name)
@@ -111,7 +112,7 @@ def probe_media(path: Path) -> dict[str, Any]:
     """Duration and resolution of a media file, from ffprobe."""
     result = subprocess.run(
         ["ffprobe", "-v", "error", "-select_streams", "v:0", "-of", "json",
-         "-show_entries", "stream=width,height,codec_name:format=duration", str(path)],
+         "-show_entries", "stream=width,height,codec_name,profile:format=duration", str(path)],
         capture_output=True, text=True, timeout=30, check=False,
     )  # fmt: skip
     if result.returncode != 0:
@@ -123,6 +124,7 @@ def probe_media(path: Path) -> dict[str, Any]:
         "width": stream.get("width"),
         "height": stream.get("height"),
         "codec": stream.get("codec_name"),
+        "profile": stream.get("profile"),
         "duration_s": round(float(duration), 3) if duration not in (None, "N/A") else None,
     }
 
