@@ -162,6 +162,12 @@ class AgentApp:
             return
         await self.router.handle(message)
 
+    async def _recover_recordings(self) -> None:
+        """Finalize recordings a killed agent left, once their events can reach the broker."""
+        await self.link.connected.wait()
+        for job, runner in self.recorder.recover():
+            self.jobs.adopt(job, runner)
+
     async def run(self) -> None:
         self._build()
         self.captures.ensure()
@@ -178,10 +184,10 @@ class AgentApp:
                 stream_task = tasks.create_task(self.stream.run(), name="stream")
                 if self._config.stream.autostart:
                     self.stream.start()
-                for job, runner in self.recorder.recover():
-                    self.jobs.adopt(job, runner)
+                recover_task = tasks.create_task(self._recover_recordings(), name="recover")
                 await self._stop.wait()
                 log.info("stopping")
+                recover_task.cancel()  # still waiting for a broker that never came
                 await self.jobs.shutdown()
                 stream_task.cancel()  # its cleanup stops the pusher's process group
                 status_task.cancel()

@@ -119,3 +119,12 @@ def test_random_payloads_are_each_answered_and_the_agent_stays_up(
     failures = [a for a in answers if not a["ok"]]
     assert all(a["error"]["code"] for a in failures)
     assert agent.alive()
+
+
+def test_agent_stops_cleanly_while_the_broker_is_unreachable(pki_dir: Path, tmp_path: Path) -> None:
+    broker = Broker(pki_dir, tmp_path / "broker")  # configured, never started
+    agent = AgentProcess(broker, tmp_path / "agent")
+    agent.start()
+    agent.wait_for_log("cannot connect to broker")
+    # 0, not -9: it stopped on SIGTERM by itself instead of being killed after the grace period.
+    assert agent.stop() == 0
