@@ -17,14 +17,13 @@ import json
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-from devstack import Broker, MediaServer, terminate_group
+from devstack import MediaServer, terminate_group
 
 from bench.control_plane import process_usage, quantile
-from pki.authority import CertificateAuthority
+from bench.stack import local_stack
 from tests.support import AgentProcess, Probe
 
 
@@ -91,12 +90,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--pictures", type=int, default=30)
     parser.add_argument("--record-seconds", type=float, default=10.0)
     args = parser.parse_args(argv)
-    with tempfile.TemporaryDirectory(prefix="camera-bench-") as tmp:
-        root = Path(tmp)
-        CertificateAuthority(root / "pki").init()
-        broker, media = Broker(root / "pki", root / "broker"), MediaServer(root / "mediamtx")
-        broker.start()
-        media.start()
+    with local_stack() as stack:
+        broker, media, root = stack.broker, stack.media, stack.root
         operator = Probe(broker, "operator")
         operator.subscribe("camera/#")
         agent = AgentProcess(broker, root / "agent", media=media)
@@ -114,8 +109,6 @@ def main(argv: list[str]) -> int:
         finally:
             agent.stop()
             operator.close()
-            media.stop()
-            broker.stop()
 
     base = statistics.median(theirs)
     print("\npicture at 1280x720: command to a JPEG on disk")

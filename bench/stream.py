@@ -23,7 +23,6 @@ import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -31,7 +30,7 @@ from pathlib import Path
 from devstack import Broker, MediaServer, terminate_group
 
 from bench.control_plane import process_usage, quantile
-from pki.authority import CertificateAuthority
+from bench.stack import local_stack
 from tests.support import AgentProcess, Frame, Probe, RtspReader
 
 WIDTH, HEIGHT, FPS = 1280, 720, 30
@@ -182,29 +181,20 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=10.0)
     args = parser.parse_args(argv)
-    with tempfile.TemporaryDirectory(prefix="camera-bench-") as tmp:
-        root = Path(tmp)
-        CertificateAuthority(root / "pki").init()
-        broker = Broker(root / "pki", root / "broker")
-        media = MediaServer(root / "mediamtx")
-        broker.start()
-        media.start()
-        try:
-            ready_bare = bare_ready(media, args.runs)
-            ready_agent = stream_ready(broker, media, root, args.runs)
+    with local_stack() as stack:
+        broker, media, root = stack.broker, stack.media, stack.root
+        ready_bare = bare_ready(media, args.runs)
+        ready_agent = stream_ready(broker, media, root, args.runs)
 
-            pusher = bare_pusher(media, tuned=False)
-            time_until(lambda: rtsp_describe_ok(media))
-            g2g_default = latencies(read_for(media, args.seconds))
-            terminate_group(pusher)
-            time_until(lambda: not rtsp_describe_ok(media))
+        pusher = bare_pusher(media, tuned=False)
+        time_until(lambda: rtsp_describe_ok(media))
+        g2g_default = latencies(read_for(media, args.seconds))
+        terminate_group(pusher)
+        time_until(lambda: not rtsp_describe_ok(media))
 
-            g2g_agent, cpu_agent, cpu_ffmpeg, controls = measure_agent(
-                broker, media, root, args.seconds, max(10, args.runs * 4)
-            )
-        finally:
-            media.stop()
-            broker.stop()
+        g2g_agent, cpu_agent, cpu_ffmpeg, controls = measure_agent(
+            broker, media, root, args.seconds, max(10, args.runs * 4)
+        )
 
     print(f"\nstream at {WIDTH}x{HEIGHT} {FPS} fps on loopback ({os.cpu_count()} cores)")
     print(f"{'measure':<44}{'median':>10}{'p95':>10}  {'unit':<4}{'ratio':>8}")
