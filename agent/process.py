@@ -15,7 +15,8 @@ import logging
 import os
 import signal
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 
 log = logging.getLogger(__name__)
 
@@ -106,3 +107,37 @@ class ManagedProcess:
 
     def stderr_text(self, lines: int = 20) -> str:
         return "\n".join(list(self.stderr_tail)[-lines:])
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+CommandRunner = Callable[[Sequence[str]], Awaitable[CommandResult]]
+
+
+async def run_command(argv: Sequence[str], timeout_s: float = 10.0) -> CommandResult:
+    """Run a short command (v4l2-ctl...) to completion in its own process group."""
+    try:
+        process = await asyncio.create_subprocess_exec(
+            *argv,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            start_new_session=True,
+        )
+    except OSError as err:
+        raise ProcessStartError(f"cannot start {argv[0]}: {err.strerror}") from err
+    try:
+        stdout, stderr = await asyncio.wait_for(process.communicate(), timeout_s)
+    except TimeoutError:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        await process.wait()
+        return CommandResult(-9, "", f"{argv[0]} timed out after {timeout_s:g} s")
+    return CommandResult(
+        process.returncode or 0, stdout.decode(errors="replace"), stderr.decode(errors="replace")
+    )

@@ -57,11 +57,15 @@ class ControlDescriptor:
     # True: a change recreates the encoding pipeline (size, fps, bitrate...); False: applied live.
     restarts_stream: bool = False
     active_if: ActiveCondition | None = None
+    # Inactive for a reason the agent cannot model (the driver's INACTIVE flag alone).
+    driver_inactive: str | None = None
     aliases: tuple[str, ...] = field(default=())  # native names accepted unchanged
 
     def inactive_reason(self, values: Mapping[str, ControlValue]) -> str | None:
         cond = self.active_if
-        if cond is None or values.get(cond.control) == cond.value:
+        if cond is None:
+            return self.driver_inactive
+        if values.get(cond.control) == cond.value:
             return None
         return cond.reason
 

@@ -9,11 +9,9 @@ hardware.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import tempfile
-import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -30,6 +28,8 @@ from agent.camera.base import (
     RawFrame,
     StreamTarget,
 )
+from agent.camera.still import StillFile
+from agent.camera.vocabulary import stream_parameter_descriptors
 from agent.errors import CameraError
 from agent.process import ManagedProcess
 from agent.stream.ffmpeg_args import TestPatternParams, live_filter_commands, pattern_pusher_args
@@ -37,8 +37,6 @@ from agent.stream.filter_commands import FilterCommandChannel, FilterCommandErro
 
 log = logging.getLogger(__name__)
 
-STALE_FRAME_S = 1.0
-FIRST_FRAME_WAIT_S = 2.0
 
 F, INT, B, M = ControlType.FLOAT, ControlType.INT, ControlType.BOOL, ControlType.MENU
 
@@ -67,37 +65,7 @@ def pattern_descriptors(width: int, height: int, fps: int) -> tuple[ControlDescr
         ),
         ControlDescriptor("hflip", B, False, "mirror horizontally", restarts_stream=True),
         ControlDescriptor("vflip", B, False, "flip vertically", restarts_stream=True),
-        ControlDescriptor(
-            "width", INT, width, "frame width", 160, 3840, 2, "px", restarts_stream=True
-        ),
-        ControlDescriptor(
-            "height", INT, height, "frame height", 120, 2160, 2, "px", restarts_stream=True
-        ),
-        ControlDescriptor(
-            "fps", INT, fps, "frames per second", 1, 60, 1, "fps", restarts_stream=True
-        ),
-        ControlDescriptor(
-            "bitrate",
-            INT,
-            2000,
-            "H.264 target bitrate",
-            100,
-            20000,
-            1,
-            "kbit/s",
-            restarts_stream=True,
-        ),
-        ControlDescriptor(
-            "keyframe_interval",
-            F,
-            1.0,
-            "time between keyframes",
-            0.1,
-            10.0,
-            0.1,
-            "s",
-            restarts_stream=True,
-        ),
+        *stream_parameter_descriptors(width, height, fps),
         ControlDescriptor(
             "pattern",
             M,
@@ -129,8 +97,7 @@ class TestPatternCamera(CameraBackend):
         self._runtime: tempfile.TemporaryDirectory[str] | None = None
         self._channel: FilterCommandChannel | None = None
         self._generation = 0
-        self._still: Path | None = None
-        self._still_size = (width, height)
+        self._still: StillFile | None = None
 
     async def start(self) -> None:
         # The zmq endpoint is a Unix socket in a private directory: nothing outside the agent's
@@ -175,13 +142,15 @@ class TestPatternCamera(CameraBackend):
             raise CameraError("the test-pattern camera is not started")
         self._generation += 1
         endpoint = f"ipc://{Path(self._runtime.name) / f'filters-{self._generation}.zmq'}"
-        self._still = Path(self._runtime.name) / "latest.yuv"
-        self._still_size = (int(self._values["width"]), int(self._values["height"]))
+        params = self.params()
+        self._still = StillFile(
+            Path(self._runtime.name) / "latest.yuv", params.width, params.height
+        )
         argv = pattern_pusher_args(
-            self.params(),
+            params,
             endpoint,
             target.url_with_credentials(),
-            str(self._still),
+            str(self._still.path),
             target.rtsp_transport,
         )
         process = ManagedProcess(argv, "testsrc-pusher")
@@ -192,22 +161,7 @@ class TestPatternCamera(CameraBackend):
     async def latest_frame(self) -> RawFrame:
         if self._still is None:
             raise CameraError("the camera is not streaming (`stream start` first)")
-        deadline = time.monotonic() + FIRST_FRAME_WAIT_S
-        while True:
-            try:
-                made_at = self._still.stat().st_mtime
-                break
-            except FileNotFoundError:
-                # A pusher that just started has not written its first frame yet.
-                if time.monotonic() > deadline:
-                    raise CameraError("no frame yet; the stream is starting") from None
-                await asyncio.sleep(0.01)
-        if time.time() - made_at > STALE_FRAME_S:
-            raise CameraError(
-                f"the last frame is {time.time() - made_at:.1f} s old; the stream is down"
-            )
-        width, height = self._still_size
-        return RawFrame(str(self._still), width, height, "yuv420p", made_at)
+        return await self._still.frame()
 
     async def pusher_stopped(self) -> None:
         self._still = None

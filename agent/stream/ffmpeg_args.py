@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from agent.camera.still import still_output_args
+
 # The machine-readable timestamp: a strip of STAMP_BITS black/white blocks across the top of the
 # frame, bit k (from the left) being bit k of the wall-clock milliseconds modulo 2**STAMP_BITS.
 # Readers (tests, benchmarks) recover the time without OCR; see `decode_stamp`.
@@ -117,11 +119,40 @@ def pattern_pusher_args(
         "-rtsp_transport", rtsp_transport,
         publish_url,
         "-map", "[still]",
-        "-c:v", "rawvideo",
-        "-f", "image2",
-        "-update", "1",
-        "-atomic_writing", "1",
-        still_path,
+        *still_output_args(still_path),
+    ]  # fmt: skip
+
+
+def v4l2_pusher_args(
+    device: str,
+    input_format: str,
+    width: int,
+    height: int,
+    fps: int,
+    bitrate_kbps: int,
+    keyframe_interval_s: float,
+    publish_url: str,
+    still_path: str,
+    rtsp_transport: str = "tcp",
+) -> list[str]:
+    """ffmpeg reading a V4L2 camera: its own H.264 copied, or MJPEG/raw encoded with libx264."""
+    gop = max(1, round(fps * keyframe_interval_s))
+    if input_format == "h264":
+        video = ["-c:v", "copy"]  # the camera's encoder did the work; no transcode
+    else:
+        video = [
+            "-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency",
+            "-profile:v", "baseline", "-pix_fmt", "yuv420p",
+            "-g", str(gop), "-keyint_min", str(gop), "-sc_threshold", "0",
+            "-b:v", f"{bitrate_kbps}k",
+            "-maxrate", f"{bitrate_kbps}k", "-bufsize", f"{bitrate_kbps}k",
+        ]  # fmt: skip
+    return [
+        "ffmpeg", "-hide_banner", "-nostats", "-nostdin", "-y", "-loglevel", "warning",
+        "-f", "v4l2", "-input_format", input_format,
+        "-video_size", f"{width}x{height}", "-framerate", str(fps), "-i", device,
+        "-map", "0:v", *video, "-f", "rtsp", "-rtsp_transport", rtsp_transport, publish_url,
+        "-map", "0:v", *still_output_args(still_path),
     ]  # fmt: skip
 
 

@@ -1,0 +1,202 @@
+"""USB webcams through V4L2: controls via v4l2-ctl, the stream via ffmpeg's v4l2 input.
+
+Controls are enumerated with their ranges, steps, menus and flags, published under canonical
+names (native names accepted too) and set live. Width, height, fps, bitrate and keyframe
+interval rebuild the pipeline. The stream copies the camera's own H.264 when it offers it, and
+otherwise encodes MJPEG or raw frames with libx264; the choice is logged and shown in `state`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from agent.camera.base import (
+    AppliedChange,
+    CameraBackend,
+    ControlDescriptor,
+    ControlType,
+    ControlValue,
+    MenuOption,
+    Pusher,
+    RawFrame,
+    StreamTarget,
+)
+from agent.camera.still import StillFile
+from agent.camera.v4l2_ctl import (
+    V4l2Control,
+    list_controls_args,
+    list_formats_args,
+    parse_controls,
+    parse_formats,
+    set_controls_args,
+)
+from agent.camera.vocabulary import (
+    V4L2_CANONICAL,
+    V4L2_DEPENDENCIES,
+    stream_parameter_descriptors,
+)
+from agent.errors import CameraError
+from agent.process import CommandRunner, ManagedProcess, run_command
+from agent.stream.ffmpeg_args import v4l2_pusher_args
+
+log = logging.getLogger(__name__)
+
+# ffmpeg's name for each V4L2 pixel format, in order of preference.
+INPUT_FORMATS = {"H264": "h264", "MJPG": "mjpeg", "YUYV": "yuyv422"}
+
+
+def _ram_dir() -> str | None:
+    # The latest frame is rewritten at every frame: RAM, where there is some.
+    return "/dev/shm" if os.access("/dev/shm", os.W_OK) else None  # noqa: S108
+
+
+_TYPES = {"int": ControlType.INT, "bool": ControlType.BOOL, "menu": ControlType.MENU}
+
+
+def v4l2_descriptors(controls: Sequence[V4l2Control]) -> list[ControlDescriptor]:
+    descriptors = []
+    for control in controls:
+        kind = _TYPES.get(control.type)
+        if kind is None:
+            continue  # buttons, strings, compound controls: nothing a slider can set
+        canonical = V4L2_CANONICAL.get(control.name, control.name)
+        condition = V4L2_DEPENDENCIES.get(canonical)
+        descriptors.append(
+            ControlDescriptor(
+                name=canonical,
+                type=kind,
+                default=bool(control.default)
+                if kind is ControlType.BOOL
+                else (control.default or 0),
+                description=f"V4L2 {control.name} ({control.cid:#010x})",
+                minimum=control.minimum if kind is ControlType.INT else None,
+                maximum=control.maximum if kind is ControlType.INT else None,
+                step=control.step if kind is ControlType.INT else None,
+                unit="100 us" if control.name == "exposure_time_absolute" else None,
+                options=tuple(MenuOption(i, label) for i, label in control.menu.items()),
+                read_only=control.read_only,
+                active_if=condition,
+                driver_inactive=(
+                    "the driver reports it inactive"
+                    if control.inactive and condition is None
+                    else None
+                ),
+                aliases=(control.name,) if canonical != control.name else (),
+            )
+        )
+    return descriptors
+
+
+class V4l2Camera(CameraBackend):
+    name = "v4l2"
+
+    def __init__(
+        self, device: str, width: int, height: int, fps: int, run: CommandRunner = run_command
+    ) -> None:
+        self._device = device
+        self._run = run
+        self._controls: list[V4l2Control] = []
+        self._formats: dict[str, list[tuple[int, int]]] = {}
+        self._runtime: tempfile.TemporaryDirectory[str] | None = None
+        self._still: StillFile | None = None
+        self._stream_values: dict[str, ControlValue] = {
+            "width": width, "height": height, "fps": fps, "bitrate": 2000, "keyframe_interval": 1.0,
+        }  # fmt: skip
+
+    async def _call(self, argv: list[str]) -> str:
+        result = await self._run(argv)
+        if result.returncode != 0:
+            raise CameraError(f"{' '.join(argv[:3])}: {result.stderr.strip() or 'failed'}")
+        return result.stdout
+
+    async def refresh(self) -> None:
+        self._controls = parse_controls(await self._call(list_controls_args(self._device)))
+
+    async def start(self) -> None:
+        await self.refresh()
+        self._formats = parse_formats(await self._call(list_formats_args(self._device)))
+        log.info(
+            "%s: %d controls, formats %s", self._device, len(self._controls), sorted(self._formats)
+        )
+
+    async def stop(self) -> None:
+        return None
+
+    def descriptors(self) -> Sequence[ControlDescriptor]:
+        v = self._stream_values
+        stream = stream_parameter_descriptors(int(v["width"]), int(v["height"]), int(v["fps"]))
+        return [*v4l2_descriptors(self._controls), *stream]
+
+    def values(self) -> dict[str, ControlValue]:
+        values: dict[str, ControlValue] = {}
+        for control in self._controls:
+            if control.type not in _TYPES or control.value is None:
+                continue
+            canonical = V4L2_CANONICAL.get(control.name, control.name)
+            values[canonical] = bool(control.value) if control.type == "bool" else control.value
+        values.update(self._stream_values)
+        return values
+
+    def input_format(self) -> str:
+        """The camera format the stream reads: its own H.264 if offered (copied, no transcode)."""
+        for fourcc in INPUT_FORMATS:
+            if fourcc in self._formats:
+                return fourcc
+        raise CameraError(f"{self._device} offers none of {', '.join(INPUT_FORMATS)}")
+
+    async def apply(self, values: Mapping[str, ControlValue], restart: bool) -> AppliedChange:
+        native = {
+            d.name: (d.aliases[0] if d.aliases else d.name)
+            for d in v4l2_descriptors(self._controls)
+        }
+        device_values = {native[k]: int(v) for k, v in values.items() if k in native}
+        if device_values:
+            await self._call(set_controls_args(self._device, device_values))
+            await self.refresh()  # the driver's word on values and flags
+        self._stream_values.update({k: v for k, v in values.items() if k in self._stream_values})
+        return AppliedChange(values=dict(values), restarted=restart)
+
+    async def start_pusher(self, target: StreamTarget) -> Pusher:
+        fourcc = self.input_format()
+        v = self._stream_values
+        width, height = int(v["width"]), int(v["height"])
+        self._runtime = tempfile.TemporaryDirectory(prefix="camera-agent-v4l2-", dir=_ram_dir())
+        self._still = StillFile(Path(self._runtime.name) / "latest.yuv", width, height)
+        mode = "copying its H.264" if fourcc == "H264" else f"encoding {fourcc} with libx264"
+        log.info("%s: streaming %dx%d@%s, %s", self._device, width, height, v["fps"], mode)
+        argv = v4l2_pusher_args(
+            self._device, INPUT_FORMATS[fourcc], width, height, int(v["fps"]), int(v["bitrate"]),
+            float(v["keyframe_interval"]), target.url_with_credentials(), str(self._still.path),
+            target.rtsp_transport,
+        )  # fmt: skip
+        process = ManagedProcess(argv, "v4l2-pusher")
+        await process.start()
+        return process
+
+    async def pusher_stopped(self) -> None:
+        self._still = None
+        if self._runtime is not None:
+            self._runtime.cleanup()
+            self._runtime = None
+
+    async def latest_frame(self) -> RawFrame:
+        if self._still is None:
+            raise CameraError("the camera is not streaming (`stream start` first)")
+        return await self._still.frame()
+
+    def info(self) -> dict[str, Any]:
+        fmt = None
+        with contextlib.suppress(CameraError):
+            fmt = self.input_format()
+        return {
+            "backend": self.name,
+            "device": self._device,
+            "input_format": fmt,
+            "formats": sorted(self._formats),
+        }
