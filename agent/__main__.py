@@ -12,7 +12,7 @@ from pathlib import Path
 from agent import __version__
 from agent.app import run_agent
 from agent.config import load_config
-from agent.errors import ConfigError
+from agent.errors import CameraError, ConfigError
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -35,7 +35,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         asyncio.run(run_agent(config))
-    except ConfigError as err:
+    except (ConfigError, CameraError) as err:
+        # Start-up problems a user fixes (a certificate, an unplugged camera): no traceback.
         logging.getLogger("agent").error("%s", err)
         return 2
     return 0

@@ -8,10 +8,13 @@ import logging
 import signal
 import time
 from collections.abc import Callable, Coroutine
+from pathlib import Path
 from typing import Any
 
 from agent.camera.base import CameraBackend, StreamTarget
+from agent.camera.detect import find_v4l2_capture, libcamera_cameras
 from agent.camera.testsrc import TestPatternCamera
+from agent.camera.v4l2 import V4l2Camera
 from agent.config import AgentConfig
 from agent.controls import CameraControls, ControlStore
 from agent.errors import CommandError, ConfigError, ErrorCode
@@ -25,6 +28,7 @@ from agent.jobs.trim import Trimmer
 from agent.mqtt.client import BrokerLink, InboundMessage
 from agent.mqtt.tls import certificate_identity, client_context
 from agent.mqtt.topics import Topics
+from agent.process import CommandRunner, run_command
 from agent.protocol import ActionCommand
 from agent.router import Answer, CommandRouter
 from agent.status import AgentStatus
@@ -39,18 +43,30 @@ from agent.stream.supervisor import (
 log = logging.getLogger(__name__)
 
 
-def select_backend(config: AgentConfig) -> tuple[CameraBackend, list[str]]:
+async def select_backend(
+    config: AgentConfig, dev: Path = Path("/dev"), run: CommandRunner = run_command
+) -> tuple[CameraBackend, list[str]]:
     """The configured camera backend, and warnings for `state` when it is a fallback."""
     cam = config.camera
     if cam.backend == "testsrc":
         return TestPatternCamera(cam.width, cam.height, cam.fps), []
-    if cam.backend == "auto":
-        warning = "no camera backend detected in this release; using the test pattern"
-        return TestPatternCamera(cam.width, cam.height, cam.fps), [warning]
-    raise ConfigError(
-        f"camera.backend = {cam.backend!r} is not available in this release;"
-        " use 'testsrc' or 'auto'"
-    )
+    if cam.backend == "v4l2":
+        return V4l2Camera(cam.device or "/dev/video0", cam.width, cam.height, cam.fps, run), []
+    if cam.backend == "picamera2":
+        raise ConfigError(
+            "camera.backend = 'picamera2' is not available in this release; use 'v4l2' for a"
+            " USB camera, 'testsrc', or 'auto'"
+        )
+    device, notes = await find_v4l2_capture(dev, run)
+    if libcamera_cameras():
+        notes.append(
+            "a libcamera camera is present, but the picamera2 backend is not in this release"
+        )
+    if device is not None:
+        log.info("auto-detected V4L2 camera %s", device)
+        return V4l2Camera(device, cam.width, cam.height, cam.fps, run), notes
+    warning = "no camera found; streaming the test pattern"
+    return TestPatternCamera(cam.width, cam.height, cam.fps), [*notes, warning]
 
 
 class AgentApp:
@@ -69,13 +85,13 @@ class AgentApp:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    def _build(self) -> None:
+    def _build(self, backend: CameraBackend, warnings: list[str]) -> None:
         config = self._config
+        self.backend = backend
         self.topics = topics = Topics(config.mqtt.base_topic)
         # First: it says which certificate file is missing, in words a user can act on.
         tls = client_context(config.mqtt.ca, config.mqtt.cert, config.mqtt.key)
         identity = certificate_identity(config.mqtt.cert)
-        self.backend, warnings = select_backend(config)
         for warning in warnings:
             log.warning("%s", warning)
         self.link = BrokerLink(
@@ -169,7 +185,7 @@ class AgentApp:
             self.jobs.adopt(job, runner)
 
     async def run(self) -> None:
-        self._build()
+        self._build(*await select_backend(self._config))
         self.captures.ensure()
         for leftover in self.captures.sweep_partials():
             log.warning("removed %s, left unfinished by an earlier run", leftover)

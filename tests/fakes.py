@@ -50,7 +50,8 @@ def render_controls(controls: list[V4l2Control]) -> str:
         if c.type == "bool":
             rest = f"default={c.default} value={c.value}"
         elif c.type == "menu":
-            rest = f"min={c.minimum} max={c.maximum} default={c.default} value={c.value} ({c.menu[c.value or 0]})"
+            label = c.menu[c.value or 0]
+            rest = f"min={c.minimum} max={c.maximum} default={c.default} value={c.value} ({label})"
         else:
             rest = (
                 f"min={c.minimum} max={c.maximum} step={c.step} default={c.default} value={c.value}"

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from pathlib import Path
+
 import pytest
 
+from agent.app import select_backend
+from agent.camera.detect import captures_video, find_v4l2_capture
 from agent.camera.settings import plan_change
 from agent.camera.v4l2 import V4l2Camera
 from agent.camera.v4l2_ctl import parse_controls, parse_formats
-from agent.errors import CameraError, ErrorCode, SettingsRejected
+from agent.config import AgentConfig
+from agent.errors import CameraError, ConfigError, ErrorCode, SettingsRejected
+from agent.process import CommandResult
 from agent.stream.ffmpeg_args import v4l2_pusher_args
 from tests.fakes import FIXTURES, FakeV4l2Device, render_controls
 
@@ -135,3 +142,52 @@ def test_v4l2_pusher_copies_h264_and_encodes_the_rest(input_format: str, expect_
     if not expect_copy:
         assert argv[argv.index("-g") + 1] == "60"
     assert argv[-1] == "/run/x.yuv" and "rtsp://a:b@h/cam" in argv
+
+
+class FakeNodes:
+    """`v4l2-ctl --info` for a C920's two nodes: video0 captures, video1 carries metadata."""
+
+    def __init__(self, dev: Path) -> None:
+        self.dev = dev
+
+    async def __call__(self, argv: Sequence[str]) -> CommandResult:
+        node = Path(argv[2]).name
+        fixture = {"video0": "c920-info.txt", "video1": "c920-info-metadata.txt"}.get(node)
+        if fixture is None:
+            return CommandResult(1, "", f"Cannot open device {argv[2]}, exiting.\n")
+        return CommandResult(0, (FIXTURES / fixture).read_text(), "")
+
+
+def config_with(backend: str) -> AgentConfig:
+    return AgentConfig(camera={"backend": backend})
+
+
+@pytest.mark.parametrize("order", [("video1", "video0"), ("video0", "video1")])
+async def test_auto_detection_picks_the_capture_node(
+    tmp_path: Path, order: tuple[str, str]
+) -> None:
+    for name in order:
+        (tmp_path / name).touch()
+    device, notes = await find_v4l2_capture(tmp_path, FakeNodes(tmp_path))
+    assert device == str(tmp_path / "video0")
+    assert notes == []  # probed in node-number order, whatever order the files appeared in
+    backend, _ = await select_backend(config_with("auto"), tmp_path, FakeNodes(tmp_path))
+    assert backend.name == "v4l2"
+    assert backend.info()["device"] == str(tmp_path / "video0")
+
+
+async def test_auto_detection_without_cameras_falls_back_with_a_warning(tmp_path: Path) -> None:
+    backend, warnings = await select_backend(config_with("auto"), tmp_path, FakeNodes(tmp_path))
+    assert backend.name == "testsrc"
+    assert warnings[-1] == "no camera found; streaming the test pattern"
+
+
+def test_capture_caps_are_read_from_the_node_not_the_device() -> None:
+    assert captures_video((FIXTURES / "c920-info.txt").read_text())
+    # The metadata node's device has Video Capture too, but the node itself does not.
+    assert not captures_video((FIXTURES / "c920-info-metadata.txt").read_text())
+
+
+async def test_picamera2_is_refused_clearly_in_this_release(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="picamera2"):
+        await select_backend(config_with("picamera2"), tmp_path, FakeNodes(tmp_path))
