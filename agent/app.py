@@ -13,6 +13,7 @@ from typing import Any
 
 from agent.camera.base import CameraBackend, StreamTarget
 from agent.camera.detect import find_v4l2_capture, libcamera_cameras
+from agent.camera.picamera2_backend import Picamera2Camera
 from agent.camera.testsrc import TestPatternCamera
 from agent.camera.v4l2 import V4l2Camera
 from agent.config import AgentConfig
@@ -52,21 +53,22 @@ async def select_backend(
         return TestPatternCamera(cam.width, cam.height, cam.fps), []
     if cam.backend == "v4l2":
         return V4l2Camera(cam.device or "/dev/video0", cam.width, cam.height, cam.fps, run), []
-    if cam.backend == "picamera2":
-        raise ConfigError(
-            "camera.backend = 'picamera2' is not available in this release; use 'v4l2' for a"
-            " USB camera, 'testsrc', or 'auto'"
-        )
+    if cam.backend == "picamera2" or (cam.backend == "auto" and libcamera_cameras()):
+        return Picamera2Camera(_camera_number(cam.device), cam.width, cam.height, cam.fps), []
     device, notes = await find_v4l2_capture(dev, run)
-    if libcamera_cameras():
-        notes.append(
-            "a libcamera camera is present, but the picamera2 backend is not in this release"
-        )
     if device is not None:
         log.info("auto-detected V4L2 camera %s", device)
         return V4l2Camera(device, cam.width, cam.height, cam.fps, run), notes
     warning = "no camera found; streaming the test pattern"
     return TestPatternCamera(cam.width, cam.height, cam.fps), [*notes, warning]
+
+
+def _camera_number(device: str | None) -> int:
+    if device is None:
+        return 0
+    if not device.isdigit():
+        raise ConfigError(f"camera.device = {device!r}: picamera2 wants a camera number (0, 1...)")
+    return int(device)
 
 
 class AgentApp:

@@ -16,6 +16,7 @@ from agent.config import AgentConfig
 from agent.errors import CameraError, ConfigError, ErrorCode, SettingsRejected
 from agent.process import CommandResult
 from agent.stream.ffmpeg_args import v4l2_pusher_args
+from tests import fake_picamera2
 from tests.fakes import FIXTURES, FakeV4l2Device, render_controls
 
 
@@ -188,6 +189,16 @@ def test_capture_caps_are_read_from_the_node_not_the_device() -> None:
     assert not captures_video((FIXTURES / "c920-info-metadata.txt").read_text())
 
 
-async def test_picamera2_is_refused_clearly_in_this_release(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="picamera2"):
-        await select_backend(config_with("picamera2"), tmp_path, FakeNodes(tmp_path))
+async def test_auto_detection_prefers_a_libcamera_camera(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake_picamera2.install(monkeypatch)
+    (tmp_path / "video0").touch()  # a Pi also exposes V4L2 nodes; libcamera comes first
+    backend, warnings = await select_backend(config_with("auto"), tmp_path, FakeNodes(tmp_path))
+    assert backend.name == "picamera2" and warnings == []
+
+
+async def test_picamera2_device_must_be_a_camera_number(tmp_path: Path) -> None:
+    config = AgentConfig(camera={"backend": "picamera2", "device": "/dev/video0"})
+    with pytest.raises(ConfigError, match="camera number"):
+        await select_backend(config, tmp_path, FakeNodes(tmp_path))

@@ -1,0 +1,102 @@
+"""The picamera2 backend against a fake picamera2 that follows the real API."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+
+import pytest
+
+from agent.camera.base import StreamTarget
+from agent.camera.picamera2_backend import Picamera2Camera
+from agent.camera.settings import plan_change
+from agent.errors import CameraError, ErrorCode, SettingsRejected
+from tests import fake_picamera2
+
+TARGET = StreamTarget("rtsp://127.0.0.1:8554/cam", "agent", "s3cret")
+
+
+@pytest.fixture
+def fake(monkeypatch: pytest.MonkeyPatch) -> None:
+    fake_picamera2.install(monkeypatch)
+    monkeypatch.setattr(fake_picamera2.Picamera2, "cameras", list(fake_picamera2.Picamera2.cameras))
+
+
+async def open_camera(model: str = "imx708") -> Picamera2Camera:
+    fake_picamera2.Picamera2.cameras[0] = {**fake_picamera2.Picamera2.cameras[0], "Model": model}
+    camera = Picamera2Camera(0, 1280, 720, 30)
+    await camera.start()
+    return camera
+
+
+async def test_descriptors_from_camera_controls(fake: None) -> None:
+    camera = await open_camera()
+    by_name = {d.name: d for d in camera.descriptors()}
+    assert by_name["brightness"].aliases == ("Brightness",)
+    assert (by_name["contrast"].minimum, by_name["contrast"].maximum) == (0.0, 32.0)
+    assert by_name["exposure_time_us"].unit == "us"
+    assert [o.label for o in by_name["auto_focus"].options] == ["Manual", "Auto", "Continuous"]
+    values = camera.values()
+    assert by_name["focus_position"].inactive_reason({**values, "auto_focus": 2}) == (
+        "turn auto_focus off first (auto_focus 0)"
+    )
+    assert by_name["exposure_time_us"].inactive_reason(values) == "turn auto_exposure off first"
+    assert by_name["hflip"].restarts_stream
+    assert camera.info()["model"] == "imx708"
+    await camera.stop()
+
+
+async def test_fixed_focus_sensor_has_no_focus_controls(fake: None) -> None:
+    camera = await open_camera("imx219")
+    names = {d.name for d in camera.descriptors()}
+    assert "auto_focus" not in names and "focus_position" not in names
+    with pytest.raises(SettingsRejected) as refused:
+        plan_change(camera.descriptors(), camera.values(), {"LensPosition": 2.0})
+    assert refused.value.code == ErrorCode.UNKNOWN_CONTROL
+
+
+async def test_stream_configures_encodes_and_applies_controls_live(fake: None) -> None:
+    camera = await open_camera()
+    await camera.apply({"hflip": True, "bitrate": 3000}, restart=True)
+    pusher = await camera.start_pusher(TARGET)
+    picam = camera._camera
+    assert picam.config["main"] == {"size": (1280, 720), "format": "YUV420"}
+    assert picam.config["controls"]["FrameRate"] == 30
+    assert picam.config["transform"].hflip == 1
+    assert picam.encoder.bitrate == 3_000_000 and picam.encoder.iperiod == 30
+    assert (
+        picam.output.output_filename
+        == "-f rtsp -rtsp_transport tcp rtsp://agent:s3cret@127.0.0.1:8554/cam"
+    )
+    plan = plan_change(camera.descriptors(), camera.values(), {"brightness": 0.3, "Contrast": 2.0})
+    await camera.apply(plan.values, restart=False)
+    assert picam.controls == {"Brightness": 0.3, "Contrast": 2.0}
+    # A broken pipe in the output ends the pusher's wait, as a crashed ffmpeg would.
+    waiter = asyncio.create_task(pusher.wait())
+    await asyncio.sleep(0)
+    picam.output.error_callback(BrokenPipeError(32, "Broken pipe"))
+    assert await asyncio.wait_for(waiter, 5) == 1
+    assert "Broken pipe" in pusher.stderr_text()
+    await pusher.stop()
+    await camera.pusher_stopped()
+    assert picam.encoder is None and not picam.started
+
+
+async def test_picture_is_a_request_of_the_main_stream(fake: None) -> None:
+    camera = await open_camera()
+    await camera.start_pusher(TARGET)
+    frame = await camera.latest_frame()
+    assert (frame.width, frame.height, frame.pix_fmt) == (1280, 720, "yuv420p")
+    size = await asyncio.to_thread(lambda: Path(frame.path).stat().st_size)
+    assert size == 1280 * 720 * 3 // 2
+
+
+async def test_missing_camera_or_library_is_a_clear_camera_error(
+    fake: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with pytest.raises(CameraError, match="no libcamera camera 3"):
+        await Picamera2Camera(3, 640, 480, 30).start()
+    monkeypatch.setitem(sys.modules, "picamera2", None)  # as on x86: not importable
+    with pytest.raises(CameraError, match="apt install python3-picamera2"):
+        await Picamera2Camera(0, 640, 480, 30).start()
