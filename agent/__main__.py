@@ -12,6 +12,7 @@ from pathlib import Path
 from agent import __version__
 from agent.app import run_agent
 from agent.config import load_config
+from agent.doctor import diagnose
 from agent.errors import CameraError, ConfigError
 
 
@@ -21,6 +22,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="connect to the broker and serve the camera")
     run.add_argument("--config", type=Path, help="TOML config file (environment overrides it)")
+    doctor = sub.add_parser("doctor", help="report cameras, encoder, broker and MediaMTX")
+    doctor.add_argument("--config", type=Path, help="TOML config file (environment overrides it)")
     args = parser.parse_args(argv)
 
     try:
@@ -28,6 +31,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as err:
         print(f"camera-agent: {err}", file=sys.stderr)
         return 2
+    if args.command == "doctor":
+        findings = asyncio.run(diagnose(config))
+        for finding in findings:
+            print(finding.line())
+        return 0 if all(f.ok for f in findings) else 1
     logging.basicConfig(
         level=config.log.level,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
+import sys
 from pathlib import Path
 
-from devstack import Broker
+from devstack import Broker, MediaServer
 
 from tests.support import AgentProcess, Probe
 
@@ -64,3 +66,26 @@ def test_agent_started_before_its_broker_comes_online_when_it_starts(
     finally:
         agent.stop()
         broker.stop()
+
+
+def test_doctor_reports_what_answers_and_what_does_not(
+    broker: Broker, media: MediaServer, tmp_path: Path
+) -> None:
+    agent = AgentProcess(broker, tmp_path / "agent", media=media)
+    doctor = [sys.executable, "-m", "agent", "doctor", "--config", str(agent.config_path)]
+    result = subprocess.run(doctor, capture_output=True, text=True, timeout=60, check=False)
+    lines = result.stdout.splitlines()
+    assert result.returncode == 0, result.stdout
+    assert any(
+        line.startswith("[ok] broker:") and "accepts agent over TLSv1.3" in line for line in lines
+    )
+    assert any(line.startswith("[ok] mediamtx:") and "no stream yet" in line for line in lines)
+    assert any(line.startswith("[ok] encoder:") and "libx264" in line for line in lines)
+    media.stop()
+    env = {**os.environ, "CAMERA_AGENT_MQTT__PORT": "1"}
+    result = subprocess.run(
+        doctor, capture_output=True, text=True, timeout=60, check=False, env=env
+    )
+    assert result.returncode == 1
+    assert "[FAIL] broker: 127.0.0.1:1:" in result.stdout
+    assert "[FAIL] mediamtx:" in result.stdout and "unreachable" in result.stdout

@@ -13,6 +13,7 @@ from agent.camera.settings import plan_change
 from agent.camera.v4l2 import V4l2Camera
 from agent.camera.v4l2_ctl import parse_controls, parse_formats
 from agent.config import AgentConfig
+from agent.doctor import check_cameras
 from agent.errors import CameraError, ConfigError, ErrorCode, SettingsRejected
 from agent.process import CommandResult
 from agent.stream.ffmpeg_args import v4l2_pusher_args
@@ -202,3 +203,24 @@ async def test_picamera2_device_must_be_a_camera_number(tmp_path: Path) -> None:
     config = AgentConfig(camera={"backend": "picamera2", "device": "/dev/video0"})
     with pytest.raises(ConfigError, match="camera number"):
         await select_backend(config, tmp_path, FakeNodes(tmp_path))
+
+
+async def test_doctor_lists_cameras_formats_and_controls(tmp_path: Path) -> None:
+    (tmp_path / "video0").touch()
+    (tmp_path / "video1").touch()
+    device = FakeV4l2Device(str(tmp_path / "video0"))
+    nodes = FakeNodes(tmp_path)
+
+    async def run(argv: Sequence[str]) -> CommandResult:
+        return await (nodes(argv) if "--info" in argv else device(argv))
+
+    findings = {f.check: f for f in await check_cameras(tmp_path, run)}
+    camera = findings[f"v4l2 {tmp_path / 'video0'}"]
+    assert camera.ok
+    assert (
+        camera.detail
+        == "HD Pro Webcam C920: YUYV up to 1920x1080, H264 up to 1920x1080, MJPG up to 1920x1080; 17 controls"
+    )
+    assert (
+        findings[f"v4l2 {tmp_path / 'video1'}"].detail == "HD Pro Webcam C920: not a capture node"
+    )
