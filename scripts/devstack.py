@@ -366,7 +366,7 @@ def main(argv: list[str]) -> int:
     """`scripts/run`: PKI on first run, broker, then the agent in the foreground."""
     import argparse  # noqa: PLC0415 - only the command line needs it
 
-    from pki.authority import CertificateAuthority  # noqa: PLC0415
+    from pki.authority import CertificateAuthority, Role  # noqa: PLC0415
 
     parser = argparse.ArgumentParser(prog="scripts/run")
     parser.add_argument("home", type=Path, help="work directory (PKI, broker data, captures)")
@@ -374,7 +374,12 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     home: Path = args.home.resolve()
     pki_dir = home / "pki"
-    if CertificateAuthority(pki_dir).init():
+    ca = CertificateAuthority(pki_dir)
+    if ca.init():
+        # A separate identity to watch with: the broker takes the certificate's CN as client
+        # id, so a mosquitto_sub and a mosquitto_pub sharing `operator` would take each other's
+        # session.
+        ca.issue("viewer", Role.VIEWER)
         print(f"generated a PKI in {pki_dir}")
     broker = Broker(pki_dir, home / "broker", port=args.port)
     media = MediaServer(
@@ -391,11 +396,14 @@ def main(argv: list[str]) -> int:
         raise
     config = home / "agent.toml"
     config.write_text(agent_config_toml(pki_dir, broker.port, home, media=media))
-    op = pki_dir / "clients" / "operator"
-    tls = (
-        f"-h 127.0.0.1 -p {broker.port} --cafile {pki_dir}/ca_chain.pem"
-        f" --cert {op}/cert.pem --key {op}/key.pem"
-    )
+
+    def tls(identity: str) -> str:
+        client = pki_dir / "clients" / identity
+        return (
+            f"-h 127.0.0.1 -p {broker.port} --cafile {pki_dir}/ca_chain.pem"
+            f" --cert {client}/cert.pem --key {client}/key.pem"
+        )
+
     print(
         f"broker on 127.0.0.1:{broker.port} (log: {broker.log_path}),"
         f" MediaMTX (log: {media.log_path})\n"
@@ -403,8 +411,9 @@ def main(argv: list[str]) -> int:
         f"browser: http://127.0.0.1:{media.hls_port}/{media.path}/ (HLS),"
         f" http://127.0.0.1:{media.webrtc_port}/{media.path}/ (WebRTC);"
         f" user viewer, password {media.credentials.viewer}\n"
-        f"events:  mosquitto_sub {tls} -t 'camera/#' -v\n"
-        f"command: mosquitto_pub {tls} -t camera/control/settings -m 'brightness 0.3'\n",
+        f"events:  mosquitto_sub {tls('viewer')} -t 'camera/#' -v\n"
+        f"command: mosquitto_pub {tls('operator')} -t camera/control/settings"
+        " -m 'brightness 0.3'\n",
         flush=True,
     )
     agent = subprocess.Popen(
