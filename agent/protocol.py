@@ -100,6 +100,15 @@ def peek_id(text: str) -> str | None:
         return None
 
 
+def _is_control_value(value: object) -> bool:
+    if isinstance(value, list):
+        # A pair such as colour_gains; its length and range are the control's to judge.
+        return len(value) <= 4 and all(
+            isinstance(v, int | float) and not isinstance(v, bool) for v in value
+        )
+    return isinstance(value, bool | int | float | str)
+
+
 def _reject_extra(body: Mapping[str, Any], what: str) -> None:
     if body:
         raise CommandError(

@@ -80,6 +80,8 @@ class AnswerCache:
 
 
 def _fmt(value: ControlValue) -> str:
+    if isinstance(value, tuple):
+        return ",".join(str(v) for v in value)
     return str(value).lower() if isinstance(value, bool) else str(value)
 
 

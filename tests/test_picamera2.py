@@ -100,3 +100,35 @@ async def test_missing_camera_or_library_is_a_clear_camera_error(
     monkeypatch.setitem(sys.modules, "picamera2", None)  # as on x86: not importable
     with pytest.raises(CameraError, match="apt install python3-picamera2"):
         await Picamera2Camera(0, 640, 480, 30).start()
+
+
+async def test_colour_gains_are_a_pair_judged_with_white_balance(fake: None) -> None:
+    camera = await open_camera()
+    await camera.start_pusher(TARGET)
+    by_name = {d.name: d for d in camera.descriptors()}
+    gains = by_name["colour_gains"]
+    assert (gains.type, gains.minimum, gains.maximum, gains.default) == (
+        "pair",
+        0.0,
+        32.0,
+        (1.0, 1.0),
+    )
+    assert gains.to_json(camera.values())["inactive"] == "turn auto_white_balance off first"
+    with pytest.raises(SettingsRejected) as refused:
+        plan_change(camera.descriptors(), camera.values(), {"colour_gains": "1.5,2.0"})
+    assert refused.value.code == ErrorCode.INACTIVE
+    plan = plan_change(
+        camera.descriptors(),
+        camera.values(),
+        {"auto_white_balance": False, "ColourGains": [1.5, 2]},
+    )
+    await camera.apply(plan.values, restart=False)
+    assert camera._camera.controls == {"AwbEnable": False, "ColourGains": (1.5, 2.0)}
+    for bad, code in (
+        ([40, 1], ErrorCode.OUT_OF_RANGE),
+        ([1.0], ErrorCode.INVALID_VALUE),
+        ("red", ErrorCode.INVALID_VALUE),
+    ):
+        with pytest.raises(SettingsRejected) as refused:
+            plan_change(camera.descriptors(), camera.values(), {"colour_gains": bad})
+        assert refused.value.code == code, bad

@@ -110,6 +110,8 @@ async def test_handler_crash_becomes_internal_error() -> None:
         ("hue one", "invalid_value"),
         ("auto_exposure maybe", "invalid_value"),
         ("fps 2.5", "invalid_value"),
+        ('{"set": {"hue": [1, "x"]}}', "invalid_value"),
+        ('{"set": {"hue": [1, 2]}}', "invalid_value"),  # a pair where a number belongs
     ],
 )
 async def test_settings_edge_cases(payload: str, code: str) -> None:

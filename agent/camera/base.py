@@ -13,7 +13,18 @@ from enum import StrEnum
 from typing import Any, Protocol
 from urllib.parse import quote, urlsplit, urlunsplit
 
-ControlValue = bool | int | float | str
+ControlValue = bool | int | float | str | tuple[float, float]
+
+
+def as_number(value: ControlValue) -> float:
+    """A scalar control value as a number (pairs such as colour_gains are not scalars)."""
+    if isinstance(value, tuple):
+        raise TypeError(f"{value!r} is a pair, not a number")
+    return float(value)
+
+
+def as_int(value: ControlValue) -> int:
+    return int(as_number(value))
 
 
 class ControlType(StrEnum):
@@ -21,6 +32,7 @@ class ControlType(StrEnum):
     FLOAT = "float"
     BOOL = "bool"
     MENU = "menu"
+    PAIR = "pair"  # two numbers, each within [min, max] (libcamera ColourGains: red, blue)
 
 
 @dataclass(frozen=True)

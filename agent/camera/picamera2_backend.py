@@ -34,6 +34,8 @@ from agent.camera.base import (
     Pusher,
     RawFrame,
     StreamTarget,
+    as_int,
+    as_number,
 )
 from agent.camera.vocabulary import stream_parameter_descriptors
 from agent.errors import CameraError
@@ -51,14 +53,19 @@ PICAMERA2_CANONICAL: dict[str, tuple[str, ControlType, str | None]] = {
     "AnalogueGain": ("analogue_gain", ControlType.FLOAT, None),
     "ExposureValue": ("exposure_value", ControlType.FLOAT, "EV"),
     "AwbEnable": ("auto_white_balance", ControlType.BOOL, None),
+    "ColourGains": ("colour_gains", ControlType.PAIR, "red, blue"),
     "AfMode": ("auto_focus", ControlType.MENU, None),
     "LensPosition": ("focus_position", ControlType.FLOAT, "dioptres"),
 }
+_NUMERIC = (ControlType.INT, ControlType.FLOAT, ControlType.PAIR)
 AF_MODES = (MenuOption(0, "Manual"), MenuOption(1, "Auto"), MenuOption(2, "Continuous"))
 PICAMERA2_DEPENDENCIES = {
     "exposure_time_us": ActiveCondition("auto_exposure", False, "turn auto_exposure off first"),
     "analogue_gain": ActiveCondition("auto_exposure", False, "turn auto_exposure off first"),
     "focus_position": ActiveCondition("auto_focus", 0, "turn auto_focus off first (auto_focus 0)"),
+    "colour_gains": ActiveCondition(
+        "auto_white_balance", False, "turn auto_white_balance off first"
+    ),
 }
 
 
@@ -72,6 +79,8 @@ def picamera2_descriptors(
         low, high, default = camera_controls[native]
         if kind is ControlType.BOOL:
             default = bool(default) if default is not None else True
+        elif kind is ControlType.PAIR:
+            default = tuple(default) if default is not None else (1.0, 1.0)  # neutral gains
         elif default is None:
             default = low
         descriptors.append(
@@ -80,8 +89,8 @@ def picamera2_descriptors(
                 type=kind,
                 default=default,
                 description=f"libcamera {native}",
-                minimum=low if kind in (ControlType.INT, ControlType.FLOAT) else None,
-                maximum=high if kind in (ControlType.INT, ControlType.FLOAT) else None,
+                minimum=low if kind in _NUMERIC else None,
+                maximum=high if kind in _NUMERIC else None,
                 unit=unit,
                 options=AF_MODES if kind is ControlType.MENU else (),
                 active_if=PICAMERA2_DEPENDENCIES.get(canonical),
@@ -172,7 +181,9 @@ class Picamera2Camera(CameraBackend):
                               restarts_stream=True)
             for name in ("hflip", "vflip")
         ]  # fmt: skip
-        stream = stream_parameter_descriptors(int(v["width"]), int(v["height"]), int(v["fps"]))
+        stream = stream_parameter_descriptors(
+            as_int(v["width"]), as_int(v["height"]), as_int(v["fps"])
+        )
         return [*self._descriptors, *flips, *stream]
 
     def values(self) -> dict[str, ControlValue]:
@@ -200,16 +211,16 @@ class Picamera2Camera(CameraBackend):
         from picamera2.outputs import FfmpegOutput  # type: ignore[import-not-found]  # noqa: PLC0415
 
         v = self._values
-        fps = int(v["fps"])
+        fps = as_int(v["fps"])
         config = self._camera.create_video_configuration(
-            main={"size": (int(v["width"]), int(v["height"])), "format": "YUV420"},
+            main={"size": (as_int(v["width"]), as_int(v["height"])), "format": "YUV420"},
             controls={"FrameRate": fps, **self._native(v)},
             transform=Transform(hflip=int(bool(v["hflip"])), vflip=int(bool(v["vflip"]))),
         )
         encoder = H264Encoder(
-            bitrate=int(v["bitrate"]) * 1000,
+            bitrate=as_int(v["bitrate"]) * 1000,
             repeat=True,
-            iperiod=max(1, round(fps * float(v["keyframe_interval"]))),
+            iperiod=max(1, round(fps * as_number(v["keyframe_interval"]))),
         )
         output = FfmpegOutput(
             f"-f rtsp -rtsp_transport {target.rtsp_transport} {target.url_with_credentials()}"

@@ -120,11 +120,29 @@ def _coerce_menu(d: ControlDescriptor, raw: object) -> int | str:
     )
 
 
+def _coerce_pair(d: ControlDescriptor, raw: object) -> tuple[float, float]:
+    parts: list[object]
+    if isinstance(raw, str):
+        parts = [part.strip() for part in raw.split(",")]
+    elif isinstance(raw, list | tuple):
+        parts = list(raw)
+    else:
+        parts = []
+    if len(parts) != 2:
+        raise _Invalid(
+            ErrorCode.INVALID_VALUE,
+            f"{d.name} takes two numbers, [red, blue] or 'red,blue', not {_fmt(raw)}",
+        )
+    first, second = (_coerce_float(d, part) for part in parts)
+    return (first, second)
+
+
 _COERCERS = {
     ControlType.BOOL: _coerce_bool,
     ControlType.INT: _coerce_int,
     ControlType.FLOAT: _coerce_float,
     ControlType.MENU: _coerce_menu,
+    ControlType.PAIR: _coerce_pair,
 }
 
 

@@ -27,6 +27,8 @@ from agent.camera.base import (
     Pusher,
     RawFrame,
     StreamTarget,
+    as_int,
+    as_number,
 )
 from agent.camera.still import StillFile
 from agent.camera.vocabulary import stream_parameter_descriptors
@@ -122,19 +124,19 @@ class TestPatternCamera(CameraBackend):
     def params(self) -> TestPatternParams:
         v = self._values
         return TestPatternParams(
-            width=int(v["width"]),
-            height=int(v["height"]),
-            fps=int(v["fps"]),
-            bitrate_kbps=int(v["bitrate"]),
-            keyframe_interval_s=float(v["keyframe_interval"]),
+            width=as_int(v["width"]),
+            height=as_int(v["height"]),
+            fps=as_int(v["fps"]),
+            bitrate_kbps=as_int(v["bitrate"]),
+            keyframe_interval_s=as_number(v["keyframe_interval"]),
             pattern=str(v["pattern"]),
             hflip=bool(v["hflip"]),
             vflip=bool(v["vflip"]),
-            brightness=float(v["brightness"]),
-            contrast=float(v["contrast"]),
-            saturation=float(v["saturation"]),
-            gamma=float(v["gamma"]),
-            hue=float(v["hue"]),
+            brightness=as_number(v["brightness"]),
+            contrast=as_number(v["contrast"]),
+            saturation=as_number(v["saturation"]),
+            gamma=as_number(v["gamma"]),
+            hue=as_number(v["hue"]),
         )
 
     async def start_pusher(self, target: StreamTarget) -> Pusher:

@@ -26,6 +26,8 @@ from agent.camera.base import (
     Pusher,
     RawFrame,
     StreamTarget,
+    as_int,
+    as_number,
 )
 from agent.camera.still import StillFile
 from agent.camera.v4l2_ctl import (
@@ -130,7 +132,9 @@ class V4l2Camera(CameraBackend):
 
     def descriptors(self) -> Sequence[ControlDescriptor]:
         v = self._stream_values
-        stream = stream_parameter_descriptors(int(v["width"]), int(v["height"]), int(v["fps"]))
+        stream = stream_parameter_descriptors(
+            as_int(v["width"]), as_int(v["height"]), as_int(v["fps"])
+        )
         return [*v4l2_descriptors(self._controls), *stream]
 
     def values(self) -> dict[str, ControlValue]:
@@ -155,7 +159,7 @@ class V4l2Camera(CameraBackend):
             d.name: (d.aliases[0] if d.aliases else d.name)
             for d in v4l2_descriptors(self._controls)
         }
-        device_values = {native[k]: int(v) for k, v in values.items() if k in native}
+        device_values = {native[k]: as_int(v) for k, v in values.items() if k in native}
         if device_values:
             await self._call(set_controls_args(self._device, device_values))
             await self.refresh()  # the driver's word on values and flags
@@ -165,14 +169,15 @@ class V4l2Camera(CameraBackend):
     async def start_pusher(self, target: StreamTarget) -> Pusher:
         fourcc = self.input_format()
         v = self._stream_values
-        width, height = int(v["width"]), int(v["height"])
+        width, height = as_int(v["width"]), as_int(v["height"])
         self._runtime = tempfile.TemporaryDirectory(prefix="camera-agent-v4l2-", dir=_ram_dir())
         self._still = StillFile(Path(self._runtime.name) / "latest.yuv", width, height)
         mode = "copying its H.264" if fourcc == "H264" else f"encoding {fourcc} with libx264"
         log.info("%s: streaming %dx%d@%s, %s", self._device, width, height, v["fps"], mode)
         argv = v4l2_pusher_args(
-            self._device, INPUT_FORMATS[fourcc], width, height, int(v["fps"]), int(v["bitrate"]),
-            float(v["keyframe_interval"]), target.url_with_credentials(), str(self._still.path),
+            self._device, INPUT_FORMATS[fourcc], width, height,
+            as_int(v["fps"]), as_int(v["bitrate"]),
+            as_number(v["keyframe_interval"]), target.url_with_credentials(), str(self._still.path),
             target.rtsp_transport,
         )  # fmt: skip
         process = ManagedProcess(argv, "v4l2-pusher")
