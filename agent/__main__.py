@@ -14,6 +14,7 @@ from agent.app import run_agent
 from agent.config import load_config
 from agent.doctor import diagnose
 from agent.errors import CameraError, ConfigError
+from agent.health import check_health, health_path
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -24,6 +25,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     run.add_argument("--config", type=Path, help="TOML config file (environment overrides it)")
     doctor = sub.add_parser("doctor", help="report cameras, encoder, broker and MediaMTX")
     doctor.add_argument("--config", type=Path, help="TOML config file (environment overrides it)")
+    health = sub.add_parser("health", help="exit 0 if the running agent is healthy (HEALTHCHECK)")
+    health.add_argument("--config", type=Path, help="TOML config file (environment overrides it)")
     args = parser.parse_args(argv)
 
     try:
@@ -31,6 +34,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as err:
         print(f"camera-agent: {err}", file=sys.stderr)
         return 2
+    if args.command == "health":
+        healthy, reason = check_health(health_path(config.storage.state_dir))
+        print(f"{'healthy' if healthy else 'unhealthy'}: {reason}")
+        return 0 if healthy else 1
     if args.command == "doctor":
         findings = asyncio.run(diagnose(config))
         for finding in findings:

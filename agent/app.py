@@ -19,6 +19,7 @@ from agent.camera.v4l2 import V4l2Camera
 from agent.config import AgentConfig
 from agent.controls import CameraControls, ControlStore
 from agent.errors import CommandError, ConfigError, ErrorCode
+from agent.health import HealthReport, health_path
 from agent.jobs.actions import JobActions
 from agent.jobs.captures import Captures
 from agent.jobs.manager import JobKind, JobManager
@@ -109,6 +110,10 @@ class AgentApp:
             config, self.backend, self._report_stream, self.status.mark_changed
         )
         self.status.stream_snapshot = self.stream.snapshot
+        self.status.health_file = health_path(config.storage.state_dir)
+        self.status.health_source = lambda: HealthReport(
+            time.time(), self.link.connected.is_set(), self.stream.wanted, str(self.stream.state)
+        )
         self.controls = CameraControls(
             self.backend,
             ControlStore(config.storage.state_dir / "controls.json"),
@@ -215,6 +220,7 @@ class AgentApp:
                     await self.link.drain()
                 link_task.cancel()
         finally:
+            self.status.write_stopped_health()
             await self.backend.stop()
 
 

@@ -5,13 +5,16 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from agent import __version__
 from agent.camera.base import CameraBackend
 from agent.errors import CommandError
+from agent.health import HEARTBEAT_S, HealthReport, write_health
 from agent.mqtt.topics import Topics
 from agent.protocol import event, utc_now
 from agent.router import Publisher
@@ -47,6 +50,8 @@ class AgentStatus:
         self._changed = asyncio.Event()
         self.stream_snapshot: Callable[[], dict[str, Any]] = lambda: {"state": "disabled"}
         self.jobs_snapshot: Callable[[], list[dict[str, Any]]] = list
+        self.health_file: Path | None = None
+        self.health_source: Callable[[], HealthReport] | None = None
 
     def state(self) -> dict[str, Any]:
         return {
@@ -123,12 +128,24 @@ class AgentStatus:
         (larger) retained documents, which keeps command latency at one broker round trip.
         """
         while True:
-            await self._changed.wait()
+            self._write_health()
+            try:
+                await asyncio.wait_for(self._changed.wait(), HEARTBEAT_S)
+            except TimeoutError:
+                continue  # nothing changed: only the health heartbeat
             # A short pause lets the answer that caused the change reach the socket first and
             # folds a burst (a slider dragged in a UI) into one retained update.
             await asyncio.sleep(STATE_DEBOUNCE_S)
             self._changed.clear()
             await self.publish_changed()
+
+    def _write_health(self, report: HealthReport | None = None) -> None:
+        if self.health_file is None or self.health_source is None:
+            return
+        try:
+            write_health(self.health_file, report or self.health_source())
+        except OSError as err:
+            log.warning("cannot write %s: %s", self.health_file, err)
 
     async def flush(self) -> None:
         """Publish a change still waiting in `run`'s pause (before a clean stop)."""
@@ -141,9 +158,14 @@ class AgentStatus:
         await self._retain(self._topics.state, self.state())
 
     async def publish_connected(self) -> None:
+        self._write_health()
         """After every (re)connect: state first, then `online`, so `online` means readable state."""
         await self.publish_changed()
         await self._retain(self._topics.availability, "online")
+
+    def write_stopped_health(self) -> None:
+        """A clean stop is unhealthy at once, not only once the last report goes stale."""
+        self._write_health(HealthReport(time.time(), False, False, "stopped"))
 
     async def publish_offline(self) -> None:
         await self._retain(self._topics.availability, "offline")

@@ -98,6 +98,11 @@ class StreamSupervisor:
 
     # -- commands ------------------------------------------------------------------------
 
+    @property
+    def wanted(self) -> bool:
+        """Whether the stream should be running (autostart or `stream start`)."""
+        return self._wanted
+
     def start(self) -> None:
         self._wanted = True
         self._kick.set()
