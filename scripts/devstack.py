@@ -203,6 +203,37 @@ def mediamtx_hash(password: str) -> str:
     return "sha256:" + base64.b64encode(digest).decode()
 
 
+def render_mediamtx_config(
+    credentials: StreamCredentials,
+    addresses: dict[str, str] | None = None,
+    recordings: Path | None = None,
+) -> str:
+    """The shipped mediamtx.yml with the two password hashes in place of its placeholders, and
+    optionally other listen addresses and recordings directory."""
+    addresses = addresses or {}
+    hashes = {
+        "agent": mediamtx_hash(credentials.agent),
+        "viewer": mediamtx_hash(credentials.viewer),
+    }
+    out: list[str] = []
+    user = None
+    for line in MEDIAMTX_CONF.read_text().splitlines():
+        key, _, _ = line.strip().partition(":")
+        if line.strip().startswith("- user:"):
+            user = line.split(":", 1)[1].strip()
+        if key in addresses and not line.startswith(" "):
+            out.append(f"{key}: {addresses[key]}")
+        elif key == "recordPath" and recordings is not None:
+            shipped = line.split(":", 1)[1].strip()
+            indent = line.split("recordPath:")[0]
+            out.append(f"{indent}recordPath: {recordings}{shipped.removeprefix('/recordings')}")
+        elif key == "pass" and user in hashes:
+            out.append(line.split("pass:")[0] + f"pass: {hashes[user]}")
+        else:
+            out.append(line)
+    return "\n".join(out) + "\n"
+
+
 def mediamtx_version() -> str:
     for line in MEDIAMTX_CONTAINERFILE.read_text().splitlines():
         if line.startswith("ARG MEDIAMTX_VERSION="):
@@ -292,29 +323,9 @@ class MediaServer:
             "apiAddress": self.api_port,
             "playbackAddress": self.playback_port,
         }
-        hashes = {
-            "agent": mediamtx_hash(self.credentials.agent),
-            "viewer": mediamtx_hash(self.credentials.viewer),
-        }
-        out: list[str] = []
-        user = None
-        for line in MEDIAMTX_CONF.read_text().splitlines():
-            key, _, _ = line.strip().partition(":")
-            if line.strip().startswith("- user:"):
-                user = line.split(":", 1)[1].strip()
-            if key in addresses and not line.startswith(" "):
-                out.append(f"{key}: 127.0.0.1:{addresses[key]}")
-            elif key == "recordPath":
-                shipped = line.split(":", 1)[1].strip()
-                out.append(
-                    line.split("recordPath:")[0]
-                    + f"recordPath: {self.recordings}{shipped.removeprefix('/recordings')}"
-                )
-            elif key == "pass" and user in hashes:
-                out.append(line.split("pass:")[0] + f"pass: {hashes[user]}")
-            else:
-                out.append(line)
-        return "\n".join(out) + "\n"
+        return render_mediamtx_config(
+            self.credentials, {k: f"127.0.0.1:{v}" for k, v in addresses.items()}, self.recordings
+        )
 
     def start(self) -> None:
         self.work_dir.mkdir(parents=True, exist_ok=True)
