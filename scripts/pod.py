@@ -101,12 +101,23 @@ def main(argv: list[str]) -> int:
         ["podman-compose", "-f", str(REPO / "podman-compose.yml"), "up", "-d", *args.compose_args],
         cwd=REPO, env=env, check=False,
     )  # fmt: skip
-    if result.returncode == 0:
-        port = os.environ.get("CAMERA_RTSP_PORT", "8554")
-        print(
-            f"pod up; watch: ffplay -rtsp_transport tcp rtsp://viewer:{credentials.viewer}@HOST:{port}/cam"
-        )
-    return result.returncode
+    if result.returncode != 0:
+        return result.returncode
+    # podman-compose reports success even when a container failed to start: look for ourselves.
+    listing = subprocess.run(
+        ["podman", "ps", "--filter", "label=com.docker.compose.project=main",
+         "--format", '{{index .Labels "com.docker.compose.service"}}'],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    missing = {"broker", "mediamtx", "agent"} - set(listing.stdout.split())
+    if missing:
+        names = ", ".join(sorted(missing))
+        print(f"pod-up: not running: {names} (see podman-compose's output)", file=sys.stderr)
+        return 1
+    port = os.environ.get("CAMERA_RTSP_PORT", "8554")
+    viewer = f"rtsp://viewer:{credentials.viewer}@HOST:{port}/cam"
+    print(f"pod up; watch: ffplay -rtsp_transport tcp {viewer}")
+    return 0
 
 
 if __name__ == "__main__":
