@@ -77,6 +77,23 @@ def pattern_filtergraph(p: TestPatternParams, zmq_endpoint: str) -> str:
     )
 
 
+def x264_live_args(gop: int, bitrate_kbps: int) -> list[str]:
+    """libx264 for live viewing: low latency, baseline profile, a keyframe exactly every GOP."""
+    return [
+        "-c:v", "libx264",
+        "-preset", "ultrafast",
+        "-tune", "zerolatency",
+        "-profile:v", "baseline",
+        "-pix_fmt", "yuv420p",
+        "-g", str(gop),
+        "-keyint_min", str(gop),
+        "-sc_threshold", "0",  # keyframes exactly every GOP, so recordings cut predictably
+        "-b:v", f"{bitrate_kbps}k",
+        "-maxrate", f"{bitrate_kbps}k",
+        "-bufsize", f"{bitrate_kbps}k",
+    ]  # fmt: skip
+
+
 def pattern_pusher_args(
     p: TestPatternParams,
     zmq_endpoint: str,
@@ -104,17 +121,7 @@ def pattern_pusher_args(
         "-filter_complex", pattern_filtergraph(p, zmq_endpoint),
         "-map", "[encoded]",
         "-fps_mode", "passthrough",
-        "-c:v", "libx264",
-        "-preset", "ultrafast",
-        "-tune", "zerolatency",
-        "-profile:v", "baseline",
-        "-pix_fmt", "yuv420p",
-        "-g", str(p.gop),
-        "-keyint_min", str(p.gop),
-        "-sc_threshold", "0",  # keyframes exactly every GOP, so recordings cut predictably
-        "-b:v", f"{p.bitrate_kbps}k",
-        "-maxrate", f"{p.bitrate_kbps}k",
-        "-bufsize", f"{p.bitrate_kbps}k",
+        *x264_live_args(p.gop, p.bitrate_kbps),
         "-f", "rtsp",
         "-rtsp_transport", rtsp_transport,
         publish_url,
@@ -137,16 +144,9 @@ def v4l2_pusher_args(
 ) -> list[str]:
     """ffmpeg reading a V4L2 camera: its own H.264 copied, or MJPEG/raw encoded with libx264."""
     gop = max(1, round(fps * keyframe_interval_s))
-    if input_format == "h264":
-        video = ["-c:v", "copy"]  # the camera's encoder did the work; no transcode
-    else:
-        video = [
-            "-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency",
-            "-profile:v", "baseline", "-pix_fmt", "yuv420p",
-            "-g", str(gop), "-keyint_min", str(gop), "-sc_threshold", "0",
-            "-b:v", f"{bitrate_kbps}k",
-            "-maxrate", f"{bitrate_kbps}k", "-bufsize", f"{bitrate_kbps}k",
-        ]  # fmt: skip
+    # H.264 from the camera's own encoder is copied, never transcoded.
+    copy = ["-c:v", "copy"]
+    video = copy if input_format == "h264" else x264_live_args(gop, bitrate_kbps)
     return [
         "ffmpeg", "-hide_banner", "-nostats", "-nostdin", "-y", "-loglevel", "warning",
         "-f", "v4l2", "-input_format", input_format,
