@@ -135,13 +135,10 @@ def agent_config_toml(
     pki_dir: Path,
     broker_port: int,
     state_root: Path,
-    client: str = "agent",
-    base_topic: str = "camera",
-    camera_id: str = "cam",
     media: MediaServer | None = None,
 ) -> str:
     """A camera-agent config for a local broker and MediaMTX (native run and tests)."""
-    client_dir = pki_dir / "clients" / client
+    client_dir = pki_dir / "clients" / "agent"
     stream = (
         f"""
 [stream]
@@ -163,10 +160,10 @@ port = {broker_port}
 ca = "{pki_dir / "ca_chain.pem"}"
 cert = "{client_dir / "cert.pem"}"
 key = "{client_dir / "key.pem"}"
-base_topic = "{base_topic}"
+base_topic = "camera"
 
 [camera]
-id = "{camera_id}"
+id = "cam"
 backend = "testsrc"
 
 [storage]
