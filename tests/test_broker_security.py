@@ -116,7 +116,6 @@ def test_viewer_cannot_command_but_operator_can(
     assert operator.wait_event(id="from-operator")["ok"] is True
     answered = {m.json().get("id") for m in operator.history if m.topic == "camera/status"}
     assert not answered & {"from-viewer", "viewer-act"}
-    assert "hue 5" not in agent.log_text()
 
 
 def test_agent_cannot_publish_another_cameras_status(broker: Broker, operator: Probe) -> None:
