@@ -1,26 +1,52 @@
-"""`scripts/pod-up`: PKI, passwords and per-service files, then the pod (podman-compose up).
+"""`scripts/pod-up` and `scripts/pod-down`: camera-agent as a Podman pod in one command.
 
-Each service gets a directory with only what it needs: the broker the CA chain, CRL, its
-certificate, key and ACL; the agent the CA chain and its own certificate and key; MediaMTX its
-config with the password hashes. Keys are made readable by the uid that service runs as
-(through `podman unshare` when Podman is rootless).
+pod-up creates the PKI and the stream passwords if missing, gives each service a directory with
+only what it needs (the broker the CA chain, CRL, its certificate, key and ACL; the agent the CA
+chain, its own certificate and key and its config; MediaMTX its config with the password
+hashes), builds the images that are missing, starts the pod with podman-compose (default) or
+`podman kube play` (`--kube`), and waits until the agent reports healthy.
+
+Keys are made readable by the uid the service runs as (through `podman unshare` when Podman is
+rootless). Host address and ports come from the environment: CAMERA_POD_BIND (default
+0.0.0.0), CAMERA_MQTT_PORT, CAMERA_RTSP_PORT, CAMERA_HLS_PORT, CAMERA_WEBRTC_PORT,
+CAMERA_WEBRTC_UDP_PORT.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
 import shutil
 import subprocess
 import sys
+import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import yaml
 from devstack import REPO, StreamCredentials, render_mediamtx_config
 
 from pki.authority import CertificateAuthority, Role
 
 BROKER_UID = 1883  # the official eclipse-mosquitto image's user
 AGENT_UID = 1000  # the agent image's `camera` user
+COMPOSE_FILE = REPO / "podman-compose.yml"
+KUBE_FILE = REPO / "deploy/kube.yaml"
+KUBE_POD_DIR = "/srv/camera-agent"  # the directory deploy/kube.yaml names
+PROJECT = "camera-agent"  # compose project and kube pod name
+# Debian bookworm ships podman-compose 1.0.3, which cannot share a network namespace
+# (`network_mode: service:`); 1.0.6 is the first that can. This one is run through uv instead.
+PINNED_PODMAN_COMPOSE = "podman-compose==1.5.0"
+HEALTHY_WITHIN_S = 90.0
+
+# image -> build context, as podman-compose.yml builds them
+IMAGES = {
+    "localhost/camera-broker:latest": REPO / "broker",
+    "localhost/camera-mediamtx:latest": REPO / "mediamtx",
+    "localhost/camera-agent:latest": REPO,
+}
 
 AGENT_TOML = """\
 [mqtt]
@@ -41,6 +67,44 @@ state_dir = "/var/lib/camera-agent/state"
 """
 
 
+@dataclass(frozen=True)
+class HostPorts:
+    """Where the pod's services are published on the host."""
+
+    bind: str = "0.0.0.0"  # noqa: S104 - a camera is watched from other machines
+    mqtt: int = 8883
+    rtsp: int = 8554
+    hls: int = 8888
+    webrtc: int = 8889
+    webrtc_udp: int = 8189
+
+    @classmethod
+    def from_environment(cls, environ: dict[str, str]) -> HostPorts:
+        defaults = cls()
+
+        def port(name: str, default: int) -> int:
+            value = environ.get(name, str(default))
+            if not value.isdigit() or not 0 < int(value) < 65536:
+                raise SystemExit(f"pod-up: {name}={value!r} is not a port number (1-65535)")
+            return int(value)
+
+        return cls(
+            bind=environ.get("CAMERA_POD_BIND", defaults.bind),
+            mqtt=port("CAMERA_MQTT_PORT", defaults.mqtt),
+            rtsp=port("CAMERA_RTSP_PORT", defaults.rtsp),
+            hls=port("CAMERA_HLS_PORT", defaults.hls),
+            webrtc=port("CAMERA_WEBRTC_PORT", defaults.webrtc),
+            webrtc_udp=port("CAMERA_WEBRTC_UDP_PORT", defaults.webrtc_udp),
+        )
+
+    def host_port(self, container_port: int) -> int:
+        """The host port for one of the pod's container ports."""
+        return {
+            8883: self.mqtt, 8554: self.rtsp, 8888: self.hls, 8889: self.webrtc,
+            8189: self.webrtc_udp,
+        }[container_port]  # fmt: skip
+
+
 def _chown(path: Path, uid: int) -> None:
     if os.geteuid() == 0:
         os.chown(path, uid, uid)
@@ -55,6 +119,7 @@ def _copy(source: Path, target: Path, mode: int = 0o644) -> None:
 
 
 def prepare(pod_dir: Path) -> StreamCredentials:
+    """Each service's directory under pod_dir, from the PKI and passwords (made if missing)."""
     pki = pod_dir / "pki"
     ca = CertificateAuthority(pki)
     if ca.init():
@@ -87,37 +152,133 @@ def prepare(pod_dir: Path) -> StreamCredentials:
     return credentials
 
 
+def render_kube(pod_dir: Path, ports: HostPorts, manifest: str | None = None) -> str:
+    """deploy/kube.yaml with its host directory replaced by pod_dir and its host ports by
+    `ports`; everything else as shipped."""
+    documents = list(yaml.safe_load_all(manifest or KUBE_FILE.read_text()))
+    for document in documents:
+        spec: dict[str, Any] = document["spec"]
+        for container in spec["containers"]:
+            for port in container.get("ports", []):
+                port["hostPort"] = ports.host_port(port["containerPort"])
+                port["hostIP"] = ports.bind
+        for volume in spec["volumes"]:
+            host_path = volume.get("hostPath")
+            if host_path and host_path["path"].startswith(KUBE_POD_DIR + "/"):
+                relative = host_path["path"].removeprefix(KUBE_POD_DIR + "/")
+                host_path["path"] = str(pod_dir / relative)
+    return yaml.safe_dump_all(documents, sort_keys=False)
+
+
+def podman_compose() -> list[str]:
+    """A podman-compose that can share a network namespace: the installed one if it is 1.0.6 or
+    newer, else the pinned one through uv."""
+    installed = shutil.which("podman-compose")
+    if installed:
+        result = subprocess.run(
+            [installed, "--version"], capture_output=True, text=True, check=False
+        )
+        found = re.search(r"podman-compose version:?\s*(\d+)\.(\d+)\.(\d+)", result.stdout)
+        if found and tuple(int(part) for part in found.groups()) >= (1, 0, 6):
+            return [installed]
+    return ["uv", "tool", "run", "--from", PINNED_PODMAN_COMPOSE, "podman-compose"]
+
+
+def build_missing_images() -> None:
+    for image, context in IMAGES.items():
+        exists = subprocess.run(["podman", "image", "exists", image], check=False)
+        if exists.returncode != 0:
+            print(f"building {image}")
+            subprocess.run(["podman", "build", "-t", image, str(context)], check=True)
+
+
+def agent_container(kube: bool) -> str | None:
+    """The running agent container's name, or None."""
+    selector = (
+        ["--filter", f"pod={PROJECT}", "--filter", f"name={PROJECT}-agent"]
+        if kube
+        else ["--filter", f"label=com.docker.compose.project={PROJECT}",
+              "--filter", "label=com.docker.compose.service=agent"]
+    )  # fmt: skip
+    listing = subprocess.run(
+        ["podman", "ps", *selector, "--format", "{{.Names}}"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    names = listing.stdout.split()
+    return names[0] if names else None
+
+
+def wait_until_healthy(kube: bool) -> str | None:
+    """None once the agent reports healthy, else why not."""
+    deadline = time.monotonic() + HEALTHY_WITHIN_S
+    why = "the agent container is not running"
+    while time.monotonic() < deadline:
+        agent = agent_container(kube)
+        if agent:
+            health = subprocess.run(
+                ["podman", "exec", agent, "camera-agent", "health"],
+                capture_output=True, text=True, check=False,
+            )  # fmt: skip
+            if health.returncode == 0:
+                return None
+            why = (health.stdout + health.stderr).strip() or f"health exited {health.returncode}"
+        time.sleep(1)
+    return why
+
+
+def up(pod_dir: Path, kube: bool, extra: list[str]) -> int:
+    ports = HostPorts.from_environment(dict(os.environ))
+    credentials = prepare(pod_dir)
+    build_missing_images()
+    if kube:
+        manifest = pod_dir / "kube.yaml"
+        manifest.write_text(render_kube(pod_dir, ports))
+        command = ["podman", "kube", "play", "--replace", *extra, str(manifest)]
+    else:
+        command = [*podman_compose(), "-p", PROJECT, "-f", str(COMPOSE_FILE), "up", "-d", *extra]
+    env = {**os.environ, "CAMERA_POD_DIR": str(pod_dir)}
+    result = subprocess.run(command, cwd=REPO, env=env, check=False)
+    if result.returncode != 0:
+        return result.returncode
+    # podman-compose reports success even when a container failed to start: ask the agent.
+    why = wait_until_healthy(kube)
+    if why:
+        print(f"pod-up: the agent is not healthy: {why}", file=sys.stderr)
+        return 1
+    host = "HOST" if ports.bind in {"0.0.0.0", "::"} else ports.bind  # noqa: S104
+    viewer = f"rtsp://viewer:{credentials.viewer}@{host}:{ports.rtsp}/cam"
+    print(f"pod up; MQTT on port {ports.mqtt}; watch: ffplay -rtsp_transport tcp {viewer}")
+    return 0
+
+
+def down(pod_dir: Path, kube: bool) -> int:
+    if kube:
+        manifest = pod_dir / "kube.yaml"
+        if not manifest.exists():
+            print(f"pod-down: no {manifest}; was the pod started with --kube?", file=sys.stderr)
+            return 1
+        command = ["podman", "kube", "down", str(manifest)]
+    else:
+        command = [*podman_compose(), "-p", PROJECT, "-f", str(COMPOSE_FILE), "down"]
+    env = {**os.environ, "CAMERA_POD_DIR": str(pod_dir)}
+    return subprocess.run(command, cwd=REPO, env=env, check=False).returncode
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="scripts/pod-up", description=__doc__)
+    parser.add_argument("action", choices=["up", "down"])
     parser.add_argument(
         "--pod-dir", type=Path, default=Path(os.environ.get("CAMERA_POD_DIR", REPO / "var/pod"))
     )
-    parser.add_argument("compose_args", nargs="*", help="extra `podman-compose up` arguments")
+    parser.add_argument(
+        "--kube", action="store_true", help="podman kube play deploy/kube.yaml, not podman-compose"
+    )
+    parser.add_argument("extra", nargs="*", help="more arguments for podman-compose up/kube play")
     args = parser.parse_args(argv)
     pod_dir = args.pod_dir.resolve()
-    credentials = prepare(pod_dir)
-    env = {**os.environ, "CAMERA_POD_DIR": str(pod_dir)}
-    result = subprocess.run(
-        ["podman-compose", "-f", str(REPO / "podman-compose.yml"), "up", "-d", *args.compose_args],
-        cwd=REPO, env=env, check=False,
-    )  # fmt: skip
-    if result.returncode != 0:
-        return result.returncode
-    # podman-compose reports success even when a container failed to start: look for ourselves.
-    listing = subprocess.run(
-        ["podman", "ps", "--filter", "label=com.docker.compose.project=main",
-         "--format", '{{index .Labels "com.docker.compose.service"}}'],
-        capture_output=True, text=True, check=False,
-    )  # fmt: skip
-    missing = {"broker", "mediamtx", "agent"} - set(listing.stdout.split())
-    if missing:
-        names = ", ".join(sorted(missing))
-        print(f"pod-up: not running: {names} (see podman-compose's output)", file=sys.stderr)
-        return 1
-    port = os.environ.get("CAMERA_RTSP_PORT", "8554")
-    viewer = f"rtsp://viewer:{credentials.viewer}@HOST:{port}/cam"
-    print(f"pod up; watch: ffplay -rtsp_transport tcp {viewer}")
-    return 0
+    if args.action == "up":
+        return up(pod_dir, args.kube, args.extra)
+    return down(pod_dir, args.kube)
 
 
 if __name__ == "__main__":
