@@ -4,7 +4,8 @@ pod-up creates the PKI and the stream passwords if missing, gives each service a
 only what it needs (the broker the CA chain, CRL, its certificate, key and ACL; the agent the CA
 chain, its own certificate and key and its config; MediaMTX its config with the password
 hashes), builds the images that are missing, starts the pod with podman-compose (default) or
-`podman kube play` (`--kube`), and waits until the agent reports healthy.
+`podman kube play` (`--kube`), or the services on a private network instead of in a pod
+(`--network`), and waits until the agent reports healthy.
 
 Keys are made readable by the uid the service runs as (through `podman unshare` when Podman is
 rootless). Host address and ports come from the environment: CAMERA_POD_BIND (default
@@ -33,6 +34,7 @@ from pki.authority import CertificateAuthority, Role
 BROKER_UID = 1883  # the official eclipse-mosquitto image's user
 AGENT_UID = 1000  # the agent image's `camera` user
 COMPOSE_FILE = REPO / "podman-compose.yml"
+NETWORK_COMPOSE_FILE = REPO / "deploy/podman-compose.network.yml"
 KUBE_FILE = REPO / "deploy/kube.yaml"
 KUBE_POD_DIR = "/srv/camera-agent"  # the directory deploy/kube.yaml names
 PROJECT = "camera-agent"  # compose project and kube pod name
@@ -48,16 +50,19 @@ IMAGES = {
     "localhost/camera-agent:latest": REPO,
 }
 
+# In the pod the services share localhost; on a network they have names.
 AGENT_TOML = """\
 [mqtt]
-host = "127.0.0.1"
+host = "{broker}"
 port = 8883
 ca = "/etc/camera-agent/pki/ca_chain.pem"
 cert = "/etc/camera-agent/pki/clients/agent/cert.pem"
 key = "/etc/camera-agent/pki/clients/agent/key.pem"
 
 [stream]
-url = "rtsp://127.0.0.1:8554/cam"
+url = "rtsp://{mediamtx}:8554/cam"
+api_url = "http://{mediamtx}:9997"
+playback_url = "http://{mediamtx}:9996"
 username = "agent"
 password = "{password}"
 
@@ -138,9 +143,13 @@ def prepare(pod_dir: Path) -> StreamCredentials:
     _copy(pki / "clients/agent/cert.pem", agent / "pki/clients/agent/cert.pem")
     _copy(pki / "clients/agent/key.pem", agent / "pki/clients/agent/key.pem", 0o400)
     _chown(agent / "pki/clients/agent/key.pem", AGENT_UID)
-    (agent / "agent.toml").write_text(AGENT_TOML.format(password=credentials.agent))
-    (agent / "agent.toml").chmod(0o400)
-    _chown(agent / "agent.toml", AGENT_UID)
+    for name, hosts in (
+        ("agent.toml", {"broker": "127.0.0.1", "mediamtx": "127.0.0.1"}),
+        ("agent-network.toml", {"broker": "broker", "mediamtx": "mediamtx"}),
+    ):
+        (agent / name).write_text(AGENT_TOML.format(password=credentials.agent, **hosts))
+        (agent / name).chmod(0o400)
+        _chown(agent / name, AGENT_UID)
 
     mediamtx = pod_dir / "mediamtx"
     mediamtx.mkdir(parents=True, exist_ok=True)
@@ -226,7 +235,12 @@ def wait_until_healthy(kube: bool) -> str | None:
     return why
 
 
-def up(pod_dir: Path, kube: bool, extra: list[str]) -> int:
+def compose(network: bool) -> list[str]:
+    compose_file = NETWORK_COMPOSE_FILE if network else COMPOSE_FILE
+    return [*podman_compose(), "-p", PROJECT, "-f", str(compose_file)]
+
+
+def up(pod_dir: Path, kube: bool, network: bool, extra: list[str]) -> int:
     ports = HostPorts.from_environment(dict(os.environ))
     credentials = prepare(pod_dir)
     build_missing_images()
@@ -235,7 +249,7 @@ def up(pod_dir: Path, kube: bool, extra: list[str]) -> int:
         manifest.write_text(render_kube(pod_dir, ports))
         command = ["podman", "kube", "play", "--replace", *extra, str(manifest)]
     else:
-        command = [*podman_compose(), "-p", PROJECT, "-f", str(COMPOSE_FILE), "up", "-d", *extra]
+        command = [*compose(network), "up", "-d", *extra]
     env = {**os.environ, "CAMERA_POD_DIR": str(pod_dir)}
     result = subprocess.run(command, cwd=REPO, env=env, check=False)
     if result.returncode != 0:
@@ -251,7 +265,7 @@ def up(pod_dir: Path, kube: bool, extra: list[str]) -> int:
     return 0
 
 
-def down(pod_dir: Path, kube: bool) -> int:
+def down(pod_dir: Path, kube: bool, network: bool) -> int:
     if kube:
         manifest = pod_dir / "kube.yaml"
         if not manifest.exists():
@@ -259,7 +273,7 @@ def down(pod_dir: Path, kube: bool) -> int:
             return 1
         command = ["podman", "kube", "down", str(manifest)]
     else:
-        command = [*podman_compose(), "-p", PROJECT, "-f", str(COMPOSE_FILE), "down"]
+        command = [*compose(network), "down"]
     env = {**os.environ, "CAMERA_POD_DIR": str(pod_dir)}
     return subprocess.run(command, cwd=REPO, env=env, check=False).returncode
 
@@ -270,15 +284,19 @@ def main(argv: list[str]) -> int:
     parser.add_argument(
         "--pod-dir", type=Path, default=Path(os.environ.get("CAMERA_POD_DIR", REPO / "var/pod"))
     )
-    parser.add_argument(
+    variant = parser.add_mutually_exclusive_group()
+    variant.add_argument(
         "--kube", action="store_true", help="podman kube play deploy/kube.yaml, not podman-compose"
+    )
+    variant.add_argument(
+        "--network", action="store_true", help="a private network, not a pod (podman-compose)"
     )
     parser.add_argument("extra", nargs="*", help="more arguments for podman-compose up/kube play")
     args = parser.parse_args(argv)
     pod_dir = args.pod_dir.resolve()
     if args.action == "up":
-        return up(pod_dir, args.kube, args.extra)
-    return down(pod_dir, args.kube)
+        return up(pod_dir, args.kube, args.network, args.extra)
+    return down(pod_dir, args.kube, args.network)
 
 
 if __name__ == "__main__":

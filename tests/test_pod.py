@@ -1,5 +1,6 @@
-"""The Podman pod for real: our three images built, the pod started by `scripts/pod-up` with
-podman-compose and with `podman kube play`, then driven from the host like a user would.
+"""The Podman deployment for real: our three images built, then started by `scripts/pod-up` as
+a pod with podman-compose and with `podman kube play`, and as services on a private network,
+and each driven from the host like a user would.
 
 Two quirks of the machine the tests run on are configured here and only here: Podman needs runc
 and explicit ulimits (a containers.conf named by CONTAINERS_CONF), and no image registry is
@@ -101,9 +102,9 @@ def images(podman_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory)
 class Pod:
     """The pod as scripts/pod-up starts it, on free host ports bound to 127.0.0.1."""
 
-    def __init__(self, env: dict[str, str], pod_dir: Path, kube: bool) -> None:
+    def __init__(self, env: dict[str, str], pod_dir: Path, variant: str) -> None:
         self.pod_dir = pod_dir
-        self.kube = kube
+        self.kube = variant == "kube"
         self.mqtt_port = free_port()
         self.rtsp_port = free_port()
         self.env = {
@@ -115,7 +116,7 @@ class Pod:
             "CAMERA_WEBRTC_PORT": str(free_port()),
             "CAMERA_WEBRTC_UDP_PORT": str(free_port()),
         }
-        self.variant = ["--kube"] if kube else []
+        self.variant = [] if variant == "compose" else [f"--{variant}"]
 
     def script(self, name: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -125,12 +126,10 @@ class Pod:
 
     def containers(self, *, running_only: bool = False) -> dict[str, str]:
         """Service name -> container name of this pod's containers."""
-        label = "io.kubernetes.pod.name" if self.kube else "com.docker.compose.project"
-        fmt = "{{.Names}}"
+        selector = f"pod={PROJECT}" if self.kube else f"label=com.docker.compose.project={PROJECT}"
         listing = podman(
             self.env, "ps", *([] if running_only else ["-a"]),
-            "--filter", f"pod={PROJECT}" if self.kube else f"label={label}={PROJECT}",
-            "--format", fmt,
+            "--filter", selector, "--format", "{{.Names}}",
         )  # fmt: skip
         names = [name for name in listing.split() if not name.endswith("-infra")]
         return {service_of(name): name for name in names}
@@ -158,11 +157,11 @@ def ffprobe(path: Path) -> dict[str, Any]:
     return info
 
 
-@pytest.fixture(params=["compose", "kube"])
+@pytest.fixture(params=["compose", "kube", "network"])
 def pod(
     request: pytest.FixtureRequest, images: None, podman_env: dict[str, str], tmp_path: Path
 ) -> Iterator[Pod]:
-    pod = Pod(podman_env, tmp_path / "pod", kube=request.param == "kube")
+    pod = Pod(podman_env, tmp_path / "pod", variant=request.param)
     assert not pod.containers(), "a pod from an earlier run is still there"
     for volume in pod.volumes():  # a previous run's recordings and journal do not belong here
         podman(pod.env, "volume", "rm", "--force", volume)

@@ -1,0 +1,148 @@
+"""The deployment files agree with each other and with what the services listen on; what
+`scripts/pod-up` renders from them. (tests/test_pod.py runs them for real.)"""
+
+from __future__ import annotations
+
+import configparser
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from devstack import REPO
+from pod import (
+    AGENT_TOML,
+    COMPOSE_FILE,
+    KUBE_FILE,
+    KUBE_POD_DIR,
+    NETWORK_COMPOSE_FILE,
+    HostPorts,
+    render_kube,
+)
+
+from agent.config import load_config
+
+QUADLET = REPO / "deploy/quadlet/camera-agent.kube"
+PUBLISHED = {8883, 8554, 8888, 8889, 8189}
+
+
+def kube_pod() -> dict[str, Any]:
+    pod: dict[str, Any] = yaml.safe_load(KUBE_FILE.read_text())
+    return pod
+
+
+def compose(path: Path) -> dict[str, Any]:
+    document: dict[str, Any] = yaml.safe_load(path.read_text())
+    return document
+
+
+def mount_target(volume: str) -> str:
+    """`${CAMERA_POD_DIR:-./var/pod}/agent:/etc/camera-agent:ro` -> `/etc/camera-agent`."""
+    return re.sub(r"\$\{[^}]*\}", "", volume).split(":")[1]
+
+
+def compose_container_ports(service: dict[str, Any]) -> set[int]:
+    return {int(port.rsplit(":", 1)[1].split("/")[0]) for port in service.get("ports", [])}
+
+
+def test_render_kube_moves_every_host_path_and_port() -> None:
+    ports = HostPorts(bind="127.0.0.1", mqtt=1883, rtsp=1554, hls=1888, webrtc=1889,
+                      webrtc_udp=1189)  # fmt: skip
+    rendered = yaml.safe_load(render_kube(Path("/data/cam"), ports))
+    host_paths = [v["hostPath"]["path"] for v in rendered["spec"]["volumes"] if "hostPath" in v]
+    assert host_paths and all(path.startswith("/data/cam/") for path in host_paths), host_paths
+    published = {
+        (port["containerPort"], port["hostPort"], port["hostIP"])
+        for container in rendered["spec"]["containers"]
+        for port in container.get("ports", [])
+    }
+    assert published == {
+        (8883, 1883, "127.0.0.1"), (8554, 1554, "127.0.0.1"), (8888, 1888, "127.0.0.1"),
+        (8889, 1889, "127.0.0.1"), (8189, 1189, "127.0.0.1"),
+    }  # fmt: skip
+    # Nothing else changed: the containers, images and mounts are the shipped ones.
+    shipped = kube_pod()
+    for before, after in zip(
+        shipped["spec"]["containers"], rendered["spec"]["containers"], strict=True
+    ):
+        assert before["image"] == after["image"]
+        assert before["volumeMounts"] == after["volumeMounts"]
+
+
+def test_the_shipped_kube_file_uses_the_default_ports_and_directory() -> None:
+    defaults = HostPorts()
+    for container in kube_pod()["spec"]["containers"]:
+        for port in container.get("ports", []):
+            assert port["hostPort"] == defaults.host_port(port["containerPort"])
+    host_paths = [v["hostPath"]["path"] for v in kube_pod()["spec"]["volumes"] if "hostPath" in v]
+    assert all(path.startswith(KUBE_POD_DIR + "/") for path in host_paths)
+
+
+def test_pod_variants_run_the_same_images_mounts_and_ports() -> None:
+    kube = {c["name"]: c for c in kube_pod()["spec"]["containers"]}
+    pod = compose(COMPOSE_FILE)["services"]
+    network = compose(NETWORK_COMPOSE_FILE)["services"]
+    assert set(kube) == set(pod) == set(network) == {"broker", "mediamtx", "agent"}
+    for name, container in kube.items():
+        assert pod[name]["image"] == network[name]["image"] == container["image"]
+        in_container = {m["mountPath"] for m in container["volumeMounts"]}
+        for variant in (pod, network):
+            mounts = {mount_target(volume) for volume in variant[name].get("volumes", [])}
+            assert mounts == in_container, (name, mounts, in_container)
+    kube_ports = {p["containerPort"] for c in kube.values() for p in c.get("ports", [])}
+    pod_ports = set().union(*(compose_container_ports(s) for s in pod.values()))
+    network_ports = set().union(*(compose_container_ports(s) for s in network.values()))
+    assert kube_ports == pod_ports == network_ports == PUBLISHED
+    # In the pod the broker owns the namespace; on the network each publishes its own.
+    assert all(pod[name]["network_mode"] == "service:broker" for name in ("mediamtx", "agent"))
+    assert compose_container_ports(network["broker"]) == {8883}
+
+
+def test_the_services_listen_where_the_ports_are_published() -> None:
+    mosquitto = (REPO / "broker/mosquitto.conf").read_text().splitlines()
+    assert "listener 8883" in mosquitto
+    mediamtx = yaml.safe_load((REPO / "mediamtx/mediamtx.yml").read_text())
+    listening = {
+        mediamtx["rtspAddress"], mediamtx["hlsAddress"], mediamtx["webrtcAddress"],
+        mediamtx["webrtcLocalUDPAddress"],
+    }  # fmt: skip
+    assert listening == {":8554", ":8888", ":8889", ":8189"}
+
+
+@pytest.mark.parametrize(
+    ("hosts", "variant_file"),
+    [({"broker": "127.0.0.1", "mediamtx": "127.0.0.1"}, COMPOSE_FILE),
+     ({"broker": "broker", "mediamtx": "mediamtx"}, NETWORK_COMPOSE_FILE)],
+)  # fmt: skip
+def test_the_agent_config_pod_up_writes_is_valid_and_uses_the_mounts(
+    hosts: dict[str, str], variant_file: Path, tmp_path: Path
+) -> None:
+    config_file = tmp_path / "agent.toml"
+    config_file.write_text(AGENT_TOML.format(password="pw", **hosts))
+    settings = load_config(config_file)
+    mounts = {mount_target(v) for v in compose(variant_file)["services"]["agent"]["volumes"]}
+    for path in (settings.mqtt.ca, settings.mqtt.cert, settings.mqtt.key):
+        assert any(str(path).startswith(mount + "/") for mount in mounts), path
+    assert str(settings.storage.captures_dir) in mounts
+    assert str(settings.storage.state_dir) in mounts
+    assert settings.mqtt.host == hosts["broker"]
+    assert settings.stream.url.startswith(f"rtsp://{hosts['mediamtx']}:8554/")
+
+
+def test_host_ports_from_the_environment_are_checked() -> None:
+    ports = HostPorts.from_environment({"CAMERA_MQTT_PORT": "18883", "CAMERA_POD_BIND": "::1"})
+    assert (ports.mqtt, ports.rtsp, ports.bind) == (18883, 8554, "::1")
+    with pytest.raises(SystemExit, match="CAMERA_RTSP_PORT='70000' is not a port number"):
+        HostPorts.from_environment({"CAMERA_RTSP_PORT": "70000"})
+    with pytest.raises(SystemExit, match="CAMERA_MQTT_PORT='x' is not a port number"):
+        HostPorts.from_environment({"CAMERA_MQTT_PORT": "x"})
+
+
+def test_the_quadlet_unit_plays_the_manifest_pod_up_renders() -> None:
+    unit = configparser.ConfigParser(strict=False)
+    unit.optionxform = str  # type: ignore[assignment,method-assign]
+    unit.read_string(QUADLET.read_text())
+    assert unit["Kube"]["Yaml"] == f"{KUBE_POD_DIR}/kube.yaml"
+    assert unit["Service"]["Restart"] == "always"
+    assert "default.target" in unit["Install"]["WantedBy"]
