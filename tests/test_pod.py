@@ -162,7 +162,7 @@ def pod(
     request: pytest.FixtureRequest, images: None, podman_env: dict[str, str], tmp_path: Path
 ) -> Iterator[Pod]:
     pod = Pod(podman_env, tmp_path / "pod", variant=request.param)
-    assert not pod.containers(), "a pod from an earlier run is still there"
+    assert not pod.containers(), "a camera-agent pod is running: stop it (scripts/pod-down)"
     for volume in pod.volumes():  # a previous run's recordings and journal do not belong here
         podman(pod.env, "volume", "rm", "--force", volume)
     up = pod.script("pod-up")
