@@ -132,3 +132,37 @@ async def test_colour_gains_are_a_pair_judged_with_white_balance(fake: None) -> 
         with pytest.raises(SettingsRejected) as refused:
             plan_change(camera.descriptors(), camera.values(), {"colour_gains": bad})
         assert refused.value.code == code, bad
+
+
+async def test_zoom_pan_and_tilt_are_one_scaler_crop(fake: None) -> None:
+    camera = await open_camera()
+    by_name = {d.name: d for d in camera.descriptors()}
+    assert (by_name["zoom"].minimum, by_name["zoom"].maximum, by_name["zoom"].default) == (
+        1.0, 16.0, 1.0,
+    )  # fmt: skip
+    assert (by_name["pan"].minimum, by_name["pan"].maximum) == (-1.0, 1.0)
+    await camera.start_pusher(TARGET)
+    picam = camera._camera
+    # At start the whole field of view of the imx708 (4608x2592) is read.
+    assert picam.config["controls"]["ScalerCrop"] == (0, 0, 4608, 2592)
+    plan = plan_change(camera.descriptors(), camera.values(), {"zoom": 2})
+    await camera.apply(plan.values, restart=False)
+    assert not plan.restart
+    assert picam.controls["ScalerCrop"] == (1152, 648, 2304, 1296)  # the centre half
+    plan = plan_change(camera.descriptors(), camera.values(), {"pan": 1, "tilt": -1})
+    await camera.apply(plan.values, restart=False)
+    assert picam.controls["ScalerCrop"] == (2304, 0, 2304, 1296)  # top right, still 2x
+    with pytest.raises(SettingsRejected) as refused:
+        plan_change(camera.descriptors(), camera.values(), {"zoom": 0.5})
+    assert refused.value.code == ErrorCode.OUT_OF_RANGE
+
+
+async def test_a_sensor_without_scaler_crop_has_no_zoom(
+    fake: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delitem(fake_picamera2.IMX219_CONTROLS, "ScalerCrop")
+    camera = await open_camera("imx219")
+    names = {d.name for d in camera.descriptors()}
+    assert not names & {"zoom", "pan", "tilt"}
+    await camera.start_pusher(TARGET)
+    assert "ScalerCrop" not in camera._camera.config["controls"]

@@ -7,7 +7,8 @@ system site packages. Blocking picamera2 calls run in a worker thread, off the e
 Controls come from `Picamera2.camera_controls` ({name: (min, max, default)}) and are set with
 `set_controls`, live; the H.264 encoder (hardware on a Pi 4, software on a Pi 5, which has no
 hardware encoder) feeds an FfmpegOutput that publishes to MediaMTX; a picture is a
-`capture_request` of the main stream while the encoder runs. Following picamera2's own design,
+`capture_request` of the main stream while the encoder runs. zoom, pan and tilt are digital: one
+ScalerCrop rectangle within the sensor's field of view. Following picamera2's own design,
 the output reports a broken pipe through `error_callback` and the supervisor decides to restart.
 """
 
@@ -69,6 +70,51 @@ PICAMERA2_DEPENDENCIES = {
 }
 
 
+# Digital zoom, pan and tilt are one libcamera control, the ScalerCrop rectangle. A crop smaller
+# than 1/16 of the field of view only magnifies noise.
+MAX_ZOOM = 16.0
+CROP_CONTROLS = ("zoom", "pan", "tilt")
+
+
+def crop_descriptors(
+    camera_controls: Mapping[str, tuple[Any, Any, Any]],
+) -> list[ControlDescriptor]:
+    """zoom, pan and tilt, if the sensor advertises ScalerCrop."""
+    if "ScalerCrop" not in camera_controls:
+        return []
+    smallest, largest, _ = camera_controls["ScalerCrop"]
+    deepest = min(largest[2] / smallest[2], largest[3] / smallest[3], MAX_ZOOM)
+    zoom = ControlDescriptor(
+        "zoom", ControlType.FLOAT, 1.0, "digital zoom: the sensor area read (libcamera ScalerCrop)",
+        minimum=1.0, maximum=round(deepest, 2), unit="x",
+    )  # fmt: skip
+    moves = [
+        ControlDescriptor(
+            name,
+            ControlType.FLOAT,
+            0.0,
+            f"{direction} of the zoomed crop within the field of view, -1 to 1 (ScalerCrop); "
+            "no effect at zoom 1",
+            minimum=-1.0,
+            maximum=1.0,
+        )
+        for name, direction in (("pan", "left-right position"), ("tilt", "top-bottom position"))
+    ]
+    return [zoom, *moves]
+
+
+def scaler_crop(
+    field_of_view: Sequence[int], zoom: float, pan: float, tilt: float
+) -> tuple[int, int, int, int]:
+    """The ScalerCrop rectangle (x, y, width, height) for a zoom factor and a crop position
+    (-1 = left/top edge, 0 = centre, 1 = right/bottom edge) within the full field of view."""
+    x0, y0, full_width, full_height = field_of_view
+    width, height = round(full_width / zoom), round(full_height / zoom)
+    x = x0 + round((full_width - width) * (pan + 1) / 2)
+    y = y0 + round((full_height - height) * (tilt + 1) / 2)
+    return (x, y, width, height)
+
+
 def picamera2_descriptors(
     camera_controls: Mapping[str, tuple[Any, Any, Any]],
 ) -> list[ControlDescriptor]:
@@ -97,7 +143,7 @@ def picamera2_descriptors(
                 aliases=(native,),
             )
         )
-    return descriptors
+    return [*descriptors, *crop_descriptors(camera_controls)]
 
 
 class _EncoderPusher:
@@ -190,8 +236,16 @@ class Picamera2Camera(CameraBackend):
         return dict(self._values)
 
     def _native(self, values: Mapping[str, ControlValue]) -> dict[str, Any]:
-        by_canonical = {d.name: d.aliases[0] for d in self._descriptors}
-        return {by_canonical[k]: v for k, v in values.items() if k in by_canonical}
+        by_canonical = {d.name: d.aliases[0] for d in self._descriptors if d.aliases}
+        native: dict[str, Any] = {
+            by_canonical[k]: v for k, v in values.items() if k in by_canonical
+        }
+        if any(name in values for name in CROP_CONTROLS) and self._camera is not None:
+            # One rectangle from all three, each the new value if given, else the current one.
+            crop = {name: as_number(values.get(name, self._values[name])) for name in CROP_CONTROLS}
+            field_of_view = self._camera.camera_controls["ScalerCrop"][1]
+            native["ScalerCrop"] = scaler_crop(field_of_view, **crop)
+        return native
 
     async def apply(self, values: Mapping[str, ControlValue], restart: bool) -> AppliedChange:
         native = self._native(values)
