@@ -279,11 +279,16 @@ def down(pod_dir: Path, kube: bool, network: bool) -> int:
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="scripts/pod-up", description=__doc__)
-    parser.add_argument("action", choices=["up", "down"])
+    action = argv[0] if argv and argv[0] in {"up", "down"} else "up"
+    parser = argparse.ArgumentParser(
+        prog=f"scripts/pod-{action}", description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )  # fmt: skip
     parser.add_argument(
-        "--pod-dir", type=Path, default=Path(os.environ.get("CAMERA_POD_DIR", REPO / "var/pod"))
-    )
+        "--pod-dir", type=Path, default=Path(os.environ.get("CAMERA_POD_DIR", REPO / "var/pod")),
+        help="where the PKI, passwords and each service's files live (default: $CAMERA_POD_DIR "
+        "or ./var/pod)",
+    )  # fmt: skip
     variant = parser.add_mutually_exclusive_group()
     variant.add_argument(
         "--kube", action="store_true", help="podman kube play deploy/kube.yaml, not podman-compose"
@@ -291,10 +296,13 @@ def main(argv: list[str]) -> int:
     variant.add_argument(
         "--network", action="store_true", help="a private network, not a pod (podman-compose)"
     )
-    parser.add_argument("extra", nargs="*", help="more arguments for podman-compose up/kube play")
-    args = parser.parse_args(argv)
+    if action == "up":
+        parser.add_argument(
+            "extra", nargs="*", help="more arguments for podman-compose up / kube play"
+        )
+    args = parser.parse_args(argv[1:])
     pod_dir = args.pod_dir.resolve()
-    if args.action == "up":
+    if action == "up":
         return up(pod_dir, args.kube, args.network, args.extra)
     return down(pod_dir, args.kube, args.network)
 
