@@ -215,5 +215,6 @@ def test_pod_takes_a_picture_and_a_recording_and_streams(pod: Pod) -> None:
         player.close()
 
     # The agent's processes run as the image's non-root user, in the video group.
-    users = podman(pod.env, "top", containers["agent"], "user", "group").split("\n")[1:]
-    assert users and all(line.split() == ["camera", "video"] for line in users if line), users
+    top = podman(pod.env, "top", containers["agent"], "user", "group").splitlines()[1:]
+    users = [line.split() for line in top if line.strip()]
+    assert users and all(user == ["camera", "video"] for user in users), top
