@@ -10,21 +10,19 @@ official image remade from our own build of the same version) passed as build ar
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
 import tarfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from devstack import REPO, Broker, StreamCredentials, free_port, mediamtx_binary
 from pod import PROJECT
 
 from tests.support import Probe, RtspReader
-from tests.test_jobs import run_job
+from tests.test_jobs import probe, run_job
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
@@ -147,16 +145,6 @@ def service_of(container_name: str) -> str:
     return name.split("_")[0]
 
 
-def ffprobe(path: Path) -> dict[str, Any]:
-    probe = subprocess.run(
-        ["ffprobe", "-v", "error", "-print_format", "json", "-show_format", "-show_streams",
-         str(path)],
-        capture_output=True, text=True, timeout=30, check=True,
-    )  # fmt: skip
-    info: dict[str, Any] = json.loads(probe.stdout)
-    return info
-
-
 @pytest.fixture(params=["compose", "kube", "network"])
 def pod(
     request: pytest.FixtureRequest, images: None, podman_env: dict[str, str], tmp_path: Path
@@ -199,10 +187,10 @@ def test_pod_takes_a_picture_and_a_recording_and_streams(pod: Pod) -> None:
 
     # The files are in the captures volume on the host, and readable.
     captures = pod.pod_dir / "captures"
-    still = ffprobe(captures / picture["data"]["result"]["path"])
+    still = probe(str(captures / picture["data"]["result"]["path"]))
     assert still["streams"][0]["codec_name"] == "mjpeg"
     assert (still["streams"][0]["width"], still["streams"][0]["height"]) == (1280, 720)
-    clip = ffprobe(captures / record["data"]["result"]["path"])
+    clip = probe(str(captures / record["data"]["result"]["path"]))
     assert clip["streams"][0]["codec_name"] == "h264"
     assert abs(float(clip["format"]["duration"]) - 2.0) < 0.5, clip["format"]["duration"]
 
