@@ -27,12 +27,7 @@ QUADLET = REPO / "deploy/quadlet/camera-agent.kube"
 PUBLISHED = {8883, 8554, 8888, 8889, 8189}
 
 
-def kube_pod() -> dict[str, Any]:
-    pod: dict[str, Any] = yaml.safe_load(KUBE_FILE.read_text())
-    return pod
-
-
-def compose(path: Path) -> dict[str, Any]:
+def load(path: Path) -> dict[str, Any]:
     document: dict[str, Any] = yaml.safe_load(path.read_text())
     return document
 
@@ -62,7 +57,7 @@ def test_render_kube_moves_every_host_path_and_port() -> None:
         (8889, 1889, "127.0.0.1"), (8189, 1189, "127.0.0.1"),
     }  # fmt: skip
     # Nothing else changed: the containers, images and mounts are the shipped ones.
-    shipped = kube_pod()
+    shipped = load(KUBE_FILE)
     for before, after in zip(
         shipped["spec"]["containers"], rendered["spec"]["containers"], strict=True
     ):
@@ -72,17 +67,19 @@ def test_render_kube_moves_every_host_path_and_port() -> None:
 
 def test_the_shipped_kube_file_uses_the_default_ports_and_directory() -> None:
     defaults = HostPorts()
-    for container in kube_pod()["spec"]["containers"]:
+    for container in load(KUBE_FILE)["spec"]["containers"]:
         for port in container.get("ports", []):
             assert port["hostPort"] == defaults.host_port(port["containerPort"])
-    host_paths = [v["hostPath"]["path"] for v in kube_pod()["spec"]["volumes"] if "hostPath" in v]
-    assert all(path.startswith(KUBE_POD_DIR + "/") for path in host_paths)
+    host_paths = [
+        v["hostPath"]["path"] for v in load(KUBE_FILE)["spec"]["volumes"] if "hostPath" in v
+    ]
+    assert host_paths and all(path.startswith(KUBE_POD_DIR + "/") for path in host_paths)
 
 
 def test_pod_variants_run_the_same_images_mounts_and_ports() -> None:
-    kube = {c["name"]: c for c in kube_pod()["spec"]["containers"]}
-    pod = compose(COMPOSE_FILE)["services"]
-    network = compose(NETWORK_COMPOSE_FILE)["services"]
+    kube = {c["name"]: c for c in load(KUBE_FILE)["spec"]["containers"]}
+    pod = load(COMPOSE_FILE)["services"]
+    network = load(NETWORK_COMPOSE_FILE)["services"]
     assert set(kube) == set(pod) == set(network) == {"broker", "mediamtx", "agent"}
     for name, container in kube.items():
         assert pod[name]["image"] == network[name]["image"] == container["image"]
@@ -121,7 +118,7 @@ def test_the_agent_config_pod_up_writes_is_valid_and_uses_the_mounts(
     config_file = tmp_path / "agent.toml"
     config_file.write_text(AGENT_TOML.format(password="pw", **hosts))
     settings = load_config(config_file)
-    mounts = {mount_target(v) for v in compose(variant_file)["services"]["agent"]["volumes"]}
+    mounts = {mount_target(v) for v in load(variant_file)["services"]["agent"]["volumes"]}
     for path in (settings.mqtt.ca, settings.mqtt.cert, settings.mqtt.key):
         assert any(str(path).startswith(mount + "/") for mount in mounts), path
     assert str(settings.storage.captures_dir) in mounts
