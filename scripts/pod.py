@@ -161,10 +161,10 @@ def prepare(pod_dir: Path) -> StreamCredentials:
     return credentials
 
 
-def render_kube(pod_dir: Path, ports: HostPorts, manifest: str | None = None) -> str:
+def render_kube(pod_dir: Path, ports: HostPorts) -> str:
     """deploy/kube.yaml with its host directory replaced by pod_dir and its host ports by
     `ports`; everything else as shipped."""
-    documents = list(yaml.safe_load_all(manifest or KUBE_FILE.read_text()))
+    documents = list(yaml.safe_load_all(KUBE_FILE.read_text()))
     for document in documents:
         spec: dict[str, Any] = document["spec"]
         for container in spec["containers"]:
@@ -279,7 +279,13 @@ def down(pod_dir: Path, kube: bool, network: bool) -> int:
 
 
 def main(argv: list[str]) -> int:
-    action = argv[0] if argv and argv[0] in {"up", "down"} else "up"
+    if not argv or argv[0] not in {"up", "down"}:
+        print(
+            "usage: scripts/pod.py up|down [options] (run scripts/pod-up or pod-down)",
+            file=sys.stderr,
+        )
+        return 2
+    action = argv[0]
     parser = argparse.ArgumentParser(
         prog=f"scripts/pod-{action}", description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
