@@ -88,9 +88,10 @@ class CameraControls:
                 await self._backend.apply(plan.values, restart=restart)
                 downtime = await self._stream.restart() if restart and self._stream else 0.0
             except CameraError as err:
-                await self._roll_back(before, plan.values, restart)
+                restored = await self._roll_back(before, plan.values, restart)
                 raise CommandError(
-                    ErrorCode.CAMERA_ERROR, f"camera refused the change (values restored): {err}"
+                    ErrorCode.CAMERA_ERROR,
+                    f"camera refused the change ({restored}): {err}",
                 ) from err
             self._store.save(self._settable())
             log.info(
@@ -104,11 +105,18 @@ class CameraControls:
 
     async def _roll_back(
         self, before: Mapping[str, ControlValue], changed: Mapping[str, ControlValue], restart: bool
-    ) -> None:
+    ) -> str:
+        """Put the previous values back; says how that went, for the answer."""
         previous = {name: before[name] for name in changed}
-        await self._backend.apply(previous, restart=restart)
+        try:
+            await self._backend.apply(previous, restart=restart)
+        except CameraError as err:
+            log.error("could not restore the previous values %s: %s", previous, err)
+            return f"previous values not all restored: {err}"
         if restart and self._stream is not None:
             try:
                 await self._stream.restart()
             except CameraError as err:
                 log.error("stream still down after restoring the previous values: %s", err)
+                return "values restored, the stream is still down"
+        return "values restored"

@@ -1,81 +1,235 @@
-"""The picamera2 backend against a fake picamera2 that follows the real API."""
+"""The picamera2 backend against a fake of picamera2/libcamera fed by real-device fixtures."""
 
 from __future__ import annotations
 
 import asyncio
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from agent.camera.base import StreamTarget
+from agent.camera.detect import libcamera_cameras
+from agent.camera.libcamera_controls import CropGeometry, crop_descriptors, pack_yuv420
 from agent.camera.picamera2_backend import Picamera2Camera
 from agent.camera.settings import plan_change
 from agent.errors import CameraError, ErrorCode, SettingsRejected
 from tests import fake_picamera2
+from tests.fake_picamera2 import USB_WEBCAM_INFO, picamera2_fixtures
 
 TARGET = StreamTarget("rtsp://127.0.0.1:8554/cam", "agent", "s3cret")
+FIXTURES = [f.name for f in picamera2_fixtures()]
 
 
-@pytest.fixture
-def fake(monkeypatch: pytest.MonkeyPatch) -> None:
-    fake_picamera2.install(monkeypatch)
-    monkeypatch.setattr(fake_picamera2.Picamera2, "cameras", list(fake_picamera2.Picamera2.cameras))
-
-
-async def open_camera(model: str = "imx708") -> Picamera2Camera:
-    fake_picamera2.Picamera2.cameras[0] = {**fake_picamera2.Picamera2.cameras[0], "Model": model}
-    camera = Picamera2Camera(0, 1280, 720, 30)
+async def open_camera(
+    monkeypatch: pytest.MonkeyPatch, fixture: str = "pi5-imx708", size: tuple[int, int] = (1280, 720)
+) -> Picamera2Camera:
+    fake_picamera2.install(monkeypatch, fixture)
+    camera = Picamera2Camera(0, size[0], size[1], 30)
     await camera.start()
     return camera
 
 
-async def test_descriptors_from_camera_controls(fake: None) -> None:
-    camera = await open_camera()
-    by_name = {d.name: d for d in camera.descriptors()}
-    assert by_name["brightness"].aliases == ("Brightness",)
-    assert (by_name["contrast"].minimum, by_name["contrast"].maximum) == (0.0, 32.0)
-    assert by_name["exposure_time_us"].unit == "us"
-    assert [o.label for o in by_name["auto_focus"].options] == ["Manual", "Auto", "Continuous"]
-    values = camera.values()
-    assert by_name["focus_position"].inactive_reason({**values, "auto_focus": 2}) == (
-        "turn auto_focus off first (auto_focus 0)"
-    )
-    assert by_name["exposure_time_us"].inactive_reason(values) == "turn auto_exposure off first"
-    assert by_name["hflip"].restarts_stream
-    assert camera.info()["model"] == "imx708"
+def by_name(camera: Picamera2Camera) -> dict[str, object]:
+    return {d.name: d for d in camera.descriptors()}
+
+
+@pytest.mark.parametrize("fixture", FIXTURES)
+async def test_start_survives_placeholder_limits_and_publishes_the_modes_real_ones(
+    monkeypatch: pytest.MonkeyPatch, fixture: str
+) -> None:
+    loaded = fake_picamera2.install(monkeypatch, fixture)
+    # Before configure libcamera reports a 0x0 smallest crop: no zoom can be derived from it.
+    assert CropGeometry.from_controls(loaded.before) is None
+    assert crop_descriptors(None) == []
+    camera = Picamera2Camera(0, 1280, 720, 30)
+    await camera.start()
+    descriptors = {d.name: d for d in camera.descriptors()}
+    exposure = descriptors["exposure_time_us"]
+    after = loaded.after["ExposureTime"]
+    assert (exposure.minimum, exposure.maximum) == (after[0], after[1])
+    assert exposure.maximum != 66666  # not the IPA's placeholder
+    assert descriptors["zoom"].maximum > 1
     await camera.stop()
 
 
-async def test_fixed_focus_sensor_has_no_focus_controls(fake: None) -> None:
-    camera = await open_camera("imx219")
-    names = {d.name for d in camera.descriptors()}
-    assert "auto_focus" not in names and "focus_position" not in names
+@pytest.mark.parametrize("fixture", FIXTURES)
+async def test_auto_exposure_and_white_balance_stay_auto_across_restarts(
+    monkeypatch: pytest.MonkeyPatch, fixture: str
+) -> None:
+    camera = await open_camera(monkeypatch, fixture)
+    for _ in range(2):  # the first start, then a restart (size, flip, encoder crash)
+        pusher = await camera.start_pusher(TARGET)
+        state = camera._camera.state
+        assert state.exposure_auto and state.gain_auto, state.applied
+        assert state.awb_auto and state.colour_gains is None, state.applied
+        await pusher.stop()
+        await camera.pusher_stopped()
+    await camera.stop()
+
+
+async def test_manual_exposure_and_gains_are_kept_across_a_restart(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    camera = await open_camera(monkeypatch)
+    await camera.start_pusher(TARGET)
+    plan = plan_change(
+        camera.descriptors(),
+        camera.values(),
+        {"auto_exposure": False, "exposure_time_us": 8000, "auto_white_balance": False,
+         "colour_gains": [1.5, 2.0], "auto_focus": 0, "focus_position": 3.0},
+    )  # fmt: skip
+    await camera.apply(plan.values, restart=False)
+    state = camera._camera.state
+    assert not state.exposure_auto and state.exposure_time == 8000
+    assert not state.awb_auto and state.colour_gains == (1.5, 2.0)
+    assert state.lens_position == 3.0
+    await camera.pusher_stopped()
+    await camera.start_pusher(TARGET)  # a restart: a new configure resets picamera2's controls
+    state = camera._camera.state
+    assert not state.exposure_auto and state.exposure_time == 8000
+    assert state.colour_gains == (1.5, 2.0) and state.lens_position == 3.0
+    # Back to auto: the manual values are no longer sent.
+    plan = plan_change(camera.descriptors(), camera.values(), {"auto_exposure": True})
+    await camera.apply(plan.values, restart=False)
+    assert state.exposure_auto and "ExposureTime" not in state.applied[-1]
+
+
+@pytest.mark.parametrize(
+    ("fixture", "size", "aspect"),
+    [("pi4-imx219", (1280, 720), 16 / 9), ("pi4-imx477", (1280, 720), 16 / 9),
+     ("pi4-imx219", (640, 480), 4 / 3), ("pi5-imx708", (1280, 720), 16 / 9)],
+)  # fmt: skip
+async def test_zoom_one_keeps_the_streams_aspect_ratio(
+    monkeypatch: pytest.MonkeyPatch, fixture: str, size: tuple[int, int], aspect: float
+) -> None:
+    camera = await open_camera(monkeypatch, fixture, size)
+    await camera.start_pusher(TARGET)
+    crop = camera._camera.state.crop
+    assert crop is not None
+    assert crop[2] / crop[3] == pytest.approx(aspect, rel=0.01)  # not stretched
+    field_of_view = camera._camera.camera_controls["ScalerCrop"][1]
+    assert crop[2] == field_of_view[2] or crop[3] == field_of_view[3]  # as wide as it can be
+
+
+async def test_zoom_pan_and_tilt_move_one_crop_and_survive_a_restart(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    camera = await open_camera(monkeypatch, "pi4-imx219")
+    await camera.start_pusher(TARGET)
+    picam = camera._camera
+    plan = plan_change(camera.descriptors(), camera.values(), {"zoom": 2})
+    await camera.apply(plan.values, restart=False)
+    assert not plan.restart
+    assert picam.state.crop == (820, 771, 1640, 922)  # the centre, half the 16:9 default crop
+    plan = plan_change(camera.descriptors(), camera.values(), {"pan": 1, "tilt": -1})
+    await camera.apply(plan.values, restart=False)
+    assert picam.state.crop == (1640, 0, 1640, 922)  # top right of the sensor, still 2x
+    await camera.pusher_stopped()
+    await camera.start_pusher(TARGET)
+    assert picam.state.crop == (1640, 0, 1640, 922)
     with pytest.raises(SettingsRejected) as refused:
-        plan_change(camera.descriptors(), camera.values(), {"LensPosition": 2.0})
-    assert refused.value.code == ErrorCode.UNKNOWN_CONTROL
+        plan_change(camera.descriptors(), camera.values(), {"zoom": 0.5})
+    assert refused.value.code == ErrorCode.OUT_OF_RANGE
 
 
-async def test_stream_configures_encodes_and_applies_controls_live(fake: None) -> None:
-    camera = await open_camera()
+async def test_on_a_pi5_zoom_goes_through_scaler_crops_which_wins(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    camera = await open_camera(monkeypatch, "pi5-imx708")
+    plan = plan_change(camera.descriptors(), camera.values(), {"zoom": 4})
+    await camera.apply(plan.values, restart=True)  # set while stopped: applied at start
+    await camera.start_pusher(TARGET)
+    picam = camera._camera
+    assert picam.state.crop == (1728, 972, 1152, 648)  # not picamera2's own full-view crop
+    assert camera.values()["zoom"] == 4
+    await camera.apply({"zoom": 2.0}, restart=False)
+    assert picam.state.applied[-1] == {"ScalerCrops": [(1152, 648, 2304, 1296)]}
+
+
+@pytest.mark.parametrize("fixture", FIXTURES)
+async def test_picture_has_the_configured_width_and_no_row_padding(
+    monkeypatch: pytest.MonkeyPatch, fixture: str
+) -> None:
+    camera = await open_camera(monkeypatch, fixture, (1000, 562))  # 1000 is not 64-aligned
+    await camera.start_pusher(TARGET)
+    assert camera._camera.camera_config["main"]["stride"] == 1024
+    frame = await camera.latest_frame()
+    assert (frame.width, frame.height, frame.pix_fmt) == (1000, 562, "yuv420p")
+    data = await asyncio.to_thread(Path(frame.path).read_bytes)
+    assert len(data) == 1000 * 562 * 3 // 2
+    assert b"\xee" not in data  # the fake fills the padding with 0xEE
+    assert not camera._camera.held_requests  # every request went back to the camera
+
+
+async def test_a_picture_while_frames_stall_fails_in_time_and_leaves_nothing_queued(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("agent.camera.picamera2_backend.CAPTURE_TIMEOUT_S", 0.3)
+    camera = await open_camera(monkeypatch)
+    await camera.start_pusher(TARGET)
+    picam = camera._camera
+    picam.frames_stalled = True
+    started = time.monotonic()
+    with pytest.raises(CameraError, match="no frame within"):
+        await camera.latest_frame()
+    assert time.monotonic() - started < 3
+    picam.resume_frames()
+    assert not picam.held_requests and not picam._jobs
+    frame = await camera.latest_frame()  # the camera is usable again
+    assert frame.width == 1280
+
+
+async def test_pi5_software_encoder_gets_the_configured_frame_rate(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    fake_picamera2.install(monkeypatch, "pi5-imx708")
+    camera = Picamera2Camera(0, 1280, 720, 15)
+    await camera.start()
+    await camera.start_pusher(TARGET)
+    encoder = camera._camera.encoder
+    assert isinstance(encoder, fake_picamera2.LibavH264Encoder)
+    assert encoder.framerate == 15 and encoder.iperiod == 15
+    assert camera.info()["encoder"] == "software (libav, PiSP)"
+    assert by_name(camera)["width"].maximum == 3840  # type: ignore[attr-defined]
+
+
+async def test_pi4_hardware_encoder_limits_the_size_to_1080p(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    camera = await open_camera(monkeypatch, "pi4-imx477")
+    descriptors = by_name(camera)
+    assert descriptors["width"].maximum == 1920  # type: ignore[attr-defined]
+    assert descriptors["height"].maximum == 1080  # type: ignore[attr-defined]
+    with pytest.raises(SettingsRejected) as refused:
+        plan_change(camera.descriptors(), camera.values(), {"width": 3840, "height": 2160})
+    assert refused.value.code == ErrorCode.OUT_OF_RANGE
+    pusher = await camera.start_pusher(TARGET)
+    assert isinstance(camera._camera.encoder, fake_picamera2.V4l2H264Encoder)
+    await pusher.stop()
+
+
+async def test_stream_configures_encodes_and_reports_a_broken_output(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    camera = await open_camera(monkeypatch)
     await camera.apply({"hflip": True, "bitrate": 3000}, restart=True)
     pusher = await camera.start_pusher(TARGET)
     picam = camera._camera
-    assert picam.config["main"] == {"size": (1280, 720), "format": "YUV420"}
-    assert picam.config["controls"]["FrameRate"] == 30
-    assert picam.config["transform"].hflip == 1
+    assert picam.camera_config["main"]["size"] == (1280, 720)
+    assert picam.camera_config["transform"].hflip == 1
     assert picam.encoder.bitrate == 3_000_000 and picam.encoder.iperiod == 30
     assert (
-        picam.output.output_filename
+        picam.encoder.output.output_filename
         == "-f rtsp -rtsp_transport tcp rtsp://agent:s3cret@127.0.0.1:8554/cam"
     )
     plan = plan_change(camera.descriptors(), camera.values(), {"brightness": 0.3, "Contrast": 2.0})
     await camera.apply(plan.values, restart=False)
-    assert picam.controls == {"Brightness": 0.3, "Contrast": 2.0}
-    # A broken pipe in the output ends the pusher's wait, as a crashed ffmpeg would.
+    assert picam.state.applied[-1] == {"Brightness": 0.3, "Contrast": 2.0}
     waiter = asyncio.create_task(pusher.wait())
     await asyncio.sleep(0)
-    picam.output.error_callback(BrokenPipeError(32, "Broken pipe"))
+    picam.encoder.output.error_callback(BrokenPipeError(32, "Broken pipe"))
     assert await asyncio.wait_for(waiter, 5) == 1
     assert "Broken pipe" in pusher.stderr_text()
     await pusher.stop()
@@ -83,18 +237,38 @@ async def test_stream_configures_encodes_and_applies_controls_live(fake: None) -
     assert picam.encoder is None and not picam.started
 
 
-async def test_picture_is_a_request_of_the_main_stream(fake: None) -> None:
-    camera = await open_camera()
-    await camera.start_pusher(TARGET)
-    frame = await camera.latest_frame()
-    assert (frame.width, frame.height, frame.pix_fmt) == (1280, 720, "yuv420p")
-    size = await asyncio.to_thread(lambda: Path(frame.path).stat().st_size)
-    assert size == 1280 * 720 * 3 // 2
+async def test_fixed_focus_sensor_has_no_focus_controls(monkeypatch: pytest.MonkeyPatch) -> None:
+    camera = await open_camera(monkeypatch, "pi4-imx219")
+    names = set(by_name(camera))
+    assert "auto_focus" not in names and "focus_position" not in names
+    with pytest.raises(SettingsRejected) as refused:
+        plan_change(camera.descriptors(), camera.values(), {"LensPosition": 2.0})
+    assert refused.value.code == ErrorCode.UNKNOWN_CONTROL
+
+
+async def test_descriptors_and_dependencies(monkeypatch: pytest.MonkeyPatch) -> None:
+    camera = await open_camera(monkeypatch)
+    descriptors = {d.name: d for d in camera.descriptors()}
+    assert descriptors["brightness"].aliases == ("Brightness",)
+    assert [o.label for o in descriptors["auto_focus"].options] == ["Manual", "Auto", "Continuous"]
+    values = camera.values()
+    assert values["auto_exposure"] is True and values["auto_white_balance"] is True
+    assert descriptors["exposure_time_us"].inactive_reason(values) == "turn auto_exposure off first"
+    gains = descriptors["colour_gains"]
+    assert (gains.type, gains.minimum, gains.maximum, gains.default) == ("pair", 0.0, 32.0, (1.0, 1.0))
+    with pytest.raises(SettingsRejected) as refused:
+        plan_change(camera.descriptors(), values, {"colour_gains": "1.5,2.0"})
+    assert refused.value.code == ErrorCode.INACTIVE
+    for bad, code in (([40, 1], ErrorCode.OUT_OF_RANGE), ([1.0], ErrorCode.INVALID_VALUE)):
+        with pytest.raises(SettingsRejected) as refused:
+            plan_change(camera.descriptors(), values, {"colour_gains": bad})
+        assert refused.value.code == code, bad
 
 
 async def test_missing_camera_or_library_is_a_clear_camera_error(
-    fake: None, monkeypatch: pytest.MonkeyPatch
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    fake_picamera2.install(monkeypatch)
     with pytest.raises(CameraError, match="no libcamera camera 3"):
         await Picamera2Camera(3, 640, 480, 30).start()
     monkeypatch.setitem(sys.modules, "picamera2", None)  # as on x86: not importable
@@ -102,67 +276,23 @@ async def test_missing_camera_or_library_is_a_clear_camera_error(
         await Picamera2Camera(0, 640, 480, 30).start()
 
 
-async def test_colour_gains_are_a_pair_judged_with_white_balance(fake: None) -> None:
-    camera = await open_camera()
-    await camera.start_pusher(TARGET)
-    by_name = {d.name: d for d in camera.descriptors()}
-    gains = by_name["colour_gains"]
-    assert (gains.type, gains.minimum, gains.maximum, gains.default) == (
-        "pair",
-        0.0,
-        32.0,
-        (1.0, 1.0),
-    )
-    assert gains.to_json(camera.values())["inactive"] == "turn auto_white_balance off first"
-    with pytest.raises(SettingsRejected) as refused:
-        plan_change(camera.descriptors(), camera.values(), {"colour_gains": "1.5,2.0"})
-    assert refused.value.code == ErrorCode.INACTIVE
-    plan = plan_change(
-        camera.descriptors(),
-        camera.values(),
-        {"auto_white_balance": False, "ColourGains": [1.5, 2]},
-    )
-    await camera.apply(plan.values, restart=False)
-    assert camera._camera.controls == {"AwbEnable": False, "ColourGains": (1.5, 2.0)}
-    for bad, code in (
-        ([40, 1], ErrorCode.OUT_OF_RANGE),
-        ([1.0], ErrorCode.INVALID_VALUE),
-        ("red", ErrorCode.INVALID_VALUE),
-    ):
-        with pytest.raises(SettingsRejected) as refused:
-            plan_change(camera.descriptors(), camera.values(), {"colour_gains": bad})
-        assert refused.value.code == code, bad
-
-
-async def test_zoom_pan_and_tilt_are_one_scaler_crop(fake: None) -> None:
-    camera = await open_camera()
-    by_name = {d.name: d for d in camera.descriptors()}
-    assert (by_name["zoom"].minimum, by_name["zoom"].maximum, by_name["zoom"].default) == (
-        1.0, 16.0, 1.0,
-    )  # fmt: skip
-    assert (by_name["pan"].minimum, by_name["pan"].maximum) == (-1.0, 1.0)
-    await camera.start_pusher(TARGET)
-    picam = camera._camera
-    # At start the whole field of view of the imx708 (4608x2592) is read.
-    assert picam.config["controls"]["ScalerCrop"] == (0, 0, 4608, 2592)
-    plan = plan_change(camera.descriptors(), camera.values(), {"zoom": 2})
-    await camera.apply(plan.values, restart=False)
-    assert not plan.restart
-    assert picam.controls["ScalerCrop"] == (1152, 648, 2304, 1296)  # the centre half
-    plan = plan_change(camera.descriptors(), camera.values(), {"pan": 1, "tilt": -1})
-    await camera.apply(plan.values, restart=False)
-    assert picam.controls["ScalerCrop"] == (2304, 0, 2304, 1296)  # top right, still 2x
-    with pytest.raises(SettingsRejected) as refused:
-        plan_change(camera.descriptors(), camera.values(), {"zoom": 0.5})
-    assert refused.value.code == ErrorCode.OUT_OF_RANGE
-
-
-async def test_a_sensor_without_scaler_crop_has_no_zoom(
-    fake: None, monkeypatch: pytest.MonkeyPatch
+def test_usb_webcams_listed_by_libcamera_are_not_counted_as_pi_cameras(
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.delitem(fake_picamera2.IMX219_CONTROLS, "ScalerCrop")
-    camera = await open_camera("imx219")
-    names = {d.name for d in camera.descriptors()}
-    assert not names & {"zoom", "pan", "tilt"}
-    await camera.start_pusher(TARGET)
-    assert "ScalerCrop" not in camera._camera.config["controls"]
+    fake_picamera2.install(monkeypatch)
+    monkeypatch.setattr(fake_picamera2.Picamera2, "usb_cameras", [USB_WEBCAM_INFO])
+    assert len(fake_picamera2.Picamera2.global_camera_info()) == 2
+    assert libcamera_cameras() == 1
+    monkeypatch.setattr(fake_picamera2.Picamera2.fixture, "global_camera_info", [])
+    assert libcamera_cameras() == 0
+
+
+@pytest.mark.parametrize(("width", "stride"), [(1280, 1280), (1000, 1024), (642, 704)])
+def test_pack_yuv420_drops_row_padding(width: int, stride: int) -> None:
+    height = 6
+    luma = b"".join(bytes([y]) * width + b"\xee" * (stride - width) for y in range(height))
+    chroma = (bytes([200]) * (width // 2) + b"\xee" * ((stride - width) // 2)) * height
+    packed = pack_yuv420(luma + chroma, width, height, stride)
+    assert len(packed) == width * height * 3 // 2
+    assert packed[:width] == bytes([0]) * width and packed[width : 2 * width] == bytes([1]) * width
+    assert b"\xee" not in packed

@@ -4,12 +4,16 @@ picamera2 is imported lazily: it only installs as a working module on Raspberry 
 (`python3-picamera2`, which brings libcamera's Python bindings); the Pi image uses a venv with
 system site packages. Blocking picamera2 calls run in a worker thread, off the event loop.
 
-Controls come from `Picamera2.camera_controls` ({name: (min, max, default)}) and are set with
-`set_controls`, live; the H.264 encoder (hardware on a Pi 4, software on a Pi 5, which has no
-hardware encoder) feeds an FfmpegOutput that publishes to MediaMTX; a picture is a
-`capture_request` of the main stream while the encoder runs. zoom, pan and tilt are digital: one
-ScalerCrop rectangle within the sensor's field of view. Following picamera2's own design,
-the output reports a broken pipe through `error_callback` and the supervisor decides to restart.
+Controls come from `Picamera2.camera_controls`, which only holds the sensor mode's real limits
+after a configure (agent.camera.libcamera_controls says why and what is sent). So the camera is
+configured once at start, and the descriptors are read again after every configure.
+
+The H.264 encoder is the Pi 4's hardware encoder (1080p at most) or, on a Pi 5, which has none,
+picamera2's libav software encoder (whose frame rate must be given: it assumes 30). It feeds an
+FfmpegOutput that publishes to MediaMTX; following picamera2's own design, the output reports a
+broken pipe through `error_callback` and the supervisor decides to restart. A picture is a
+`capture_request` of the main stream while the encoder runs, with a deadline: a request made
+while the camera restarts would otherwise wait for good.
 """
 
 from __future__ import annotations
@@ -25,125 +29,36 @@ from pathlib import Path
 from typing import Any
 
 from agent.camera.base import (
-    ActiveCondition,
     AppliedChange,
     CameraBackend,
     ControlDescriptor,
     ControlType,
     ControlValue,
-    MenuOption,
     Pusher,
     RawFrame,
     StreamTarget,
     as_int,
     as_number,
 )
+from agent.camera.libcamera_controls import native_controls, pack_yuv420, picamera2_descriptors
 from agent.camera.vocabulary import stream_parameter_descriptors
 from agent.errors import CameraError
 
 log = logging.getLogger(__name__)
 
-# libcamera control -> (canonical name, type, unit)
-PICAMERA2_CANONICAL: dict[str, tuple[str, ControlType, str | None]] = {
-    "Brightness": ("brightness", ControlType.FLOAT, None),
-    "Contrast": ("contrast", ControlType.FLOAT, None),
-    "Saturation": ("saturation", ControlType.FLOAT, None),
-    "Sharpness": ("sharpness", ControlType.FLOAT, None),
-    "AeEnable": ("auto_exposure", ControlType.BOOL, None),
-    "ExposureTime": ("exposure_time_us", ControlType.INT, "us"),
-    "AnalogueGain": ("analogue_gain", ControlType.FLOAT, None),
-    "ExposureValue": ("exposure_value", ControlType.FLOAT, "EV"),
-    "AwbEnable": ("auto_white_balance", ControlType.BOOL, None),
-    "ColourGains": ("colour_gains", ControlType.PAIR, "red, blue"),
-    "AfMode": ("auto_focus", ControlType.MENU, None),
-    "LensPosition": ("focus_position", ControlType.FLOAT, "dioptres"),
-}
-_NUMERIC = (ControlType.INT, ControlType.FLOAT, ControlType.PAIR)
-AF_MODES = (MenuOption(0, "Manual"), MenuOption(1, "Auto"), MenuOption(2, "Continuous"))
-PICAMERA2_DEPENDENCIES = {
-    "exposure_time_us": ActiveCondition("auto_exposure", False, "turn auto_exposure off first"),
-    "analogue_gain": ActiveCondition("auto_exposure", False, "turn auto_exposure off first"),
-    "focus_position": ActiveCondition("auto_focus", 0, "turn auto_focus off first (auto_focus 0)"),
-    "colour_gains": ActiveCondition(
-        "auto_white_balance", False, "turn auto_white_balance off first"
-    ),
-}
+# How long a picture waits for the camera's next frame before it gives up.
+CAPTURE_TIMEOUT_S = 3.0
+# The Pi 4's hardware H.264 encoder (bcm2835-codec) stops at 1080p.
+VC4_ENCODER_MAX = (1920, 1080)
 
 
-# Digital zoom, pan and tilt are one libcamera control, the ScalerCrop rectangle. A crop smaller
-# than 1/16 of the field of view only magnifies noise.
-MAX_ZOOM = 16.0
-CROP_CONTROLS = ("zoom", "pan", "tilt")
-
-
-def crop_descriptors(
-    camera_controls: Mapping[str, tuple[Any, Any, Any]],
-) -> list[ControlDescriptor]:
-    """zoom, pan and tilt, if the sensor advertises ScalerCrop."""
-    if "ScalerCrop" not in camera_controls:
-        return []
-    smallest, largest, _ = camera_controls["ScalerCrop"]
-    deepest = min(largest[2] / smallest[2], largest[3] / smallest[3], MAX_ZOOM)
-    zoom = ControlDescriptor(
-        "zoom", ControlType.FLOAT, 1.0, "digital zoom: the sensor area read (libcamera ScalerCrop)",
-        minimum=1.0, maximum=round(deepest, 2), unit="x",
-    )  # fmt: skip
-    moves = [
-        ControlDescriptor(
-            name,
-            ControlType.FLOAT,
-            0.0,
-            f"{direction} of the zoomed crop within the field of view, -1 to 1 (ScalerCrop); "
-            "no effect at zoom 1",
-            minimum=-1.0,
-            maximum=1.0,
-        )
-        for name, direction in (("pan", "left-right position"), ("tilt", "top-bottom position"))
-    ]
-    return [zoom, *moves]
-
-
-def scaler_crop(
-    field_of_view: Sequence[int], zoom: float, pan: float, tilt: float
-) -> tuple[int, int, int, int]:
-    """The ScalerCrop rectangle (x, y, width, height) for a zoom factor and a crop position
-    (-1 = left/top edge, 0 = centre, 1 = right/bottom edge) within the full field of view."""
-    x0, y0, full_width, full_height = field_of_view
-    width, height = round(full_width / zoom), round(full_height / zoom)
-    x = x0 + round((full_width - width) * (pan + 1) / 2)
-    y = y0 + round((full_height - height) * (tilt + 1) / 2)
-    return (x, y, width, height)
-
-
-def picamera2_descriptors(
-    camera_controls: Mapping[str, tuple[Any, Any, Any]],
-) -> list[ControlDescriptor]:
-    descriptors = []
-    for native, (canonical, kind, unit) in PICAMERA2_CANONICAL.items():
-        if native not in camera_controls:
-            continue  # this sensor lacks it (a fixed-focus lens has no AfMode)
-        low, high, default = camera_controls[native]
-        if kind is ControlType.BOOL:
-            default = bool(default) if default is not None else True
-        elif kind is ControlType.PAIR:
-            default = tuple(default) if default is not None else (1.0, 1.0)  # neutral gains
-        elif default is None:
-            default = low
-        descriptors.append(
-            ControlDescriptor(
-                name=canonical,
-                type=kind,
-                default=default,
-                description=f"libcamera {native}",
-                minimum=low if kind in _NUMERIC else None,
-                maximum=high if kind in _NUMERIC else None,
-                unit=unit,
-                options=AF_MODES if kind is ControlType.MENU else (),
-                active_if=PICAMERA2_DEPENDENCIES.get(canonical),
-                aliases=(native,),
-            )
-        )
-    return [*descriptors, *crop_descriptors(camera_controls)]
+def _picamera2_platform_is_vc4() -> bool:
+    """True on a Pi 4 or earlier (hardware H.264 encoder), False on a Pi 5 (PiSP)."""
+    try:
+        from picamera2.platform import Platform, get_platform  # type: ignore[import-not-found]  # noqa: PLC0415
+    except ImportError:
+        return True
+    return bool(get_platform() == Platform.VC4)
 
 
 class _EncoderPusher:
@@ -188,6 +103,7 @@ class Picamera2Camera(CameraBackend):
             "keyframe_interval": 1.0, "hflip": False, "vflip": False,
         }  # fmt: skip
         self._model = "unknown"
+        self._vc4 = True
         self._runtime: tempfile.TemporaryDirectory[str] | None = None
         self._streaming = False
 
@@ -203,9 +119,9 @@ class Picamera2Camera(CameraBackend):
         except (RuntimeError, IndexError) as err:
             raise CameraError(f"no libcamera camera {self._camera_num}: {err}") from err
         self._model = str(self._camera.camera_properties.get("Model", "unknown"))
-        self._descriptors = picamera2_descriptors(self._camera.camera_controls)
-        for d in self._descriptors:
-            self._values.setdefault(d.name, d.default)
+        self._vc4 = await asyncio.to_thread(_picamera2_platform_is_vc4)
+        # Configure once, so that the descriptors carry the sensor mode's real limits.
+        await self._configure()
         shm = "/dev/shm"  # noqa: S108 - a private mkdtemp directory inside it
         self._runtime = tempfile.TemporaryDirectory(
             prefix="camera-agent-picam-", dir=shm if os.access(shm, os.W_OK) else None
@@ -228,53 +144,68 @@ class Picamera2Camera(CameraBackend):
             for name in ("hflip", "vflip")
         ]  # fmt: skip
         stream = stream_parameter_descriptors(
-            as_int(v["width"]), as_int(v["height"]), as_int(v["fps"])
-        )
+            as_int(v["width"]), as_int(v["height"]), as_int(v["fps"]),
+            VC4_ENCODER_MAX if self._vc4 else (3840, 2160),
+        )  # fmt: skip
         return [*self._descriptors, *flips, *stream]
 
     def values(self) -> dict[str, ControlValue]:
         return dict(self._values)
 
-    def _native(self, values: Mapping[str, ControlValue]) -> dict[str, Any]:
-        by_canonical = {d.name: d.aliases[0] for d in self._descriptors if d.aliases}
-        native: dict[str, Any] = {
-            by_canonical[k]: v for k, v in values.items() if k in by_canonical
-        }
-        if any(name in values for name in CROP_CONTROLS) and self._camera is not None:
-            # One rectangle from all three, each the new value if given, else the current one.
-            crop = {name: as_number(values.get(name, self._values[name])) for name in CROP_CONTROLS}
-            field_of_view = self._camera.camera_controls["ScalerCrop"][1]
-            native["ScalerCrop"] = scaler_crop(field_of_view, **crop)
-        return native
+    def _video_configuration(self) -> Any:
+        from libcamera import Transform  # type: ignore[import-not-found]  # noqa: PLC0415
+
+        v = self._values
+        return self._camera.create_video_configuration(
+            main={"size": (as_int(v["width"]), as_int(v["height"])), "format": "YUV420"},
+            controls={"FrameRate": as_int(v["fps"])},
+            transform=Transform(hflip=int(bool(v["hflip"])), vflip=int(bool(v["vflip"]))),
+        )
+
+    async def _configure(self) -> None:
+        """Configure the camera for the current values and read its limits again."""
+        config = self._video_configuration()
+        try:
+            await asyncio.to_thread(self._camera.configure, config)
+        except RuntimeError as err:
+            raise CameraError(f"cannot configure the camera: {err}") from err
+        self._descriptors = picamera2_descriptors(self._camera.camera_controls)
+        for d in self._descriptors:
+            self._values.setdefault(d.name, d.default)
+
+    def _native(self, names: Sequence[str]) -> dict[str, Any]:
+        return native_controls(
+            self._descriptors, self._values, names, self._camera.camera_controls
+        )
 
     async def apply(self, values: Mapping[str, ControlValue], restart: bool) -> AppliedChange:
-        native = self._native(values)
-        if native and self._camera is not None and self._streaming:
-            try:
-                await asyncio.to_thread(self._camera.set_controls, native)
-            except RuntimeError as err:  # a control this sensor does not advertise
-                raise CameraError(str(err)) from err
         self._values.update(values)
+        if self._camera is not None and self._streaming and not restart:
+            native = self._native(list(values))
+            if native:
+                try:
+                    await asyncio.to_thread(self._camera.set_controls, native)
+                except RuntimeError as err:  # a control this sensor does not advertise
+                    raise CameraError(str(err)) from err
         return AppliedChange(values=dict(values), restarted=restart)
 
     async def start_pusher(self, target: StreamTarget) -> Pusher:
         if self._camera is None:
             raise CameraError("the camera is not open")
-        from libcamera import Transform  # type: ignore[import-not-found]  # noqa: PLC0415
         from picamera2.encoders import H264Encoder  # type: ignore[import-not-found]  # noqa: PLC0415
         from picamera2.outputs import FfmpegOutput  # type: ignore[import-not-found]  # noqa: PLC0415
 
         v = self._values
         fps = as_int(v["fps"])
-        config = self._camera.create_video_configuration(
-            main={"size": (as_int(v["width"]), as_int(v["height"])), "format": "YUV420"},
-            controls={"FrameRate": fps, **self._native(v)},
-            transform=Transform(hflip=int(bool(v["hflip"])), vflip=int(bool(v["vflip"]))),
-        )
+        await self._configure()
+        # After configure: picamera2 has just reset the controls (and set ScalerCrops on a Pi 5);
+        # ours go in before start, every active one, so a restart keeps zoom and manual modes.
+        controls = self._native([d.name for d in self._descriptors])
         encoder = H264Encoder(
             bitrate=as_int(v["bitrate"]) * 1000,
             repeat=True,
             iperiod=max(1, round(fps * as_number(v["keyframe_interval"]))),
+            framerate=fps,
         )
         output = FfmpegOutput(
             f"-f rtsp -rtsp_transport {target.rtsp_transport} {target.url_with_credentials()}"
@@ -283,7 +214,8 @@ class Picamera2Camera(CameraBackend):
         output.error_callback = pusher.on_error
 
         def begin() -> None:
-            self._camera.configure(config)
+            if controls:
+                self._camera.set_controls(controls)
             self._camera.start()
             self._camera.start_encoder(encoder, output)
 
@@ -304,19 +236,39 @@ class Picamera2Camera(CameraBackend):
         if self._camera is None or not self._streaming or self._runtime is None:
             raise CameraError("the camera is not streaming (`stream start` first)")
         path = Path(self._runtime.name) / "still.yuv"
+        camera = self._camera
 
         def capture() -> tuple[int, int]:
-            request = self._camera.capture_request()
+            main = camera.camera_configuration()["main"]
+            width, height = (int(n) for n in main["size"])
+            job = camera.capture_request(wait=False)
+            try:
+                request = camera.wait(job, timeout=CAPTURE_TIMEOUT_S)
+            except TimeoutError:
+                # picamera2's advice for a timed-out job: drop the queue, so the request that
+                # may still come is not held for ever (it would stall the pipeline).
+                with contextlib.suppress(Exception):
+                    camera.cancel_all_and_flush()
+                with contextlib.suppress(Exception):
+                    camera.wait(job, timeout=0).release()
+                raise CameraError(
+                    f"the camera delivered no frame within {CAPTURE_TIMEOUT_S:.0f} s"
+                ) from None
             try:
                 array = request.make_array("main")
             finally:
                 request.release()
-            path.write_bytes(array.tobytes())
-            # YUV420: (height * 3 / 2) rows of the stride (the width, for 64-aligned sizes).
-            return int(array.shape[1]), int(array.shape[0] * 2 // 3)
+            stride = int(main.get("stride") or array.shape[1])
+            path.write_bytes(pack_yuv420(array.tobytes(), width, height, stride))
+            return width, height
 
         width, height = await asyncio.to_thread(capture)
         return RawFrame(str(path), width, height, "yuv420p", time.time())
 
     def info(self) -> dict[str, Any]:
-        return {"backend": self.name, "camera": self._camera_num, "model": self._model}
+        return {
+            "backend": self.name,
+            "camera": self._camera_num,
+            "model": self._model,
+            "encoder": "hardware (VC4)" if self._vc4 else "software (libav, PiSP)",
+        }

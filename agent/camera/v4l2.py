@@ -36,12 +36,14 @@ from agent.camera.v4l2_ctl import (
     list_formats_args,
     parse_controls,
     parse_formats,
-    set_controls_args,
+    set_controls_calls,
+    set_errors,
 )
 from agent.camera.vocabulary import (
     V4L2_CANONICAL,
     V4L2_DEPENDENCIES,
     stream_parameter_descriptors,
+    v4l2_other_names,
 )
 from agent.errors import CameraError
 from agent.process import CommandRunner, ManagedProcess, run_command
@@ -58,17 +60,35 @@ def _ram_dir() -> str | None:
     return "/dev/shm" if os.access("/dev/shm", os.W_OK) else None  # noqa: S108
 
 
-_TYPES = {"int": ControlType.INT, "bool": ControlType.BOOL, "menu": ControlType.MENU}
+_TYPES = {
+    "int": ControlType.INT,
+    "int64": ControlType.INT,
+    "bitmask": ControlType.INT,
+    "bool": ControlType.BOOL,
+    "menu": ControlType.MENU,
+    "intmenu": ControlType.MENU,
+}
+# The controls other controls depend on (auto exposure, white balance, focus): set first.
+MASTERS = frozenset(condition.control for condition in V4L2_DEPENDENCIES.values())
+
+
+def _menu_options(control: V4l2Control) -> tuple[MenuOption, ...]:
+    if control.type == "intmenu":
+        # "24000000 (0x16e3600)": the entry's number is what a user recognises.
+        return tuple(MenuOption(i, label.split(" ", 1)[0]) for i, label in control.menu.items())
+    return tuple(MenuOption(i, label) for i, label in control.menu.items())
 
 
 def v4l2_descriptors(controls: Sequence[V4l2Control]) -> list[ControlDescriptor]:
     descriptors = []
     for control in controls:
         kind = _TYPES.get(control.type)
-        if kind is None:
+        if kind is None or control.write_only:
             continue  # buttons, strings, compound controls: nothing a slider can set
         canonical = V4L2_CANONICAL.get(control.name, control.name)
         condition = V4L2_DEPENDENCIES.get(canonical)
+        ranged = kind is ControlType.INT
+        aliases = (control.name,) if canonical != control.name else ()
         descriptors.append(
             ControlDescriptor(
                 name=canonical,
@@ -77,11 +97,12 @@ def v4l2_descriptors(controls: Sequence[V4l2Control]) -> list[ControlDescriptor]
                 if kind is ControlType.BOOL
                 else (control.default or 0),
                 description=f"V4L2 {control.name} ({control.cid:#010x})",
-                minimum=control.minimum if kind is ControlType.INT else None,
-                maximum=control.maximum if kind is ControlType.INT else None,
-                step=control.step if kind is ControlType.INT else None,
-                unit="100 us" if control.name == "exposure_time_absolute" else None,
-                options=tuple(MenuOption(i, label) for i, label in control.menu.items()),
+                minimum=(control.minimum if control.type != "bitmask" else 0) if ranged else None,
+                maximum=control.maximum if ranged else None,
+                step=control.step if ranged and control.type != "bitmask" else None,
+                unit="100 us" if control.name in ("exposure_time_absolute", "exposure_absolute")
+                else None,
+                options=_menu_options(control),
                 read_only=control.read_only,
                 active_if=condition,
                 driver_inactive=(
@@ -89,7 +110,7 @@ def v4l2_descriptors(controls: Sequence[V4l2Control]) -> list[ControlDescriptor]
                     if control.inactive and condition is None
                     else None
                 ),
-                aliases=(control.name,) if canonical != control.name else (),
+                aliases=(*aliases, *v4l2_other_names(control.name)),
             )
         )
     return descriptors
@@ -160,11 +181,36 @@ class V4l2Camera(CameraBackend):
             for d in v4l2_descriptors(self._controls)
         }
         device_values = {native[k]: as_int(v) for k, v in values.items() if k in native}
+        failures: dict[str, str] = {}
+        for argv in set_controls_calls(self._device, device_values, self._master_names()):
+            result = await self._run(argv)
+            if result.returncode != 0:
+                failures.update(
+                    set_errors(result.stderr) or {"?": result.stderr.strip() or "failed"}
+                )
         if device_values:
-            await self._call(set_controls_args(self._device, device_values))
-            await self.refresh()  # the driver's word on values and flags
+            # The driver's word on values and flags, after a failure too: v4l2-ctl carries on
+            # after an error, so part of the change may have been applied.
+            await self.refresh()
+        if failures:
+            raise CameraError(self._describe_failure(device_values, failures))
         self._stream_values.update({k: v for k, v in values.items() if k in self._stream_values})
-        return AppliedChange(values=dict(values), restarted=restart)
+        actual = self.values()
+        # uvcvideo clamps and rounds to the step instead of refusing: report what it kept.
+        return AppliedChange(values={k: actual.get(k, v) for k, v in values.items()}, restarted=restart)
+
+    def _master_names(self) -> set[str]:
+        return {
+            c.name for c in self._controls if V4L2_CANONICAL.get(c.name, c.name) in MASTERS
+        }
+
+    def _describe_failure(self, requested: Mapping[str, int], failures: Mapping[str, str]) -> str:
+        now = {c.name: c.value for c in self._controls}
+        kept = [f"{name}={now.get(name)}" for name, value in requested.items()
+                if name not in failures and now.get(name) == value]  # fmt: skip
+        refused = "; ".join(f"{name}: {reason}" for name, reason in failures.items())
+        applied = f"; applied: {', '.join(kept)}" if kept else "; nothing applied"
+        return f"{self._device} refused {refused}{applied}"
 
     async def start_pusher(self, target: StreamTarget) -> Pusher:
         fourcc = self.input_format()
