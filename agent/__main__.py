@@ -10,11 +10,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from agent import __version__
-from agent.app import run_agent
-from agent.config import load_config
+from agent.app import run_agent, selftest
+from agent.camera.dump import dump_devices
+from agent.config import AgentConfig, load_config
 from agent.doctor import diagnose
 from agent.errors import CameraError, ConfigError
 from agent.health import check_health, health_path
+from agent.process import run_command
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -25,6 +27,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     run.add_argument("--config", type=Path, help="TOML config file (environment overrides it)")
     doctor = sub.add_parser("doctor", help="report cameras, encoder, broker and MediaMTX")
     doctor.add_argument("--config", type=Path, help="TOML config file (environment overrides it)")
+    doctor.add_argument(
+        "--dump", type=Path, metavar="DIR",
+        help="write what the cameras report into DIR, in the test-fixture layout (agent stopped)",
+    )  # fmt: skip
+    tour = sub.add_parser("selftest", help="drive the camera through a scripted tour")
+    tour.add_argument("--config", type=Path, help="TOML config file (environment overrides it)")
     health = sub.add_parser("health", help="exit 0 if the running agent is healthy (HEALTHCHECK)")
     health.add_argument("--config", type=Path, help="TOML config file (environment overrides it)")
     args = parser.parse_args(argv)
@@ -38,11 +46,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         healthy, reason = check_health(health_path(config.storage.state_dir))
         print(f"{'healthy' if healthy else 'unhealthy'}: {reason}")
         return 0 if healthy else 1
+    if args.command == "selftest":
+        return _selftest(config)
     if args.command == "doctor":
-        findings = asyncio.run(diagnose(config))
-        for finding in findings:
-            print(finding.line())
-        return 0 if all(f.ok for f in findings) else 1
+        return _doctor(config) if args.dump is None else _dump(config, args.dump)
     logging.basicConfig(
         level=config.log.level,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -55,6 +62,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.getLogger("agent").error("%s", err)
         return 2
     return 0
+
+
+def _doctor(config: AgentConfig) -> int:
+    findings = asyncio.run(diagnose(config))
+    for finding in findings:
+        print(finding.line())
+    return 0 if all(f.ok for f in findings) else 1
+
+
+def _dump(config: AgentConfig, directory: Path) -> int:
+    cam = config.camera
+    size = (cam.width, cam.height, cam.fps)
+    for note in asyncio.run(dump_devices(directory, Path("/dev"), run_command, size)):
+        print(note)
+    return 0
+
+
+def _selftest(config: AgentConfig) -> int:
+    steps = asyncio.run(selftest(config))
+    for step in steps:
+        print(step.line())
+    failed = sum(not s.ok for s in steps)
+    print(f"{len(steps) - failed} passed, {failed} failed")
+    return 0 if not failed else 1
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from typing import Any
 from agent.camera.base import CameraBackend, StreamTarget
 from agent.camera.detect import find_v4l2_capture, libcamera_cameras
 from agent.camera.picamera2_backend import Picamera2Camera
+from agent.camera.selftest import Step, run_tour, stream_steps
 from agent.camera.testsrc import TestPatternCamera
 from agent.camera.v4l2 import V4l2Camera
 from agent.config import AgentConfig
@@ -70,6 +71,16 @@ def _camera_number(device: str | None) -> int:
     if not device.isdigit():
         raise ConfigError(f"camera.device = {device!r}: picamera2 wants a camera number (0, 1...)")
     return int(device)
+
+
+async def selftest(config: AgentConfig) -> list[Step]:
+    """`camera-agent selftest`: the configured camera through the tour, streaming into the
+    configured MediaMTX path (which must be up, as for the agent)."""
+    backend, warnings = await select_backend(config)
+    steps = [Step("camera", backend.name != "testsrc" or config.camera.backend == "testsrc",
+                  "; ".join(warnings) or f"backend {backend.name}")]  # fmt: skip
+    target = stream_target(config)
+    return steps + await run_tour(backend, lambda: stream_steps(backend, target))
 
 
 class AgentApp:
@@ -224,6 +235,12 @@ class AgentApp:
             await self.backend.stop()
 
 
+def stream_target(config: AgentConfig) -> StreamTarget:
+    """Where the agent publishes: the MediaMTX path, with its publish credentials."""
+    s = config.stream
+    return StreamTarget(s.url, s.username, s.password.get_secret_value(), s.rtsp_transport)
+
+
 def build_supervisor(
     config: AgentConfig,
     backend: CameraBackend,
@@ -231,11 +248,10 @@ def build_supervisor(
     changed: Callable[[], None],
 ) -> StreamSupervisor:
     s = config.stream
-    password = s.password.get_secret_value()
     return StreamSupervisor(
         backend,
-        MediaMtxApi(s.api_url, s.username, password),
-        StreamTarget(s.url, s.username, password, s.rtsp_transport),
+        MediaMtxApi(s.api_url, s.username, s.password.get_secret_value()),
+        stream_target(config),
         SupervisorSettings(
             restart_min_s=s.restart_min_s,
             restart_max_s=s.restart_max_s,

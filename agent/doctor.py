@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from agent.camera.detect import captures_video, info_args, libcamera_cameras
+from agent.camera.detect import info_args, libcamera_cameras, parse_info, video_nodes
 from agent.camera.v4l2_ctl import (
     list_controls_args,
     list_formats_args,
@@ -50,7 +50,7 @@ async def check_cameras(dev: Path, run: CommandRunner) -> list[Finding]:
             f"{count} camera(s)" if count else "none (or picamera2 not installed)",
         )
     )
-    nodes = sorted(await asyncio.to_thread(lambda: list(dev.glob("video*"))))
+    nodes = await video_nodes(dev)
     if not nodes:
         findings.append(Finding("v4l2", True, f"no {dev}/video* nodes"))
     for node in nodes:
@@ -62,16 +62,11 @@ async def check_cameras(dev: Path, run: CommandRunner) -> list[Finding]:
         if info.returncode != 0:
             findings.append(Finding(f"v4l2 {node}", False, info.stderr.strip() or "cannot open"))
             continue
-        card = next(
-            (
-                line.split(":", 1)[1].strip()
-                for line in info.stdout.splitlines()
-                if "Card type" in line
-            ),
-            "?",
-        )
-        if not captures_video(info.stdout):
-            findings.append(Finding(f"v4l2 {node}", True, f"{card}: not a capture node"))
+        node_info = parse_info(info.stdout)
+        card = node_info.card
+        reason = node_info.unusable_reason()
+        if reason is not None:
+            findings.append(Finding(f"v4l2 {node}", True, f"{card}: {reason}"))
             continue
         formats = parse_formats((await run(list_formats_args(str(node)))).stdout)
         controls = parse_controls((await run(list_controls_args(str(node)))).stdout)

@@ -88,7 +88,9 @@ class Picamera2Fixture:
 
 def picamera2_fixtures() -> list[Picamera2Fixture]:
     return [
-        Picamera2Fixture.load(d) for d in sorted(DEVICES.iterdir()) if (d / "picamera2.json").exists()
+        Picamera2Fixture.load(d)
+        for d in sorted(DEVICES.iterdir())
+        if (d / "picamera2.json").exists()
     ]
 
 
@@ -166,7 +168,9 @@ class _Array:
 
     def tobytes(self) -> bytes:
         w, h, s = self._width, self._height, self._stride
-        luma = b"".join(bytes((x + y) % 200 + 16 for x in range(w)) + b"\xee" * (s - w) for y in range(h))
+        luma = b"".join(
+            bytes((x + y) % 200 + 16 for x in range(w)) + b"\xee" * (s - w) for y in range(h)
+        )
         chroma_row = bytes([128]) * (w // 2) + b"\xee" * ((s - w) // 2)
         return luma + chroma_row * h
 
@@ -241,9 +245,9 @@ class CameraState:
         if "LensPosition" in controls and self.af_mode == 0:
             self.lens_position = controls["LensPosition"]
         if "ScalerCrops" in controls:
-            self.crop = tuple(controls["ScalerCrops"][0])  # type: ignore[assignment]
+            self.crop = tuple(controls["ScalerCrops"][0])
         elif "ScalerCrop" in controls:
-            self.crop = tuple(controls["ScalerCrop"])  # type: ignore[assignment]
+            self.crop = tuple(controls["ScalerCrop"])
 
 
 def _bounded_to_aspect(size: tuple[int, int], ratio: tuple[int, int]) -> tuple[int, int]:
@@ -287,11 +291,20 @@ class Picamera2:
             return dict(fixture.before)
         controls = dict(fixture.after)
         smallest, field_of_view, _ = controls["ScalerCrop"]
-        x, y, width, height = field_of_view
-        crop = _bounded_to_aspect((width, height), self.camera_config["main"]["size"])
-        default = (x + (width - crop[0]) // 2, y + (height - crop[1]) // 2, *crop)
-        controls["ScalerCrop"] = (smallest, field_of_view, default)
+        controls["ScalerCrop"] = (smallest, field_of_view, self._default_crop(field_of_view))
         return controls
+
+    def _default_crop(self, field_of_view: tuple[int, int, int, int]) -> tuple[int, ...]:
+        """The pipeline's default crop (vc4.cpp/pisp.cpp platformConfigure): the mode's output
+        bounded to the stream's aspect ratio and centred, scaled back to sensor pixels."""
+        x, y, width, height = field_of_view
+        mode = next(
+            m["size"] for m in self.sensor_modes if tuple(m["crop_limits"]) == tuple(field_of_view)
+        )
+        crop = _bounded_to_aspect(mode, self.camera_config["main"]["size"])
+        scale_x, scale_y = width // mode[0], height // mode[1]
+        left, top = (mode[0] - crop[0]) // 2, (mode[1] - crop[1]) // 2
+        return (x + left * scale_x, y + top * scale_y, crop[0] * scale_x, crop[1] * scale_y)
 
     def camera_configuration(self) -> dict[str, Any]:
         return self.camera_config
@@ -304,12 +317,21 @@ class Picamera2:
                                    use_case: str = "video") -> dict[str, Any]:  # fmt: skip
         return {
             "use_case": use_case,
-            "main": {"format": "XBGR8888", "size": (1280, 720), "preserve_ar": True, **(main or {})},
+            "main": {
+                "format": "XBGR8888",
+                "size": (1280, 720),
+                "preserve_ar": True,
+                **(main or {}),
+            },
             "lores": lores,
             "raw": raw,
             "transform": transform or Transform(),
             "buffer_count": buffer_count,
-            "controls": {"NoiseReductionMode": 0, "FrameDurationLimits": (33333, 33333), **(controls or {})},
+            "controls": {
+                "NoiseReductionMode": 0,
+                "FrameDurationLimits": (33333, 33333),
+                **(controls or {}),
+            },
         }
 
     def _validated(self, controls: dict[str, Any]) -> dict[str, Any]:
@@ -329,14 +351,16 @@ class Picamera2:
         if self.started:
             raise RuntimeError("Camera must be stopped before configuring")
         main = dict(camera_config["main"])
-        width, height = main["size"]
+        width = main["size"][0]
         main["stride"] = (width + 63) // 64 * 64  # the ISP's output rows are 64-byte aligned
         self.camera_config = {**camera_config, "main": main}
         self._pending = self._validated(camera_config["controls"])  # replaces, as picamera2 does
         if "ScalerCrops" in self.camera_controls:
             par_crop = self.camera_controls["ScalerCrops"]
             full_fov = self.camera_controls["ScalerCrop"][1]
-            self._pending["ScalerCrops"] = [par_crop[0] if main.get("preserve_ar", True) else full_fov]
+            self._pending["ScalerCrops"] = [
+                par_crop[0] if main.get("preserve_ar", True) else full_fov
+            ]
 
     def set_controls(self, controls: dict[str, Any]) -> None:
         with self._lock:
@@ -396,7 +420,9 @@ class Picamera2:
             self.encoder.output.stop()
         self.encoder = None
 
-    def capture_request(self, wait: Any = None, signal_function: Any = None, flush: Any = None) -> Any:
+    def capture_request(
+        self, wait: Any = None, signal_function: Any = None, flush: Any = None
+    ) -> Any:
         job = Job()
         with self._lock:
             self._jobs.append(job)

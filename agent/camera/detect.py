@@ -48,6 +48,7 @@ class NodeInfo:
 
     driver: str
     card: str
+    bus: str
     device_caps: int
 
     @property
@@ -56,18 +57,20 @@ class NodeInfo:
 
     def unusable_reason(self) -> str | None:
         """Why an ffmpeg v4l2 input cannot stream from this node, or None."""
-        if self.driver in SOC_CAMERA_DRIVERS:
-            return f"{self.driver} is a Raspberry Pi camera/ISP/codec block, not a webcam"
         if self.device_caps & CAP_IO_MC:
             return "a media-controller node (needs the sensor configured through libcamera)"
         if self.device_caps & (CAP_VIDEO_M2M | CAP_VIDEO_M2M_MPLANE):
             return "a memory-to-memory (codec) node"
         if not self.captures_video:
             return "not a video capture node"
+        if self.driver in SOC_CAMERA_DRIVERS:
+            return f"{self.driver} is a Raspberry Pi camera/ISP/codec block, not a webcam"
         return None
 
 
-_INFO_FIELD = re.compile(r"^\t(?P<key>Driver name|Card type|Device Caps)\s*: (?P<value>.*)$")
+_INFO_FIELD = re.compile(
+    r"^\t(?P<key>Driver name|Card type|Bus info|Device Caps)\s*: (?P<value>.*)$"
+)
 
 
 def parse_info(text: str) -> NodeInfo:
@@ -77,7 +80,12 @@ def parse_info(text: str) -> NodeInfo:
         if match:
             fields.setdefault(match["key"], match["value"].strip())
     caps = fields.get("Device Caps", "0x0")
-    return NodeInfo(fields.get("Driver name", "?"), fields.get("Card type", "?"), int(caps, 16))
+    return NodeInfo(
+        fields.get("Driver name", "?"),
+        fields.get("Card type", "?"),
+        fields.get("Bus info", "?"),
+        int(caps, 16),
+    )
 
 
 def captures_video(info: str) -> bool:
@@ -98,8 +106,14 @@ async def video_nodes(dev: Path) -> Sequence[Path]:
 async def find_v4l2_capture(
     dev: Path = Path("/dev"), run: CommandRunner = run_command
 ) -> tuple[str | None, list[str]]:
-    """The first node a webcam streams from, and notes on what was skipped and why."""
+    """The node a webcam streams from, and notes on what was skipped and why.
+
+    The first usable camera wins; among its nodes (same bus), one that offers H.264 is taken
+    over one that does not, since the camera's own H.264 is copied instead of encoded (some
+    cameras give MJPEG on the first node and H.264 on the second).
+    """
     notes: list[str] = []
+    usable: list[tuple[str, NodeInfo, dict[str, list[tuple[int, int]]]]] = []
     for node in await video_nodes(dev):
         try:
             result = await run(info_args(str(node)))
@@ -109,16 +123,23 @@ async def find_v4l2_capture(
         if result.returncode != 0:
             notes.append(f"{node}: {result.stderr.strip() or 'cannot be opened'}")
             continue
-        reason = parse_info(result.stdout).unusable_reason()
+        info = parse_info(result.stdout)
+        reason = info.unusable_reason()
         if reason is None:
             formats = await run(list_formats_args(str(node)))
             offered = parse_formats(formats.stdout) if formats.returncode == 0 else {}
             if any(f in offered for f in STREAMABLE_FORMATS):
-                return str(node), notes
+                usable.append((str(node), info, offered))
+                continue
             listed = ", ".join(offered) or "none"
             reason = f"offers none of {', '.join(STREAMABLE_FORMATS)} (formats: {listed})"
         notes.append(f"{node}: skipped, {reason}")
-    return None, notes
+    if not usable:
+        return None, notes
+    first_bus = usable[0][1].bus
+    same_camera = [entry for entry in usable if entry[1].bus == first_bus]
+    chosen = next((entry for entry in same_camera if "H264" in entry[2]), usable[0])
+    return chosen[0], notes
 
 
 def is_csi_camera(info: dict[str, object]) -> bool:

@@ -80,11 +80,15 @@ class CropGeometry:
     default: Rect  # the field of view at the stream's aspect ratio: zoom 1
 
     @classmethod
-    def from_controls(cls, camera_controls: Mapping[str, tuple[Any, Any, Any]]) -> CropGeometry | None:
+    def from_controls(
+        cls, camera_controls: Mapping[str, tuple[Any, Any, Any]]
+    ) -> CropGeometry | None:
         """None before configure (placeholder limits) or where the sensor has no ScalerCrop."""
         if "ScalerCrop" not in camera_controls:
             return None
-        smallest, largest, default = (tuple(int(v) for v in r) for r in camera_controls["ScalerCrop"])
+        smallest, largest, default = (
+            tuple(int(v) for v in r) for r in camera_controls["ScalerCrop"]
+        )
         if smallest[2] <= 0 or smallest[3] <= 0 or largest[2] >= _PLACEHOLDER:
             return None
         if not default or default[2] <= 0 or default[3] <= 0:
@@ -143,6 +147,10 @@ def picamera2_descriptors(
             default = bool(default)
         elif kind is ControlType.PAIR:
             default = (float(default[0]), float(default[1]))
+        elif isinstance(default, int | float) and low is not None and high is not None:
+            # libcamera keeps a fixed default that a mode's range may exclude (imx708's
+            # AnalogueGain default 1.0 below its 1.12 minimum): show the value it clamps to.
+            default = min(max(default, low), high)
         descriptors.append(
             ControlDescriptor(
                 name=canonical,
@@ -180,7 +188,9 @@ def native_controls(
         native[descriptor.aliases[0]] = tuple(value) if isinstance(value, tuple) else value
     geometry = CropGeometry.from_controls(camera_controls)
     if geometry is not None and any(n in names for n in CROP_CONTROLS):
-        rect = geometry.crop(*(as_number(values.get(n, 1.0 if n == "zoom" else 0.0)) for n in CROP_CONTROLS))
+        rect = geometry.crop(
+            *(as_number(values.get(n, 1.0 if n == "zoom" else 0.0)) for n in CROP_CONTROLS)
+        )
         # On a Pi 5 picamera2 sets the per-stream rpi::ScalerCrops at every configure, and the
         # pipeline prefers it over ScalerCrop: a ScalerCrop alone would be ignored.
         if "ScalerCrops" in camera_controls:

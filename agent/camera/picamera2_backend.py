@@ -174,9 +174,7 @@ class Picamera2Camera(CameraBackend):
             self._values.setdefault(d.name, d.default)
 
     def _native(self, names: Sequence[str]) -> dict[str, Any]:
-        return native_controls(
-            self._descriptors, self._values, names, self._camera.camera_controls
-        )
+        return native_controls(self._descriptors, self._values, names, self._camera.camera_controls)
 
     async def apply(self, values: Mapping[str, ControlValue], restart: bool) -> AppliedChange:
         self._values.update(values)

@@ -100,7 +100,8 @@ def v4l2_descriptors(controls: Sequence[V4l2Control]) -> list[ControlDescriptor]
                 minimum=(control.minimum if control.type != "bitmask" else 0) if ranged else None,
                 maximum=control.maximum if ranged else None,
                 step=control.step if ranged and control.type != "bitmask" else None,
-                unit="100 us" if control.name in ("exposure_time_absolute", "exposure_absolute")
+                unit="100 us"
+                if control.name in ("exposure_time_absolute", "exposure_absolute")
                 else None,
                 options=_menu_options(control),
                 read_only=control.read_only,
@@ -176,10 +177,7 @@ class V4l2Camera(CameraBackend):
         raise CameraError(f"{self._device} offers none of {', '.join(INPUT_FORMATS)}")
 
     async def apply(self, values: Mapping[str, ControlValue], restart: bool) -> AppliedChange:
-        native = {
-            d.name: (d.aliases[0] if d.aliases else d.name)
-            for d in v4l2_descriptors(self._controls)
-        }
+        native = {V4L2_CANONICAL.get(c.name, c.name): c.name for c in self._controls}
         device_values = {native[k]: as_int(v) for k, v in values.items() if k in native}
         failures: dict[str, str] = {}
         for argv in set_controls_calls(self._device, device_values, self._master_names()):
@@ -197,12 +195,12 @@ class V4l2Camera(CameraBackend):
         self._stream_values.update({k: v for k, v in values.items() if k in self._stream_values})
         actual = self.values()
         # uvcvideo clamps and rounds to the step instead of refusing: report what it kept.
-        return AppliedChange(values={k: actual.get(k, v) for k, v in values.items()}, restarted=restart)
+        return AppliedChange(
+            values={k: actual.get(k, v) for k, v in values.items()}, restarted=restart
+        )
 
     def _master_names(self) -> set[str]:
-        return {
-            c.name for c in self._controls if V4L2_CANONICAL.get(c.name, c.name) in MASTERS
-        }
+        return {c.name for c in self._controls if V4L2_CANONICAL.get(c.name, c.name) in MASTERS}
 
     def _describe_failure(self, requested: Mapping[str, int], failures: Mapping[str, str]) -> str:
         now = {c.name: c.value for c in self._controls}

@@ -150,9 +150,12 @@ def list_formats_args(device: str) -> list[str]:
     return ["v4l2-ctl", "-d", device, "--list-formats-ext"]
 
 
-_FORMAT = re.compile(r"^\s*\[\d+\]: '(?P<fourcc>.{4})(?P<be>-BE)?'")
+# "[0]: 'MJPG' (Motion-JPEG, compressed)"; older v4l2-ctl: "Pixel Format: 'MJPG' (compressed)".
+_FORMAT = re.compile(r"^\s*(?:\[\d+\]|Pixel Format\s*): '(?P<fourcc>.{4})(?P<be>-BE)?'")
 _SIZE = re.compile(r"Size: Discrete (?P<w>\d+)x(?P<h>\d+)")
-_STEPWISE = re.compile(r"Size: (?:Stepwise|Continuous) (?P<w0>\d+)x(?P<h0>\d+) - (?P<w>\d+)x(?P<h>\d+)")
+_STEPWISE = re.compile(
+    r"Size: (?:Stepwise|Continuous) (?P<w0>\d+)x(?P<h0>\d+) - (?P<w>\d+)x(?P<h>\d+)"
+)
 
 
 def parse_formats(text: str) -> dict[str, list[tuple[int, int]]]:
@@ -177,5 +180,8 @@ def parse_formats(text: str) -> dict[str, list[tuple[int, int]]]:
             continue
         steps = _STEPWISE.search(line)
         if steps:
-            formats[current] += [(int(steps["w0"]), int(steps["h0"])), (int(steps["w"]), int(steps["h"]))]
+            formats[current] += [
+                (int(steps["w0"]), int(steps["h0"])),
+                (int(steps["w"]), int(steps["h"])),
+            ]
     return formats

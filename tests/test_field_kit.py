@@ -1,0 +1,116 @@
+"""The field kit: the selftest tour against every device fixture, and `doctor --dump` writing
+the fixture layout the tests load, so a dump from a real camera becomes a regression test."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from agent.camera.detect import parse_info
+from agent.camera.dump import dump_devices
+from agent.camera.picamera2_backend import Picamera2Camera
+from agent.camera.selftest import Step, picture_step, run_tour
+from agent.camera.v4l2 import V4l2Camera
+from agent.camera.v4l2_ctl import parse_formats
+from tests import fake_picamera2
+from tests.fake_picamera2 import Picamera2Fixture, picamera2_fixtures
+from tests.fake_v4l2 import DEVICES, FakeV4l2Ctl, Listing
+from tests.test_picamera2 import TARGET
+
+
+def tourable_v4l2_nodes() -> list[tuple[str, str]]:
+    """(fixture, node) for every node a webcam streams from, with its controls dumped."""
+    found = []
+    for node in sorted(DEVICES.glob("*/v4l2/*")):
+        files = [node / n for n in ("info.txt", "list-ctrls-menus.txt", "list-formats-ext.txt")]
+        if not all(f.exists() for f in files):
+            continue
+        if parse_info(files[0].read_text()).unusable_reason() is None and parse_formats(
+            files[2].read_text()
+        ):
+            found.append((node.parent.parent.name, node.name))
+    return found
+
+
+def assert_all_passed(steps: list[Step]) -> None:
+    failed = [s.line() for s in steps if not s.ok]
+    assert not failed, "\n".join(failed)
+
+
+@pytest.mark.parametrize("fixture", [f.name for f in picamera2_fixtures()])
+async def test_the_tour_passes_on_every_picamera2_fixture(
+    monkeypatch: pytest.MonkeyPatch, fixture: str
+) -> None:
+    fake_picamera2.install(monkeypatch, fixture)
+    camera = Picamera2Camera(0, 1280, 720, 30)
+
+    async def stream() -> list[Step]:
+        pusher = await camera.start_pusher(TARGET)
+        step = await picture_step(camera)
+        await pusher.stop()
+        await camera.pusher_stopped()
+        return [step]
+
+    steps = await run_tour(camera, stream)
+    assert_all_passed(steps)
+    names = [s.name for s in steps]
+    assert "control exposure_time_us" in names and "control zoom" in names
+    assert names[-1] == "stop" and "picture" in names
+
+
+@pytest.mark.parametrize(("fixture", "node"), tourable_v4l2_nodes())
+async def test_the_tour_passes_on_every_v4l2_fixture(fixture: str, node: str) -> None:
+    fake = FakeV4l2Ctl.from_fixture(fixture)
+    steps = await run_tour(V4l2Camera(f"/dev/{node}", 1280, 720, 30, run=fake))
+    assert_all_passed(steps)
+    assert any(s.name == "control focus_position" for s in steps) or fixture != "c920"
+
+
+async def test_the_tour_reports_a_control_the_camera_does_not_keep(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    fake = FakeV4l2Ctl.from_fixture("c920")
+    # A camera whose firmware ignores a control: the tour must say so, not pass it.
+    node = fake.nodes["/dev/video0"]
+    original = node.set_ext
+
+    def ignoring_sharpness(batch: list[tuple[object, int]]) -> None:
+        original([(c, v) for c, v in batch if getattr(c, "name", "") != "sharpness"])  # type: ignore[misc]
+
+    monkeypatch.setattr(node, "set_ext", ignoring_sharpness)
+    steps = await run_tour(V4l2Camera("/dev/video0", 1280, 720, 30, run=fake))
+    failed = {s.name: s.detail for s in steps if not s.ok}
+    assert set(failed) == {"control sharpness"}
+    assert "read back 128" in failed["control sharpness"]
+
+
+async def test_a_dump_is_a_fixture(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fake_picamera2.install(monkeypatch, "pi4-imx219")
+    dev = tmp_path / "dev"
+    dev.mkdir()
+    source = FakeV4l2Ctl.from_fixture("c920", str(dev), version="1.22.1")
+    for path in source.nodes:
+        Path(path).touch()
+    out = tmp_path / "dump"
+    notes = await dump_devices(out, dev, source, (1280, 720, 30))
+    assert any("picamera2" in n for n in notes)
+    assert (out / "v4l2" / "version.txt").read_text() == "v4l2-ctl 1.22.1\n"
+    assert "doctor --dump" in (out / "SOURCE.md").read_text()
+    # What was written loads as fixtures do, and plays back what the device printed.
+    replay = FakeV4l2Ctl.from_directory(out, str(dev))
+    original = DEVICES / "c920" / "v4l2" / "video0"
+    assert (out / "v4l2" / "video0" / "info.txt").read_text() == (original / "info.txt").read_text()
+    assert (
+        Listing.parse((out / "v4l2" / "video0" / "list-ctrls-menus.txt").read_text()).render()
+        == (original / "list-ctrls-menus.txt").read_text()
+    )
+    assert replay.nodes[f"{dev}/video0"].formats == (original / "list-formats-ext.txt").read_text()
+    dumped = Picamera2Fixture.load(out)
+    reference = Picamera2Fixture.load(DEVICES / "pi4-imx219")
+    assert dumped.platform == "vc4"
+    assert dumped.before == reference.before
+    assert dumped.after["ExposureTime"] == reference.after["ExposureTime"]
+    assert dumped.after["ScalerCrop"] == ((0, 0, 64, 64), (0, 0, 3280, 2464), (0, 310, 3280, 1844))
+    steps = await run_tour(V4l2Camera(f"{dev}/video0", 1280, 720, 30, run=replay))
+    assert_all_passed(steps)
