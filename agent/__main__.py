@@ -19,7 +19,7 @@ from agent.health import check_health, health_path
 from agent.process import run_command
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="camera-agent", description=__doc__)
     parser.add_argument("--version", action="version", version=f"camera-agent {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -35,7 +35,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     tour.add_argument("--config", type=Path, help="TOML config file (environment overrides it)")
     health = sub.add_parser("health", help="exit 0 if the running agent is healthy (HEALTHCHECK)")
     health.add_argument("--config", type=Path, help="TOML config file (environment overrides it)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
 
     try:
         config = load_config(args.config)

@@ -111,7 +111,10 @@ def _qctrl_line(c: V4l2Control) -> str:
         body = f" max=0x{c.maximum or 0:08x} default=0x{c.default or 0:08x}"
     else:  # button
         body = ""
-    value = f" value={c.value or 0}"
+    shown = c.value or 0
+    if c.type == "bitmask" and shown >= 1 << 31:
+        shown -= 1 << 32  # print_value's "%d" of the 32-bit value
+    value = f" value={shown}"
     if c.type in ("menu", "intmenu") and c.value in c.menu:
         label = c.menu[c.value]
         if c.type == "menu":

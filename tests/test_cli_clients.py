@@ -89,3 +89,24 @@ def test_doctor_reports_what_answers_and_what_does_not(
     assert result.returncode == 1
     assert "[FAIL] broker: 127.0.0.1:1:" in result.stdout
     assert "[FAIL] mediamtx:" in result.stdout and "unreachable" in result.stdout
+
+
+def test_selftest_tours_the_camera_through_real_mediamtx_and_fails_without_it(
+    broker: Broker, media: MediaServer, tmp_path: Path
+) -> None:
+    agent = AgentProcess(broker, tmp_path / "agent", media=media)
+    selftest = [sys.executable, "-m", "agent", "selftest", "--config", str(agent.config_path)]
+    result = subprocess.run(selftest, capture_output=True, text=True, timeout=120, check=False)
+    lines = result.stdout.splitlines()
+    assert result.returncode == 0, result.stdout + result.stderr
+    for step in ("open the camera", "control brightness", "restart-class change", "stream",
+                 "picture", "record 3 s", "stop"):  # fmt: skip
+        assert any(line.startswith(f"[pass] {step}:") for line in lines), (step, result.stdout)
+    record = next(line for line in lines if line.startswith("[pass] record 3 s:"))
+    assert "h264 1280x720" in record  # ffprobe read the recording back from MediaMTX
+    assert lines[-1].endswith(" passed, 0 failed")
+    media.stop()
+    result = subprocess.run(selftest, capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 1
+    assert "[FAIL] picture:" in result.stdout and "[FAIL] record 3 s:" in result.stdout
+    assert result.stdout.splitlines()[-1].endswith(" failed") and " 0 failed" not in result.stdout

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from agent.__main__ import build_parser as build_agent_parser
 from agent.config import AgentConfig
 from agent.errors import ErrorCode
 from agent.protocol import ACTION_PARSERS
@@ -44,6 +45,13 @@ def test_every_pki_command_is_documented() -> None:
     sub = next(a for a in build_parser()._actions if a.dest == "command")
     for command in sub.choices:  # type: ignore[union-attr]
         assert f"camera-pki {command} DIR" in README
+
+
+def test_every_agent_command_is_documented() -> None:
+    sub = next(a for a in build_agent_parser()._actions if a.dest == "command")
+    for command in sub.choices:  # type: ignore[union-attr]
+        assert f"camera-agent {command}" in README
+    assert "camera-agent doctor --dump" in README
 
 
 def test_readme_starts_with_the_two_commands_and_ci_runs_the_test_one() -> None:

@@ -303,3 +303,16 @@ def test_pack_yuv420_drops_row_padding(width: int, stride: int) -> None:
     assert len(packed) == width * height * 3 // 2
     assert packed[:width] == bytes([0]) * width and packed[width : 2 * width] == bytes([1]) * width
     assert b"\xee" not in packed
+
+
+async def test_a_refused_encoder_leaves_the_camera_ready_for_the_next_start(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A size the Pi 4 encoder refuses, as a hand-written config can ask for (config allows 4K).
+    camera = await open_camera(monkeypatch, "pi4-imx477", (3840, 2160))
+    with pytest.raises(CameraError, match="cannot start the camera: VIDIOC_S_FMT"):
+        await camera.start_pusher(TARGET)
+    assert not camera._camera.started
+    await camera.apply({"width": 1920, "height": 1080}, restart=True)
+    await camera.start_pusher(TARGET)  # configures again: the camera was left stopped
+    assert camera._camera.encoder is not None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ from agent.camera.v4l2_ctl import parse_controls, parse_formats, set_controls_ca
 from agent.config import AgentConfig
 from agent.doctor import check_cameras
 from agent.errors import CameraError, ConfigError, ErrorCode, SettingsRejected
+from agent.process import CommandResult, ProcessStartError, run_command
 from agent.stream.ffmpeg_args import v4l2_pusher_args
 from tests import fake_picamera2
 from tests.fake_v4l2 import DEVICES, VERSIONS, FakeV4l2Ctl, Listing, v4l2_fixtures
@@ -22,7 +24,9 @@ C920 = DEVICES / "c920" / "v4l2" / "video0"
 
 
 def listings() -> list[Path]:
-    return sorted(DEVICES.glob("*/v4l2/*/list-ctrls-menus.txt"))
+    return sorted(
+        [*DEVICES.glob("*/v4l2/*/list-ctrls-menus.txt"), *DEVICES.glob("*/v4l2/*/list-ctrls.txt")]
+    )
 
 
 async def started_camera(
@@ -132,7 +136,7 @@ async def test_old_uvcvideo_names_are_accepted_on_a_new_kernel_and_shown_on_an_o
     )
     assert plan.values == {"auto_exposure": 1, "auto_white_balance": False}
     old = parse_controls(
-        (DEVICES / "legacy-names" / "v4l2" / "video0" / "list-ctrls-menus.txt").read_text()
+        (DEVICES / "legacy-names" / "v4l2" / "video0" / "list-ctrls.txt").read_text()
     )
     by_name = {d.name: d for d in v4l2_descriptors(old)}
     assert by_name["auto_exposure"].aliases == ("exposure_auto", "auto_exposure")
@@ -341,3 +345,66 @@ async def test_doctor_lists_cameras_formats_controls_and_why_nodes_are_skipped(
 def test_every_v4l2_fixture_names_its_source() -> None:
     for name in v4l2_fixtures():
         assert (DEVICES / name / "SOURCE.md").exists(), name
+
+
+async def test_every_scalar_type_is_set_and_read_back_through_v4l2_ctl() -> None:
+    fake = FakeV4l2Ctl.from_fixture("vivid")
+    node = fake.nodes["/dev/video0"]
+    camera = V4l2Camera("/dev/video0", 1280, 720, 30, run=fake)
+    await camera.refresh()
+    by_name = {d.name: d for d in camera.descriptors()}
+    assert "button" not in by_name and "string" not in by_name
+    assert by_name["read_only_integer_32_bits"].read_only
+    assert camera.values()["bitmask"] == 0x80002000  # printed as -2147475456
+    assert [o.value for o in by_name["menu"].options] == [1, 3, 4]  # skipped entries absent
+    assert [o.label for o in by_name["integer_menu"].options][:3] == ["2", "3", "5"]
+    plan = plan_change(
+        camera.descriptors(),
+        camera.values(),
+        {"bitmask": 0x80402010, "integer_64_bits": 2**40, "integer_menu": 8, "menu": 4},
+    )
+    await camera.apply(plan.values, restart=False)
+    assert node.controls["bitmask"].value == 0x80402010
+    assert camera.values() | plan.values == camera.values()
+    sets = [c for c in fake.calls if c[3].startswith("--set-ctrl=")]
+    assert len(sets) == 1  # no auto control among them: one call
+
+
+async def test_the_fake_answers_as_the_installed_v4l2_ctl_where_no_device_is_needed(
+    tmp_path: Path,
+) -> None:
+    """The real v4l2-ctl (Debian's v4l-utils, which the test command installs) against the
+    fake, for what needs no camera: a node that does not exist, and --version."""
+    missing = str(tmp_path / "video7")
+    for option in ("--info", "--list-ctrls-menus", "--set-ctrl=brightness=1"):
+        argv = ["v4l2-ctl", "-d", missing, option]
+        real = await run_command(argv)
+        fake = await FakeV4l2Ctl({})(argv)
+        assert (fake.returncode, fake.stdout, fake.stderr) == (
+            real.returncode, real.stdout, real.stderr,
+        ), option  # fmt: skip
+    real = await run_command(["v4l2-ctl", "--version"])
+    version = real.stdout.split()[-1]
+    fake = await FakeV4l2Ctl({}, version)(["v4l2-ctl", "--version"])
+    assert fake.stdout == real.stdout
+
+
+async def test_a_missing_v4l2_ctl_is_a_camera_error_that_says_what_to_install() -> None:
+    async def missing(argv: Sequence[str]) -> CommandResult:
+        raise ProcessStartError(f"cannot start {argv[0]}: No such file or directory")
+
+    with pytest.raises(CameraError, match="apt install v4l-utils"):
+        await V4l2Camera("/dev/video0", 1280, 720, 30, run=missing).start()
+
+
+async def test_64_bit_limits_are_checked_exactly() -> None:
+    camera = V4l2Camera("/dev/video0", 1280, 720, 30, run=FakeV4l2Ctl.from_fixture("vivid"))
+    await camera.refresh()
+    top = 2**63 - 1
+    plan = plan_change(camera.descriptors(), camera.values(), {"integer_64_bits": str(top)})
+    assert plan.values == {"integer_64_bits": top}
+    with pytest.raises(SettingsRejected) as refused:
+        plan_change(camera.descriptors(), camera.values(), {"integer_64_bits": top + 1})
+    assert refused.value.detail == (
+        f"integer_64_bits {top + 1} is out of range [{-(2**63)}, {top}]"
+    )

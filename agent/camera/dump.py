@@ -35,6 +35,10 @@ def _jsonable(value: Any) -> Any:
     return str(value)
 
 
+async def _write(path: Path, text: str) -> None:
+    await asyncio.to_thread(write_atomic, path, text.encode())
+
+
 async def dump_v4l2(directory: Path, dev: Path, run: CommandRunner) -> list[str]:
     """Each node's listings under directory/v4l2/<node>/; returns what it wrote or failed."""
     notes: list[str] = []
@@ -42,7 +46,7 @@ async def dump_v4l2(directory: Path, dev: Path, run: CommandRunner) -> list[str]
         version = await run(["v4l2-ctl", "--version"])
     except ProcessStartError:
         return ["v4l2-ctl is not installed (Debian: v4l-utils): no V4L2 dump"]
-    write_atomic(directory / "v4l2" / "version.txt", version.stdout.encode())
+    await _write(directory / "v4l2" / "version.txt", version.stdout)
     for node in await video_nodes(dev):
         target = directory / "v4l2" / node.name
         for name, argv in (
@@ -51,9 +55,9 @@ async def dump_v4l2(directory: Path, dev: Path, run: CommandRunner) -> list[str]
             ("list-formats-ext.txt", list_formats_args(str(node))),
         ):
             result = await run(argv)
-            write_atomic(target / name, result.stdout.encode())
+            await _write(target / name, result.stdout)
             if result.returncode != 0:
-                write_atomic(target / f"{name}.stderr", result.stderr.encode())
+                await _write(target / f"{name}.stderr", result.stderr)
         notes.append(f"{node}: {target}")
     return notes
 
@@ -114,7 +118,7 @@ async def dump_devices(
         body = None
     if body is not None:
         path = directory / "picamera2.json"
-        write_atomic(path, (json.dumps(body, indent=1) + "\n").encode())
+        await _write(path, json.dumps(body, indent=1) + "\n")
         notes.append(f"picamera2: {path}")
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     source = (
@@ -123,5 +127,5 @@ async def dump_devices(
         f"{platform.system()} {platform.release()} ({platform.machine()}).\n"
         "Say here which camera this is (make, model, how it is connected).\n"
     )
-    write_atomic(directory / "SOURCE.md", source.encode())
+    await _write(directory / "SOURCE.md", source)
     return notes

@@ -215,7 +215,12 @@ class Picamera2Camera(CameraBackend):
             if controls:
                 self._camera.set_controls(controls)
             self._camera.start()
-            self._camera.start_encoder(encoder, output)
+            try:
+                self._camera.start_encoder(encoder, output)
+            except RuntimeError:
+                # A started camera cannot be configured again: leave it stopped for the retry.
+                self._camera.stop()
+                raise
 
         try:
             await asyncio.to_thread(begin)

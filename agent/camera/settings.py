@@ -9,6 +9,7 @@ inactive before the change.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -16,6 +17,7 @@ from agent.camera.base import ControlDescriptor, ControlType, ControlValue
 from agent.errors import ErrorCode, Problem, SettingsRejected
 
 _TRUE = {"1", "true", "on", "yes"}
+_INTEGER = re.compile(r"[+-]?\d+")
 _FALSE = {"0", "false", "off", "no"}
 
 
@@ -80,14 +82,26 @@ def _check_range(d: ControlDescriptor, number: float) -> None:
 
 
 def _fmt_number(number: float) -> str:
+    if isinstance(number, int):
+        return str(number)
     number = float(number)
     return str(int(number)) if number.is_integer() else str(number)
 
 
-def _coerce_int(d: ControlDescriptor, raw: object) -> int:
+def _whole(d: ControlDescriptor, raw: object) -> int:
+    """An integer, exactly: a 64-bit control's limits do not survive a float."""
+    if isinstance(raw, int) and not isinstance(raw, bool):
+        return raw
+    if isinstance(raw, str) and _INTEGER.fullmatch(raw.strip()):
+        return int(raw)
     number = _number(d, raw)
     if not number.is_integer():
         raise _Invalid(ErrorCode.INVALID_VALUE, f"{d.name} takes a whole number, not {_fmt(raw)}")
+    return int(number)
+
+
+def _coerce_int(d: ControlDescriptor, raw: object) -> int:
+    number = _whole(d, raw)
     _check_range(d, number)
     if d.step and d.minimum is not None and (number - d.minimum) % d.step:
         raise _Invalid(

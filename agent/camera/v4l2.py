@@ -46,7 +46,13 @@ from agent.camera.vocabulary import (
     v4l2_other_names,
 )
 from agent.errors import CameraError
-from agent.process import CommandRunner, ManagedProcess, run_command
+from agent.process import (
+    CommandResult,
+    CommandRunner,
+    ManagedProcess,
+    ProcessStartError,
+    run_command,
+)
 from agent.stream.ffmpeg_args import v4l2_pusher_args
 
 log = logging.getLogger(__name__)
@@ -133,8 +139,14 @@ class V4l2Camera(CameraBackend):
             "width": width, "height": height, "fps": fps, "bitrate": 2000, "keyframe_interval": 1.0,
         }  # fmt: skip
 
+    async def _v4l2_ctl(self, argv: list[str]) -> CommandResult:
+        try:
+            return await self._run(argv)
+        except ProcessStartError as err:
+            raise CameraError(f"{err} (Debian: apt install v4l-utils)") from err
+
     async def _call(self, argv: list[str]) -> str:
-        result = await self._run(argv)
+        result = await self._v4l2_ctl(argv)
         if result.returncode != 0:
             raise CameraError(f"{' '.join(argv[:3])}: {result.stderr.strip() or 'failed'}")
         return result.stdout
@@ -181,7 +193,7 @@ class V4l2Camera(CameraBackend):
         device_values = {native[k]: as_int(v) for k, v in values.items() if k in native}
         failures: dict[str, str] = {}
         for argv in set_controls_calls(self._device, device_values, self._master_names()):
-            result = await self._run(argv)
+            result = await self._v4l2_ctl(argv)
             if result.returncode != 0:
                 failures.update(
                     set_errors(result.stderr) or {"?": result.stderr.strip() or "failed"}

@@ -94,6 +94,8 @@ def parse_controls(text: str) -> list[V4l2Control]:
         rest = _VALUE_LABEL.sub(r"\1", rest.rstrip())
         for key, raw in _FIELD.findall(rest):
             setattr(control, _ATTRS[key], _number(raw))
+        if control.type == "bitmask" and control.value is not None:
+            control.value &= 0xFFFFFFFF  # printed with "%d" from a 32-bit int: may look negative
         controls.append(control)
     return controls
 
