@@ -14,7 +14,7 @@ from typing import Any
 from agent.camera.base import CameraBackend, StreamTarget
 from agent.camera.detect import find_v4l2_capture, libcamera_cameras
 from agent.camera.picamera2_backend import Picamera2Camera
-from agent.camera.selftest import Step, run_tour, stream_steps
+from agent.camera.selftest import Step, TourStream, run_tour
 from agent.camera.testsrc import TestPatternCamera
 from agent.camera.v4l2 import V4l2Camera
 from agent.config import AgentConfig
@@ -79,8 +79,7 @@ async def selftest(config: AgentConfig) -> list[Step]:
     backend, warnings = await select_backend(config)
     steps = [Step("camera", backend.name != "testsrc" or config.camera.backend == "testsrc",
                   "; ".join(warnings) or f"backend {backend.name}")]  # fmt: skip
-    target = stream_target(config)
-    return steps + await run_tour(backend, lambda: stream_steps(backend, target))
+    return steps + await run_tour(backend, TourStream(stream_target(config)))
 
 
 class AgentApp:

@@ -195,11 +195,12 @@ class CompletedRequest:
 class Job:
     """picamera2.job.Job: a concurrent.futures.Future underneath."""
 
-    def __init__(self) -> None:
-        self._future: Future[CompletedRequest] = Future()
+    def __init__(self, metadata: bool = False) -> None:
+        self.metadata = metadata  # capture_metadata's job, not capture_request's
+        self._future: Future[Any] = Future()
         self._future.set_running_or_notify_cancel()
 
-    def get_result(self, timeout: float | None = None) -> CompletedRequest:
+    def get_result(self, timeout: float | None = None) -> Any:
         return self._future.result(timeout=timeout)
 
     def cancel(self) -> None:
@@ -220,9 +221,12 @@ class CameraState:
     lens_position: float | None = None
     crop: tuple[int, int, int, int] | None = None
     applied: list[dict[str, Any]] = field(default_factory=list)
+    # The last value of every other control a request carried (Brightness, FrameDurationLimits...).
+    others: dict[str, Any] = field(default_factory=dict)
 
     def apply(self, controls: dict[str, Any]) -> None:
         self.applied.append(dict(controls))
+        self.others.update(controls)
         if "AeEnable" in controls:  # libcamera Camera::patchControlList
             controls.setdefault("ExposureTimeMode", 0 if controls["AeEnable"] else 1)
             controls.setdefault("AnalogueGainMode", 0 if controls["AeEnable"] else 1)
@@ -248,6 +252,11 @@ class CameraState:
             self.crop = tuple(controls["ScalerCrops"][0])
         elif "ScalerCrop" in controls:
             self.crop = tuple(controls["ScalerCrop"])
+
+
+# What the auto algorithms settle on in the fake's scene (any plausible values would do).
+AUTO_EXPOSURE_US, AUTO_GAIN, AUTO_COLOUR_GAINS, AUTO_LENS_POSITION = 10000, 2.0, (1.9, 1.6), 2.5
+_PLAIN_METADATA = ("Brightness", "Contrast", "Saturation", "Sharpness", "ExposureValue")
 
 
 def _bounded_to_aspect(size: tuple[int, int], ratio: tuple[int, int]) -> tuple[int, int]:
@@ -395,9 +404,56 @@ class Picamera2:
         if pending:
             self.state.apply(self._with_modes(pending))
         for job in jobs:
+            if job.metadata:
+                job._future.set_result(self._metadata())
+                continue
             request = CompletedRequest(self)
             self.held_requests.add(request)
             job._future.set_result(request)
+
+    def _metadata(self) -> dict[str, Any]:
+        """A frame's metadata: what the IPA reports it did (IpaBase::applyControls and
+        reportMetadata): exposure clamped to the mode's limits and to the frame duration."""
+        state, controls = self.state, self.camera_controls
+        frame_us = state.others.get("FrameDurationLimits", (33333, 33333))[1]
+        low, high, _ = controls["ExposureTime"]
+        gain_low, gain_high, _ = controls["AnalogueGain"]
+        exposure = (
+            state.exposure_time
+            if not state.exposure_auto and state.exposure_time
+            else AUTO_EXPOSURE_US
+        )
+        gain = state.analogue_gain if not state.gain_auto and state.analogue_gain else AUTO_GAIN
+        metadata: dict[str, Any] = {
+            name: state.others[name] for name in _PLAIN_METADATA if name in state.others
+        }
+        metadata |= {
+            "ExposureTimeMode": 0 if state.exposure_auto else 1,
+            "AnalogueGainMode": 0 if state.gain_auto else 1,
+            "ExposureTime": int(min(max(exposure, low), high, frame_us)),
+            "AnalogueGain": float(min(max(gain, gain_low), gain_high)),
+            "FrameDuration": frame_us,
+            "ScalerCrop": state.crop or controls["ScalerCrop"][2],
+        }
+        if "AwbEnable" in controls:
+            metadata["AwbEnable"] = state.awb_auto
+            metadata["ColourGains"] = state.colour_gains or AUTO_COLOUR_GAINS
+        if "LensPosition" in controls:
+            metadata["LensPosition"] = (
+                state.lens_position
+                if state.af_mode == 0 and state.lens_position is not None
+                else AUTO_LENS_POSITION
+            )
+        return metadata
+
+    def capture_metadata(self, wait: Any = None, signal_function: Any = None) -> Any:
+        job = Job(metadata=True)
+        with self._lock:
+            self._jobs.append(job)
+        self._next_frame()
+        if wait is False:
+            return job
+        return job.get_result(timeout=None if wait in (None, True) else wait)
 
     def resume_frames(self) -> None:
         self.frames_stalled = False
@@ -431,7 +487,7 @@ class Picamera2:
             return job
         return job.get_result(timeout=None if wait in (None, True) else wait)
 
-    def wait(self, job: Job, timeout: float | None = None) -> CompletedRequest:
+    def wait(self, job: Job, timeout: float | None = None) -> Any:
         return job.get_result(timeout=timeout)
 
     def cancel_all_and_flush(self) -> None:

@@ -9,7 +9,7 @@ import pytest
 
 from agent.camera.dump import dump_devices
 from agent.camera.picamera2_backend import Picamera2Camera
-from agent.camera.selftest import Step, picture_step, run_tour
+from agent.camera.selftest import Step, TourStream, run_tour
 from agent.camera.v4l2 import V4l2Camera
 from tests import fake_picamera2
 from tests.fake_picamera2 import Picamera2Fixture, picamera2_fixtures
@@ -38,19 +38,13 @@ async def test_the_tour_passes_on_every_picamera2_fixture(
 ) -> None:
     fake_picamera2.install(monkeypatch, fixture)
     camera = Picamera2Camera(0, 1280, 720, 30)
-
-    async def stream() -> list[Step]:
-        pusher = await camera.start_pusher(TARGET)
-        step = await picture_step(camera)
-        await pusher.stop()
-        await camera.pusher_stopped()
-        return [step]
-
-    steps = await run_tour(camera, stream)
+    steps = await run_tour(camera, TourStream(TARGET, record=False))
     assert_all_passed(steps)
     names = [s.name for s in steps]
     assert "control exposure_time_us" in names and "control zoom" in names
     assert names[-1] == "stop" and "picture" in names
+    restart = next(s for s in steps if s.name == "restart-class change")
+    assert restart.detail == "fps 30 -> 15, stream back"
 
 
 @pytest.mark.parametrize(("fixture", "node"), tourable_v4l2_nodes())
@@ -76,7 +70,7 @@ async def test_the_tour_reports_a_control_the_camera_does_not_keep(
     steps = await run_tour(V4l2Camera("/dev/video0", 1280, 720, 30, run=fake))
     failed = {s.name: s.detail for s in steps if not s.ok}
     assert set(failed) == {"control sharpness"}
-    assert "read back 128" in failed["control sharpness"]
+    assert "the camera reports 128" in failed["control sharpness"]
 
 
 async def test_a_dump_is_a_fixture(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -107,3 +101,19 @@ async def test_a_dump_is_a_fixture(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     assert dumped.after["ScalerCrop"] == ((0, 0, 64, 64), (0, 0, 3280, 2464), (0, 310, 3280, 1844))
     steps = await run_tour(V4l2Camera(f"{dev}/video0", 1280, 720, 30, run=replay))
     assert_all_passed(steps)
+
+
+async def test_the_picamera2_tour_reads_back_from_frame_metadata(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    fake_picamera2.install(monkeypatch, "pi5-imx708")
+    original = fake_picamera2.Picamera2._metadata
+
+    def contrast_ignored(self: fake_picamera2.Picamera2) -> dict[str, object]:
+        return {**original(self), "Contrast": 1.0}  # an IPA that never applies Contrast
+
+    monkeypatch.setattr(fake_picamera2.Picamera2, "_metadata", contrast_ignored)
+    steps = await run_tour(Picamera2Camera(0, 1280, 720, 30), TourStream(TARGET, record=False))
+    failed = {s.name: s.detail for s in steps if not s.ok}
+    assert set(failed) == {"control contrast"}
+    assert "set 0.0, the camera reports 1.0" in failed["control contrast"]

@@ -45,15 +45,25 @@ async def test_start_survives_placeholder_limits_and_publishes_the_modes_real_on
     # Before configure libcamera reports a 0x0 smallest crop: no zoom can be derived from it.
     assert CropGeometry.from_controls(loaded.before) is None
     assert crop_descriptors(None) == []
-    camera = Picamera2Camera(0, 1280, 720, 30)
+    camera = Picamera2Camera(0, 1280, 720, 1)  # 1 fps: a frame outlasts the longest exposure
     await camera.start()
     descriptors = {d.name: d for d in camera.descriptors()}
     exposure = descriptors["exposure_time_us"]
     after = loaded.after["ExposureTime"]
-    assert (exposure.minimum, exposure.maximum) == (after[0], after[1])
-    assert exposure.maximum != 66666  # not the IPA's placeholder
+    assert exposure.minimum == after[0]
+    assert exposure.maximum == min(after[1], 1_000_000)  # the mode's, not the placeholder 66666
+    gain = descriptors["analogue_gain"]
+    assert (gain.minimum, gain.maximum) == loaded.after["AnalogueGain"][:2]
     assert (descriptors["zoom"].maximum or 0) > 1
     await camera.stop()
+
+
+async def test_an_exposure_cannot_outlast_a_frame(monkeypatch: pytest.MonkeyPatch) -> None:
+    camera = await open_camera(monkeypatch, "pi4-imx477")
+    assert {d.name: d for d in camera.descriptors()}["exposure_time_us"].maximum == 33333
+    await camera.apply({"fps": 5}, restart=True)
+    await camera.start_pusher(TARGET)  # configured again: the limits follow the frame rate
+    assert {d.name: d for d in camera.descriptors()}["exposure_time_us"].maximum == 200000
 
 
 @pytest.mark.parametrize("fixture", FIXTURES)
@@ -257,9 +267,10 @@ async def test_descriptors_and_dependencies(monkeypatch: pytest.MonkeyPatch) -> 
     assert values["auto_exposure"] is True and values["auto_white_balance"] is True
     assert descriptors["exposure_time_us"].inactive_reason(values) == "turn auto_exposure off first"
     gains = descriptors["colour_gains"]
+    # 0 would put white balance back to auto (libcamera): the manual range starts above it.
     assert (gains.type, gains.minimum, gains.maximum, gains.default) == (
         "pair",
-        0.0,
+        0.01,
         32.0,
         (1.0, 1.0),
     )

@@ -6,6 +6,7 @@ a switch or a menu, and for the agent to validate a change before the camera see
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -25,6 +26,20 @@ def as_number(value: ControlValue) -> float:
 
 def as_int(value: ControlValue) -> int:
     return int(as_number(value))
+
+
+def same_value(got: ControlValue | None, wanted: ControlValue, rel_tol: float = 0.02) -> bool:
+    """Equal, or for numbers within ``rel_tol``: a sensor quantises exposure and gain to its
+    own steps (2 % covers a gain code or an exposure line)."""
+    if isinstance(got, tuple) and isinstance(wanted, tuple):
+        return len(got) == len(wanted) and all(
+            same_value(g, w, rel_tol) for g, w in zip(got, wanted, strict=True)
+        )
+    if isinstance(got, bool) or isinstance(wanted, bool):
+        return got == wanted
+    if isinstance(got, int | float) and isinstance(wanted, int | float):
+        return math.isclose(got, wanted, rel_tol=rel_tol, abs_tol=1e-3 if rel_tol else 0.0)
+    return got == wanted
 
 
 class ControlType(StrEnum):
@@ -157,6 +172,8 @@ class CameraBackend(ABC):
     """One camera stack (test pattern, picamera2, V4L2). Construction only assigns."""
 
     name: str
+    # How far a value the camera reports may be from the one set (see `confirm`).
+    readback_rel_tol = 0.0
 
     @abstractmethod
     async def start(self) -> None:
@@ -191,6 +208,12 @@ class CameraBackend(ABC):
     @abstractmethod
     async def latest_frame(self) -> RawFrame:
         """The current full-resolution frame while streaming; CameraError when there is none."""
+
+    async def confirm(self, values: Mapping[str, ControlValue]) -> dict[str, ControlValue]:
+        """What the camera reports for these controls after they were applied: the device's
+        own word where it gives one (V4L2 reads the driver, picamera2 a frame's metadata)."""
+        current = self.values()
+        return {name: current[name] for name in values if name in current}
 
     async def pusher_stopped(self) -> None:
         """The supervisor stopped (or lost) the pusher; release what belonged to it."""

@@ -62,6 +62,8 @@ _FALLBACK_DEFAULTS: dict[ControlType, ControlValue] = {
     ControlType.PAIR: (1.0, 1.0),
 }
 
+MIN_COLOUR_GAIN = 0.01
+
 # Digital zoom, pan and tilt are one libcamera control, the ScalerCrop rectangle. A crop smaller
 # than 1/16 of the field of view only magnifies noise.
 MAX_ZOOM = 16.0
@@ -100,6 +102,19 @@ class CropGeometry:
         depth = min(self.default[2] / self.smallest[2], self.default[3] / self.smallest[3])
         return round(max(1.0, min(depth, MAX_ZOOM)), 2)
 
+    def position(self, crop: Rect) -> dict[str, ControlValue]:
+        """zoom, pan and tilt that give ``crop`` (`crop`'s inverse); pan or tilt is left out
+        where the crop fills that dimension, since any value gives the same crop there."""
+        x0, y0, full_width, full_height = self.field_of_view
+        x, y, width, height = crop
+        spare_x, spare_y = full_width - width, full_height - height
+        found: dict[str, ControlValue] = {"zoom": round(self.default[2] / width, 3)}
+        if spare_x > 0:
+            found["pan"] = round(2 * (x - x0) / spare_x - 1, 3)
+        if spare_y > 0:
+            found["tilt"] = round(2 * (y - y0) / spare_y - 1, 3)
+        return found
+
     def crop(self, zoom: float, pan: float, tilt: float) -> Rect:
         """The rectangle for a zoom factor and a position (-1 = left/top edge, 0 = centre,
         1 = right/bottom edge) within the field of view, at the stream's aspect ratio."""
@@ -134,13 +149,21 @@ def crop_descriptors(geometry: CropGeometry | None) -> list[ControlDescriptor]:
 
 
 def picamera2_descriptors(
-    camera_controls: Mapping[str, tuple[Any, Any, Any]],
+    camera_controls: Mapping[str, tuple[Any, Any, Any]], fps: float | None = None
 ) -> list[ControlDescriptor]:
+    """``fps``: the stream's frame rate. An exposure cannot outlast a frame: libcamera clamps
+    ExposureTime to the frame duration, so the published maximum is the shorter of the two."""
     descriptors = []
     for native, (canonical, kind, unit) in PICAMERA2_CANONICAL.items():
         if native not in camera_controls:
             continue  # this sensor lacks it (a fixed-focus lens has no AfMode)
         low, high, default = camera_controls[native]
+        if native == "ExposureTime" and fps and high is not None:
+            high = min(high, int(1_000_000 / fps))
+        if native == "ColourGains" and not low:
+            # A gain of 0 puts white balance back to auto (IpaBase::applyControls), which a
+            # manual setting must not do in passing: the smallest manual gain is above it.
+            low = MIN_COLOUR_GAIN
         if default is None:
             default = _FALLBACK_DEFAULTS.get(kind, low)
         elif kind is ControlType.BOOL:
@@ -198,6 +221,38 @@ def native_controls(
         else:
             native["ScalerCrop"] = rect
     return native
+
+
+def reported_values(
+    metadata: Mapping[str, Any],
+    descriptors: Sequence[ControlDescriptor],
+    camera_controls: Mapping[str, tuple[Any, Any, Any]],
+) -> dict[str, ControlValue]:
+    """What a frame's metadata says the camera did, under canonical names.
+
+    The Raspberry Pi IPA reports Brightness, Contrast, Saturation, Sharpness, ExposureValue,
+    ExposureTime, AnalogueGain, ExposureTimeMode, AwbEnable, ColourGains, LensPosition and the
+    ScalerCrop in effect (IpaBase::applyControls, PipelineBase; libcamera v0.7.1); zoom, pan and
+    tilt are read back from the crop.
+    """
+    by_native = {d.aliases[0]: d for d in descriptors if d.aliases}
+    reported: dict[str, ControlValue] = {}
+    for native, value in metadata.items():
+        descriptor = by_native.get(native)
+        if descriptor is None:
+            continue
+        if descriptor.type is ControlType.PAIR:
+            reported[descriptor.name] = (float(value[0]), float(value[1]))
+        elif descriptor.type is ControlType.BOOL:
+            reported[descriptor.name] = bool(value)
+        elif isinstance(value, int | float):
+            reported[descriptor.name] = value
+    if "ExposureTimeMode" in metadata:
+        reported["auto_exposure"] = metadata["ExposureTimeMode"] == 0
+    geometry = CropGeometry.from_controls(camera_controls)
+    if geometry is not None and "ScalerCrop" in metadata:
+        reported.update(geometry.position(tuple(int(v) for v in metadata["ScalerCrop"])))  # type: ignore[arg-type]
+    return reported
 
 
 def pack_yuv420(data: bytes, width: int, height: int, stride: int) -> bytes:

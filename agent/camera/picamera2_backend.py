@@ -39,8 +39,14 @@ from agent.camera.base import (
     StreamTarget,
     as_int,
     as_number,
+    same_value,
 )
-from agent.camera.libcamera_controls import native_controls, pack_yuv420, picamera2_descriptors
+from agent.camera.libcamera_controls import (
+    native_controls,
+    pack_yuv420,
+    picamera2_descriptors,
+    reported_values,
+)
 from agent.camera.vocabulary import stream_parameter_descriptors
 from agent.errors import CameraError
 
@@ -48,6 +54,8 @@ log = logging.getLogger(__name__)
 
 # How long a picture waits for the camera's next frame before it gives up.
 CAPTURE_TIMEOUT_S = 3.0
+# How many frames `confirm` reads before it takes the metadata as it is.
+CONFIRM_FRAMES = 12
 # The Pi 4's hardware H.264 encoder (bcm2835-codec) stops at 1080p.
 VC4_ENCODER_MAX = (1920, 1080)
 
@@ -93,6 +101,7 @@ class _EncoderPusher:
 
 class Picamera2Camera(CameraBackend):
     name = "picamera2"
+    readback_rel_tol = 0.02  # sensors quantise exposure and gain to their own steps
 
     def __init__(self, camera_num: int, width: int, height: int, fps: int) -> None:
         self._camera_num = camera_num
@@ -169,7 +178,9 @@ class Picamera2Camera(CameraBackend):
             await asyncio.to_thread(self._camera.configure, config)
         except RuntimeError as err:
             raise CameraError(f"cannot configure the camera: {err}") from err
-        self._descriptors = picamera2_descriptors(self._camera.camera_controls)
+        self._descriptors = picamera2_descriptors(
+            self._camera.camera_controls, as_number(self._values["fps"])
+        )
         for d in self._descriptors:
             self._values.setdefault(d.name, d.default)
 
@@ -186,6 +197,41 @@ class Picamera2Camera(CameraBackend):
                 except RuntimeError as err:  # a control this sensor does not advertise
                     raise CameraError(str(err)) from err
         return AppliedChange(values=dict(values), restarted=restart)
+
+    async def confirm(self, values: Mapping[str, ControlValue]) -> dict[str, ControlValue]:
+        """The values in a frame's metadata, once they show the change; controls take a few
+        frames to act (the sensor applies exposure and gain with a delay)."""
+        cached = await super().confirm(values)
+        if self._camera is None or not self._streaming:
+            return cached
+        camera = self._camera
+        reported: dict[str, ControlValue] = {}
+        for _ in range(CONFIRM_FRAMES):
+            metadata = await asyncio.to_thread(self._wait, camera.capture_metadata(wait=False))
+            reported = reported_values(metadata, self._descriptors, camera.camera_controls)
+            if all(
+                same_value(reported.get(k, v), v, self.readback_rel_tol) for k, v in cached.items()
+            ):
+                break
+        return {name: reported.get(name, value) for name, value in cached.items()}
+
+    def _wait(self, job: Any) -> Any:
+        """A picamera2 job's result within CAPTURE_TIMEOUT_S, or a CameraError."""
+        camera = self._camera
+        try:
+            return camera.wait(job, timeout=CAPTURE_TIMEOUT_S)
+        except TimeoutError:
+            # picamera2's advice for a timed-out job: drop the queue, so that a request which
+            # may still come is not held for ever (it would stall the pipeline).
+            with contextlib.suppress(Exception):
+                camera.cancel_all_and_flush()
+            with contextlib.suppress(Exception):
+                late = camera.wait(job, timeout=0)
+                if hasattr(late, "release"):
+                    late.release()
+            raise CameraError(
+                f"the camera delivered no frame within {CAPTURE_TIMEOUT_S:.0f} s"
+            ) from None
 
     async def start_pusher(self, target: StreamTarget) -> Pusher:
         if self._camera is None:
@@ -244,19 +290,7 @@ class Picamera2Camera(CameraBackend):
         def capture() -> tuple[int, int]:
             main = camera.camera_configuration()["main"]
             width, height = (int(n) for n in main["size"])
-            job = camera.capture_request(wait=False)
-            try:
-                request = camera.wait(job, timeout=CAPTURE_TIMEOUT_S)
-            except TimeoutError:
-                # picamera2's advice for a timed-out job: drop the queue, so the request that
-                # may still come is not held for ever (it would stall the pipeline).
-                with contextlib.suppress(Exception):
-                    camera.cancel_all_and_flush()
-                with contextlib.suppress(Exception):
-                    camera.wait(job, timeout=0).release()
-                raise CameraError(
-                    f"the camera delivered no frame within {CAPTURE_TIMEOUT_S:.0f} s"
-                ) from None
+            request = self._wait(camera.capture_request(wait=False))
             try:
                 array = request.make_array("main")
             finally:

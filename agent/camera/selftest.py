@@ -1,10 +1,13 @@
 """`camera-agent selftest`: drive the camera backend through a scripted tour and report.
 
-The tour: open the camera; set every settable control to its minimum, maximum and default (with
-the auto control it depends on switched to manual first) and read each back; a restart-class
-change; then, with a stream: a picture checked for its size and for not being uniform, 3 s of
-the stream recorded and checked with ffprobe; and stop. The tests run the same tour against the
-fakes fed by every fixture in tests/fixtures/devices/, without the stream part.
+The tour: open the camera; start the stream; set every settable control to its minimum, maximum
+and default (with the auto control it depends on switched to manual first) and read each back
+from the camera itself (`CameraBackend.confirm`: the driver's values for V4L2, a frame's metadata
+for picamera2); take a picture, checked for its size and for not being uniform; make a
+restart-class change and check the stream comes back with it; record 3 s of the stream and check
+the file with ffprobe; stop. The tests run the same tour against the fakes fed by every fixture
+in tests/fixtures/devices/ (without the recording, which needs MediaMTX, and for V4L2 without
+the stream, which needs a device ffmpeg can open).
 """
 
 from __future__ import annotations
@@ -12,8 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import tempfile
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from agent.camera.base import (
@@ -21,7 +23,9 @@ from agent.camera.base import (
     ControlDescriptor,
     ControlType,
     ControlValue,
+    Pusher,
     StreamTarget,
+    same_value,
 )
 from agent.camera.settings import plan_change
 from agent.errors import AgentError
@@ -29,6 +33,7 @@ from agent.jobs.captures import probe_media
 from agent.process import run_command
 
 FIRST_FRAME_TIMEOUT_S = 10.0
+RECORD_S = 3.0
 
 
 @dataclass(frozen=True)
@@ -39,6 +44,15 @@ class Step:
 
     def line(self) -> str:
         return f"[{'pass' if self.ok else 'FAIL'}] {self.name}: {self.detail}"
+
+
+@dataclass
+class TourStream:
+    """Where the tour streams to, and whether it records the stream back (needs MediaMTX)."""
+
+    target: StreamTarget
+    record: bool = True
+    pusher: Pusher | None = field(default=None, init=False)
 
 
 def _targets(d: ControlDescriptor) -> list[ControlValue]:
@@ -58,12 +72,23 @@ def _targets(d: ControlDescriptor) -> list[ControlValue]:
     return [kind(low), kind(high), d.default]
 
 
-def _same(a: ControlValue | None, b: ControlValue) -> bool:
-    if isinstance(a, tuple) and isinstance(b, tuple):
-        return all(abs(x - y) < 1e-6 for x, y in zip(a, b, strict=True))
-    if isinstance(a, int | float) and isinstance(b, int | float):
-        return abs(float(a) - float(b)) < 1e-6
-    return a == b
+async def _set_and_confirm(
+    backend: CameraBackend, d: ControlDescriptor, target: ControlValue
+) -> str | None:
+    """None if the camera keeps ``target``; else what went wrong."""
+    request: dict[str, object] = {d.name: target}
+    if d.active_if is not None:
+        request = {d.active_if.control: d.active_if.value, **request}
+    try:
+        plan = plan_change(backend.descriptors(), backend.values(), request)
+        await backend.apply(plan.values, restart=False)
+        reported = await backend.confirm({d.name: plan.values[d.name]})
+    except AgentError as err:
+        return f"{target!r}: {err}"
+    wanted, got = plan.values[d.name], reported.get(d.name)
+    if not same_value(got, wanted, backend.readback_rel_tol):
+        return f"set {wanted!r}, the camera reports {got!r}"
+    return None
 
 
 async def control_steps(backend: CameraBackend) -> list[Step]:
@@ -73,49 +98,16 @@ async def control_steps(backend: CameraBackend) -> list[Step]:
     for d in backend.descriptors():
         if d.read_only or d.restarts_stream:
             continue
-        problems: list[str] = []
-        for target in _targets(d):
-            request: dict[str, object] = {d.name: target}
-            if d.active_if is not None:
-                request = {d.active_if.control: d.active_if.value, **request}
-            try:
-                plan = plan_change(backend.descriptors(), backend.values(), request)
-                await backend.apply(plan.values, restart=False)
-            except AgentError as err:
-                problems.append(f"{target!r}: {err}")
-                continue
-            got = backend.values().get(d.name)
-            if not _same(got, plan.values[d.name]):
-                problems.append(f"set {plan.values[d.name]!r}, read back {got!r}")
+        problems = [p for t in _targets(d) if (p := await _set_and_confirm(backend, d, t))]
         steps.append(
             Step(f"control {d.name}", not problems, "; ".join(problems) or "min, max, default")
         )
-    restore = {
-        k: v
-        for k, v in before.items()
-        if k in {d.name for d in backend.descriptors() if not d.read_only}
-    }
+    settable = {d.name for d in backend.descriptors() if not d.read_only and not d.restarts_stream}
     with contextlib.suppress(AgentError):
+        restore = {k: v for k, v in before.items() if k in settable}
         plan = plan_change(backend.descriptors(), backend.values(), restore)
         await backend.apply(plan.values, restart=False)
     return steps
-
-
-async def restart_step(backend: CameraBackend) -> Step:
-    """A restart-class change (the frame rate) is accepted and kept."""
-    by_name = {d.name: d for d in backend.descriptors()}
-    fps = by_name.get("fps")
-    if fps is None:
-        return Step("restart-class change", False, "the camera has no fps control")
-    current = backend.values()["fps"]
-    target = 15 if current != 15 else 10
-    plan = plan_change(backend.descriptors(), backend.values(), {"fps": target})
-    if not plan.restart:
-        return Step("restart-class change", False, "fps did not ask for a pipeline restart")
-    await backend.apply(plan.values, restart=True)
-    ok = backend.values()["fps"] == target
-    await backend.apply({"fps": current}, restart=True)
-    return Step("restart-class change", ok, f"fps {current} -> {target} -> {current}")
 
 
 def _uniform(data: bytes) -> bool:
@@ -123,11 +115,18 @@ def _uniform(data: bytes) -> bool:
     return len(set(sample)) <= 1
 
 
-async def picture_step(backend: CameraBackend) -> Step:
-    try:
-        frame = await backend.latest_frame()
-    except AgentError as err:
-        return Step("picture", False, str(err))
+async def picture_step(backend: CameraBackend, name: str = "picture") -> Step:
+    """A picture of the configured size that is not one flat colour (waits for a first frame)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + FIRST_FRAME_TIMEOUT_S
+    while True:
+        try:
+            frame = await backend.latest_frame()
+            break
+        except AgentError as err:
+            if loop.time() > deadline:
+                return Step(name, False, str(err))
+            await asyncio.sleep(0.2)  # the device opening, the encoder's first keyframe
     data = await asyncio.to_thread(Path(frame.path).read_bytes)
     expected = frame.width * frame.height * 3 // 2
     values = backend.values()
@@ -138,68 +137,101 @@ async def picture_step(backend: CameraBackend) -> Step:
         problems.append(f"{len(data)} bytes, a {frame.width}x{frame.height} frame has {expected}")
     if _uniform(data):
         problems.append("the picture is uniform (a black or frozen sensor?)")
-    return Step("picture", not problems, "; ".join(problems) or f"{frame.width}x{frame.height}")
+    return Step(name, not problems, "; ".join(problems) or f"{frame.width}x{frame.height}")
 
 
-async def record_step(target: StreamTarget, seconds: float = 3.0) -> Step:
+async def _start_stream(backend: CameraBackend, stream: TourStream) -> Step:
+    try:
+        stream.pusher = await backend.start_pusher(stream.target)
+    except AgentError as err:
+        return Step("stream", False, str(err))
+    return Step("stream", True, f"publishing to {stream.target.url}")
+
+
+async def _stop_stream(backend: CameraBackend, stream: TourStream) -> None:
+    if stream.pusher is not None:
+        await stream.pusher.stop()
+        stream.pusher = None
+        await backend.pusher_stopped()
+
+
+async def restart_step(backend: CameraBackend, stream: TourStream | None) -> Step:
+    """A restart-class change (the frame rate) is accepted, and the stream comes back with it."""
+    name = "restart-class change"
+    if "fps" not in {d.name for d in backend.descriptors()}:
+        return Step(name, False, "the camera has no fps control")
+    current = backend.values()["fps"]
+    target = 15 if current != 15 else 10
+    plan = plan_change(backend.descriptors(), backend.values(), {"fps": target})
+    if not plan.restart:
+        return Step(name, False, "fps did not ask for a pipeline restart")
+    await backend.apply(plan.values, restart=True)
+    detail = f"fps {current} -> {target}"
+    if stream is not None and stream.pusher is not None:
+        await _stop_stream(backend, stream)  # what the supervisor does for a restart
+        started = await _start_stream(backend, stream)
+        if not started.ok:
+            return Step(name, False, f"{detail}: the stream did not come back: {started.detail}")
+        picture = await picture_step(backend)
+        if not picture.ok:
+            return Step(name, False, f"{detail}: no picture after the restart: {picture.detail}")
+        detail += ", stream back"
+    if backend.values()["fps"] != target:
+        return Step(name, False, f"{detail}, but fps is {backend.values()['fps']}")
+    return Step(name, True, detail)
+
+
+async def record_step(target: StreamTarget, seconds: float = RECORD_S) -> Step:
     """Read the stream back from MediaMTX for a few seconds and check the file with ffprobe."""
+    name = f"record {seconds:g} s"
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + FIRST_FRAME_TIMEOUT_S
     with tempfile.TemporaryDirectory(prefix="camera-agent-selftest-") as tmp:
         path = Path(tmp) / "record.mp4"
         argv = [
-            "ffmpeg", "-hide_banner", "-loglevel", "error", "-rtsp_transport", "tcp",
+            "ffmpeg", "-hide_banner", "-loglevel", "error", "-y", "-rtsp_transport", "tcp",
             "-i", target.url_with_credentials(), "-t", str(seconds), "-c", "copy", str(path),
         ]  # fmt: skip
-        result = await run_command(argv)
+        while True:
+            result = await run_command(argv)
+            # 404: the encoder runs but MediaMTX has not got the stream yet (just restarted).
+            if result.returncode == 0 or "404" not in result.stderr or loop.time() > deadline:
+                break
+            await asyncio.sleep(0.3)
         if result.returncode != 0:
-            return Step("record 3 s", False, result.stderr.strip()[-300:] or "ffmpeg failed")
+            return Step(name, False, result.stderr.strip()[-300:] or "ffmpeg failed")
         media = await asyncio.to_thread(probe_media, path)
     duration = media.get("duration_s") or 0.0
     ok = media.get("codec") == "h264" and duration >= seconds - 0.5
-    return Step(
-        "record 3 s",
-        ok,
-        f"{media.get('codec')} {media.get('width')}x{media.get('height')}, {duration} s",
-    )
+    summary = f"{media.get('codec')} {media.get('width')}x{media.get('height')}, {duration} s"
+    return Step(name, ok, summary)
 
 
-async def run_tour(
-    backend: CameraBackend,
-    stream: Callable[[], Awaitable[Sequence[Step]]] | None = None,
-) -> list[Step]:
-    """The tour; ``stream`` runs the part that needs a running stream (None: left out)."""
+async def run_tour(backend: CameraBackend, stream: TourStream | None = None) -> list[Step]:
+    """The tour; without ``stream``, the parts that need a running stream are left out."""
     try:
         await backend.start()
     except AgentError as err:
         return [Step("open the camera", False, str(err))]
     steps = [Step("open the camera", True, str(backend.info()))]
     try:
-        steps += await control_steps(backend)
-        steps.append(await restart_step(backend))
+        streaming = False
         if stream is not None:
-            steps += await stream()
+            steps.append(await _start_stream(backend, stream))
+            if stream.pusher is not None:
+                steps.append(await picture_step(backend, "first frame"))
+                streaming = steps[-1].ok
+            if not streaming:  # the rest of the tour without a stream, instead of timing out
+                await _stop_stream(backend, stream)
+        steps += await control_steps(backend)
+        if streaming:
+            steps.append(await picture_step(backend))
+        steps.append(await restart_step(backend, stream if streaming else None))
+        if streaming and stream is not None and stream.record:
+            steps.append(await record_step(stream.target))
     finally:
+        if stream is not None:
+            await _stop_stream(backend, stream)
         await backend.stop()
     steps.append(Step("stop", True, "camera released"))
-    return steps
-
-
-async def stream_steps(backend: CameraBackend, target: StreamTarget) -> list[Step]:
-    """Start the pipeline into MediaMTX, take a picture, record, stop it."""
-    try:
-        pusher = await backend.start_pusher(target)
-    except AgentError as err:
-        return [Step("stream", False, str(err))]
-    steps = [Step("stream", True, f"publishing to {target.url}")]
-    try:
-        # The first frame takes a moment (the device opening, the encoder's first keyframe).
-        deadline = asyncio.get_running_loop().time() + FIRST_FRAME_TIMEOUT_S
-        picture = await picture_step(backend)
-        while not picture.ok and asyncio.get_running_loop().time() < deadline:
-            await asyncio.sleep(0.2)
-            picture = await picture_step(backend)
-        steps.append(picture)
-        steps.append(await record_step(target))
-    finally:
-        await pusher.stop()
-        await backend.pusher_stopped()
     return steps

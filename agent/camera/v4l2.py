@@ -211,6 +211,10 @@ class V4l2Camera(CameraBackend):
             values={k: actual.get(k, v) for k, v in values.items()}, restarted=restart
         )
 
+    async def confirm(self, values: Mapping[str, ControlValue]) -> dict[str, ControlValue]:
+        await self.refresh()
+        return await super().confirm(values)
+
     def _master_names(self) -> set[str]:
         return {c.name for c in self._controls if V4L2_CANONICAL.get(c.name, c.name) in MASTERS}
 
