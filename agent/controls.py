@@ -85,7 +85,8 @@ class CameraControls:
             started = time.monotonic()
             restart = bool(plan.restart)
             try:
-                await self._backend.apply(plan.values, restart=restart)
+                # The values the camera kept (uvcvideo rounds to its step), for the answer.
+                kept = (await self._backend.apply(plan.values, restart=restart)).values
                 downtime = await self._stream.restart() if restart and self._stream else 0.0
             except CameraError as err:
                 restored = await self._roll_back(before, plan.values, restart)
@@ -101,7 +102,7 @@ class CameraControls:
                 time.monotonic() - started,
             )
         self._on_change()
-        return AppliedChange(values=plan.values, restarted=restart, downtime_s=downtime)
+        return AppliedChange(values=kept, restarted=restart, downtime_s=downtime)
 
     async def _roll_back(
         self, before: Mapping[str, ControlValue], changed: Mapping[str, ControlValue], restart: bool

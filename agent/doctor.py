@@ -13,7 +13,6 @@ import contextlib
 import socket
 import ssl
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 from agent.camera.detect import info_args, libcamera_cameras, parse_info, video_nodes
@@ -23,21 +22,12 @@ from agent.camera.v4l2_ctl import (
     parse_controls,
     parse_formats,
 )
+from agent.checks import Finding
 from agent.config import AgentConfig
 from agent.errors import ConfigError
 from agent.mqtt.tls import certificate_identity, client_context
 from agent.process import CommandRunner, ProcessStartError, run_command
 from agent.stream.mediamtx import MediaMtxApi
-
-
-@dataclass
-class Finding:
-    check: str
-    ok: bool
-    detail: str
-
-    def line(self) -> str:
-        return f"[{'ok' if self.ok else 'FAIL'}] {self.check}: {self.detail}"
 
 
 async def check_cameras(dev: Path, run: CommandRunner) -> list[Finding]:

@@ -447,7 +447,11 @@ class Picamera2:
         return metadata
 
     def capture_metadata(self, wait: Any = None, signal_function: Any = None) -> Any:
-        job = Job(metadata=True)
+        return self._dispatch(Job(metadata=True), wait)
+
+    def _dispatch(self, job: Job, wait: Any) -> Any:
+        """Picamera2.dispatch_functions: queue the job for the next frame, and wait as asked
+        (None or True: for good; False: not at all, the Job is returned; a number: seconds)."""
         with self._lock:
             self._jobs.append(job)
         self._next_frame()
@@ -479,13 +483,7 @@ class Picamera2:
     def capture_request(
         self, wait: Any = None, signal_function: Any = None, flush: Any = None
     ) -> Any:
-        job = Job()
-        with self._lock:
-            self._jobs.append(job)
-        self._next_frame()
-        if wait is False:
-            return job
-        return job.get_result(timeout=None if wait in (None, True) else wait)
+        return self._dispatch(Job(), wait)
 
     def wait(self, job: Job, timeout: float | None = None) -> Any:
         return job.get_result(timeout=timeout)

@@ -68,12 +68,21 @@ def test_agent_started_before_its_broker_comes_online_when_it_starts(
         broker.stop()
 
 
+def agent_cli(
+    command: str, config: Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`camera-agent COMMAND --config CONFIG`, as a user runs it."""
+    argv = [sys.executable, "-m", "agent", command, "--config", str(config)]
+    return subprocess.run(
+        argv, capture_output=True, text=True, timeout=120, check=False, env=env or None
+    )
+
+
 def test_doctor_reports_what_answers_and_what_does_not(
     broker: Broker, media: MediaServer, tmp_path: Path
 ) -> None:
     agent = AgentProcess(broker, tmp_path / "agent", media=media)
-    doctor = [sys.executable, "-m", "agent", "doctor", "--config", str(agent.config_path)]
-    result = subprocess.run(doctor, capture_output=True, text=True, timeout=60, check=False)
+    result = agent_cli("doctor", agent.config_path)
     lines = result.stdout.splitlines()
     assert result.returncode == 0, result.stdout
     assert any(
@@ -82,10 +91,7 @@ def test_doctor_reports_what_answers_and_what_does_not(
     assert any(line.startswith("[ok] mediamtx:") and "no stream yet" in line for line in lines)
     assert any(line.startswith("[ok] encoder:") and "libx264" in line for line in lines)
     media.stop()
-    env = {**os.environ, "CAMERA_AGENT_MQTT__PORT": "1"}
-    result = subprocess.run(
-        doctor, capture_output=True, text=True, timeout=60, check=False, env=env
-    )
+    result = agent_cli("doctor", agent.config_path, {**os.environ, "CAMERA_AGENT_MQTT__PORT": "1"})
     assert result.returncode == 1
     assert "[FAIL] broker: 127.0.0.1:1:" in result.stdout
     assert "[FAIL] mediamtx:" in result.stdout and "unreachable" in result.stdout
@@ -95,8 +101,7 @@ def test_selftest_tours_the_camera_through_real_mediamtx_and_fails_without_it(
     broker: Broker, media: MediaServer, tmp_path: Path
 ) -> None:
     agent = AgentProcess(broker, tmp_path / "agent", media=media)
-    selftest = [sys.executable, "-m", "agent", "selftest", "--config", str(agent.config_path)]
-    result = subprocess.run(selftest, capture_output=True, text=True, timeout=120, check=False)
+    result = agent_cli("selftest", agent.config_path)
     lines = result.stdout.splitlines()
     assert result.returncode == 0, result.stdout + result.stderr
     for step in ("open the camera", "stream", "first frame", "control brightness", "picture",
@@ -106,7 +111,7 @@ def test_selftest_tours_the_camera_through_real_mediamtx_and_fails_without_it(
     assert "h264 1280x720" in record  # ffprobe read the recording back from MediaMTX
     assert lines[-1].endswith(" passed, 0 failed")
     media.stop()
-    result = subprocess.run(selftest, capture_output=True, text=True, timeout=120, check=False)
+    result = agent_cli("selftest", agent.config_path)
     assert result.returncode == 1
     assert "[FAIL] first frame:" in result.stdout  # the pusher cannot reach MediaMTX
     assert "[pass] control brightness:" in result.stdout  # the camera part still runs

@@ -40,10 +40,10 @@ async def test_the_tour_passes_on_every_picamera2_fixture(
     camera = Picamera2Camera(0, 1280, 720, 30)
     steps = await run_tour(camera, TourStream(TARGET, record=False))
     assert_all_passed(steps)
-    names = [s.name for s in steps]
+    names = [s.check for s in steps]
     assert "control exposure_time_us" in names and "control zoom" in names
     assert names[-1] == "stop" and "picture" in names
-    restart = next(s for s in steps if s.name == "restart-class change")
+    restart = next(s for s in steps if s.check == "restart-class change")
     assert restart.detail == "fps 30 -> 15, stream back"
 
 
@@ -52,7 +52,7 @@ async def test_the_tour_passes_on_every_v4l2_fixture(fixture: str, node: str) ->
     fake = FakeV4l2Ctl.from_fixture(fixture)
     steps = await run_tour(V4l2Camera(f"/dev/{node}", 1280, 720, 30, run=fake))
     assert_all_passed(steps)
-    assert any(s.name == "control focus_position" for s in steps) or fixture != "c920"
+    assert any(s.check == "control focus_position" for s in steps) or fixture != "c920"
 
 
 async def test_the_tour_reports_a_control_the_camera_does_not_keep(
@@ -68,7 +68,7 @@ async def test_the_tour_reports_a_control_the_camera_does_not_keep(
 
     monkeypatch.setattr(node, "set_ext", ignoring_sharpness)
     steps = await run_tour(V4l2Camera("/dev/video0", 1280, 720, 30, run=fake))
-    failed = {s.name: s.detail for s in steps if not s.ok}
+    failed = {s.check: s.detail for s in steps if not s.ok}
     assert set(failed) == {"control sharpness"}
     assert "the camera reports 128" in failed["control sharpness"]
 
@@ -114,6 +114,6 @@ async def test_the_picamera2_tour_reads_back_from_frame_metadata(
 
     monkeypatch.setattr(fake_picamera2.Picamera2, "_metadata", contrast_ignored)
     steps = await run_tour(Picamera2Camera(0, 1280, 720, 30), TourStream(TARGET, record=False))
-    failed = {s.name: s.detail for s in steps if not s.ok}
+    failed = {s.check: s.detail for s in steps if not s.ok}
     assert set(failed) == {"control contrast"}
     assert "set 0.0, the camera reports 1.0" in failed["control contrast"]

@@ -17,6 +17,7 @@ import contextlib
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 from agent.camera.base import (
     CameraBackend,
@@ -28,6 +29,7 @@ from agent.camera.base import (
     same_value,
 )
 from agent.camera.settings import plan_change
+from agent.checks import Finding
 from agent.errors import AgentError
 from agent.jobs.captures import probe_media
 from agent.process import run_command
@@ -37,13 +39,10 @@ RECORD_S = 3.0
 
 
 @dataclass(frozen=True)
-class Step:
-    name: str
-    ok: bool
-    detail: str
+class Step(Finding):
+    """One step of the tour: `[pass]` or `[FAIL]`."""
 
-    def line(self) -> str:
-        return f"[{'pass' if self.ok else 'FAIL'}] {self.name}: {self.detail}"
+    PASSED: ClassVar[str] = "pass"
 
 
 @dataclass

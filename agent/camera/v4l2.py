@@ -222,7 +222,9 @@ class V4l2Camera(CameraBackend):
         now = {c.name: c.value for c in self._controls}
         kept = [f"{name}={now.get(name)}" for name, value in requested.items()
                 if name not in failures and now.get(name) == value]  # fmt: skip
-        refused = "; ".join(f"{name}: {reason}" for name, reason in failures.items())
+        refused = "; ".join(
+            reason if name == "?" else f"{name}: {reason}" for name, reason in failures.items()
+        )
         applied = f"; applied: {', '.join(kept)}" if kept else "; nothing applied"
         return f"{self._device} refused {refused}{applied}"
 
