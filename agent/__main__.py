@@ -78,9 +78,14 @@ def _doctor(config: AgentConfig) -> int:
 def _dump(config: AgentConfig, directory: Path) -> int:
     cam = config.camera
     size = (cam.width, cam.height, cam.fps)
-    for note in asyncio.run(dump_devices(directory, Path("/dev"), run_command, size)):
-        print(note)
-    return 0
+    try:
+        findings = asyncio.run(dump_devices(directory, Path("/dev"), run_command, size))
+    except OSError as err:  # a full disk, a directory that cannot be written
+        print(f"camera-agent: cannot write the dump into {directory}: {err}", file=sys.stderr)
+        return 1
+    for finding in findings:
+        print(finding.line())
+    return 0 if all(f.ok for f in findings) else 1
 
 
 def _selftest(config: AgentConfig) -> int:

@@ -269,6 +269,7 @@ def _bounded_to_aspect(size: tuple[int, int], ratio: tuple[int, int]) -> tuple[i
 class Picamera2:
     fixture: ClassVar[Picamera2Fixture]
     usb_cameras: ClassVar[list[dict[str, Any]]] = []
+    acquired: ClassVar[set[int]] = set()  # libcamera lets one process hold a camera
 
     @staticmethod
     def global_camera_info() -> list[dict[str, Any]]:
@@ -280,6 +281,13 @@ class Picamera2:
         info = self.global_camera_info()[camera_num]  # IndexError, as picamera2 raises
         if "/usb" in info["Id"]:
             raise RuntimeError("the fake opens only the fixture's CSI camera")
+        if info["Num"] in Picamera2.acquired:
+            # py_main.cpp's acquire throws std::system_error (pybind11: RuntimeError), which
+            # Picamera2.__init__ wraps.
+            busy = RuntimeError("Failed to acquire camera: Device or resource busy")
+            raise RuntimeError("Camera __init__ sequence did not complete.") from busy
+        Picamera2.acquired.add(info["Num"])
+        self._num = info["Num"]
         self.camera_properties = dict(Picamera2.fixture.camera_properties)
         self.sensor_modes = list(Picamera2.fixture.sensor_modes)
         self.camera_config: dict[str, Any] = {}
@@ -497,6 +505,7 @@ class Picamera2:
     def close(self) -> None:
         self.started = False
         self.closed = True
+        Picamera2.acquired.discard(self._num)
 
 
 def install(monkeypatch: pytest.MonkeyPatch, fixture: str = "pi5-imx708") -> Picamera2Fixture:
@@ -504,6 +513,7 @@ def install(monkeypatch: pytest.MonkeyPatch, fixture: str = "pi5-imx708") -> Pic
     loaded = Picamera2Fixture.load(DEVICES / fixture)
     monkeypatch.setattr(Picamera2, "fixture", loaded, raising=False)
     monkeypatch.setattr(Picamera2, "usb_cameras", [])
+    monkeypatch.setattr(Picamera2, "acquired", set())
     platform = Platform.VC4 if loaded.platform == "vc4" else Platform.PISP
     encoder = V4l2H264Encoder if platform is Platform.VC4 else LibavH264Encoder
     modules: dict[str, dict[str, object]] = {

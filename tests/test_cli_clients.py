@@ -69,10 +69,10 @@ def test_agent_started_before_its_broker_comes_online_when_it_starts(
 
 
 def agent_cli(
-    command: str, config: Path, env: dict[str, str] | None = None
+    command: str, config: Path, env: dict[str, str] | None = None, *extra: str
 ) -> subprocess.CompletedProcess[str]:
-    """`camera-agent COMMAND --config CONFIG`, as a user runs it."""
-    argv = [sys.executable, "-m", "agent", command, "--config", str(config)]
+    """`camera-agent COMMAND --config CONFIG [EXTRA...]`, as a user runs it."""
+    argv = [sys.executable, "-m", "agent", command, "--config", str(config), *extra]
     return subprocess.run(
         argv, capture_output=True, text=True, timeout=120, check=False, env=env or None
     )
@@ -116,3 +116,24 @@ def test_selftest_tours_the_camera_through_real_mediamtx_and_fails_without_it(
     assert "[FAIL] first frame:" in result.stdout  # the pusher cannot reach MediaMTX
     assert "[pass] control brightness:" in result.stdout  # the camera part still runs
     assert result.stdout.splitlines()[-1].endswith(" failed") and " 0 failed" not in result.stdout
+
+
+def test_doctor_dump_writes_the_fixture_layout_or_says_why_it_cannot(
+    broker: Broker, tmp_path: Path
+) -> None:
+    agent = AgentProcess(broker, tmp_path / "agent")
+    dump = tmp_path / "my-camera"
+    result = agent_cli("doctor", agent.config_path, None, "--dump", str(dump))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "doctor --dump" in (dump / "SOURCE.md").read_text()
+    # A directory that cannot be written (here: inside /proc; a full disk answers the same).
+    result = subprocess.run(
+        [*argv, "--dump", "/proc/camera-dump"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert "cannot write the dump into /proc/camera-dump" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -11,6 +11,7 @@ from agent.camera.dump import dump_devices
 from agent.camera.picamera2_backend import Picamera2Camera
 from agent.camera.selftest import Step, TourStream, run_tour
 from agent.camera.v4l2 import V4l2Camera
+from agent.errors import CameraError
 from tests import fake_picamera2
 from tests.fake_picamera2 import Picamera2Fixture, picamera2_fixtures
 from tests.fake_v4l2 import DEVICES, FakeV4l2Ctl, Listing
@@ -80,8 +81,9 @@ async def test_a_dump_is_a_fixture(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     source = FakeV4l2Ctl.from_fixture("c920", str(dev), version="1.22.1")
     touch_nodes(dev, source)
     out = tmp_path / "dump"
-    notes = await dump_devices(out, dev, source, (1280, 720, 30))
-    assert any("picamera2" in n for n in notes)
+    findings = await dump_devices(out, dev, source, (1280, 720, 30))
+    assert all(f.ok for f in findings), [f.line() for f in findings]
+    assert {f.check for f in findings} == {f"v4l2 {dev}/video0", f"v4l2 {dev}/video1", "picamera2"}
     assert (out / "v4l2" / "version.txt").read_text() == "v4l2-ctl 1.22.1\n"
     assert "doctor --dump" in (out / "SOURCE.md").read_text()
     # What was written loads as fixtures do, and plays back what the device printed.
@@ -117,3 +119,23 @@ async def test_the_picamera2_tour_reads_back_from_frame_metadata(
     failed = {s.check: s.detail for s in steps if not s.ok}
     assert set(failed) == {"control contrast"}
     assert "set 0.0, the camera reports 1.0" in failed["control contrast"]
+
+
+async def test_a_dump_with_the_camera_in_use_says_what_it_could_not_dump(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake_picamera2.install(monkeypatch, "pi5-imx708")
+    agent_camera = Picamera2Camera(0, 1280, 720, 30)
+    await agent_camera.start()  # the agent holds the camera
+    findings = await dump_devices(tmp_path / "dump", tmp_path, FakeV4l2Ctl({}), (1280, 720, 30))
+    by_check = {f.check: f for f in findings}
+    assert not by_check["picamera2"].ok
+    assert "Device or resource busy" in by_check["picamera2"].detail
+    assert "is the agent running?" in by_check["picamera2"].detail
+    assert not (tmp_path / "dump" / "picamera2.json").exists()  # nothing half-written
+    # The agent's own attempt to open a busy camera says why, not "no camera".
+    with pytest.raises(CameraError, match="Failed to acquire camera: Device or resource busy"):
+        await Picamera2Camera(0, 1280, 720, 30).start()
+    await agent_camera.stop()
+    findings = await dump_devices(tmp_path / "dump", tmp_path, FakeV4l2Ctl({}), (1280, 720, 30))
+    assert all(f.ok for f in findings)

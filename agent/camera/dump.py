@@ -21,6 +21,7 @@ from agent import __version__
 from agent.atomicfile import write_atomic
 from agent.camera.detect import info_args, is_csi_camera, video_nodes
 from agent.camera.v4l2_ctl import list_controls_args, list_formats_args
+from agent.checks import Finding
 from agent.process import CommandRunner, ProcessStartError
 
 
@@ -39,16 +40,20 @@ async def _write(path: Path, text: str) -> None:
     await asyncio.to_thread(write_atomic, path, text.encode())
 
 
-async def dump_v4l2(directory: Path, dev: Path, run: CommandRunner) -> list[str]:
-    """Each node's listings under directory/v4l2/<node>/; returns what it wrote or failed."""
-    notes: list[str] = []
+async def dump_v4l2(directory: Path, dev: Path, run: CommandRunner) -> list[Finding]:
+    """Each node's listings under directory/v4l2/<node>/, one finding per node."""
+    nodes = await video_nodes(dev)
+    if not nodes:
+        return [Finding("v4l2", True, f"no {dev}/video* nodes")]
     try:
         version = await run(["v4l2-ctl", "--version"])
     except ProcessStartError:
-        return ["v4l2-ctl is not installed (Debian: v4l-utils): no V4L2 dump"]
+        return [Finding("v4l2", False, "v4l2-ctl is not installed (Debian: v4l-utils)")]
     await _write(directory / "v4l2" / "version.txt", version.stdout)
-    for node in await video_nodes(dev):
+    findings = []
+    for node in nodes:
         target = directory / "v4l2" / node.name
+        failed = []
         for name, argv in (
             ("info.txt", info_args(str(node))),
             ("list-ctrls-menus.txt", list_controls_args(str(node))),
@@ -57,9 +62,11 @@ async def dump_v4l2(directory: Path, dev: Path, run: CommandRunner) -> list[str]
             result = await run(argv)
             await _write(target / name, result.stdout)
             if result.returncode != 0:
+                # Kept beside the listing: what v4l2-ctl said is part of the device's story.
                 await _write(target / f"{name}.stderr", result.stderr)
-        notes.append(f"{node}: {target}")
-    return notes
+                failed.append(f"{name}: {result.stderr.strip() or 'failed'}")
+        findings.append(Finding(f"v4l2 {node}", not failed, "; ".join(failed) or str(target)))
+    return findings
 
 
 def _picamera2_dump(width: int, height: int, fps: int) -> dict[str, Any] | None:
@@ -108,18 +115,21 @@ def _picamera2_dump(width: int, height: int, fps: int) -> dict[str, Any] | None:
 
 async def dump_devices(
     directory: Path, dev: Path, run: CommandRunner, size: tuple[int, int, int]
-) -> list[str]:
-    """The whole dump; returns one line per thing written (or not, and why)."""
-    notes = await dump_v4l2(directory, dev, run)
+) -> list[Finding]:
+    """The whole dump: one finding per thing written, or not written and why."""
+    findings = await dump_v4l2(directory, dev, run)
     try:
         body = await asyncio.to_thread(_picamera2_dump, *size)
     except RuntimeError as err:  # the camera is in use (the agent runs) or failed to open
-        notes.append(f"picamera2: could not open camera 0: {err}")
+        reason = f"{err}: {err.__cause__}" if err.__cause__ else str(err)
+        findings.append(
+            Finding("picamera2", False, f"camera 0 not opened ({reason}); is the agent running?")
+        )
         body = None
     if body is not None:
         path = directory / "picamera2.json"
         await _write(path, json.dumps(body, indent=1) + "\n")
-        notes.append(f"picamera2: {path}")
+        findings.append(Finding("picamera2", True, str(path)))
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     source = (
         f"# {platform.node()}\n\n"
@@ -128,4 +138,4 @@ async def dump_devices(
         "Say here which camera this is (make, model, how it is connected).\n"
     )
     await _write(directory / "SOURCE.md", source)
-    return notes
+    return findings

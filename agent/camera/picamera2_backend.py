@@ -125,8 +125,13 @@ class Picamera2Camera(CameraBackend):
             ) from err
         try:
             self._camera = await asyncio.to_thread(Picamera2, self._camera_num)
-        except (RuntimeError, IndexError) as err:
-            raise CameraError(f"no libcamera camera {self._camera_num}: {err}") from err
+        except IndexError as err:
+            raise CameraError(f"no libcamera camera {self._camera_num}") from err
+        except RuntimeError as err:
+            # picamera2 wraps libcamera's reason ("Failed to acquire camera: Device or resource
+            # busy": another process has it) in a generic one: say both.
+            reason = f"{err}: {err.__cause__}" if err.__cause__ else str(err)
+            raise CameraError(f"cannot open libcamera camera {self._camera_num}: {reason}") from err
         self._model = str(self._camera.camera_properties.get("Model", "unknown"))
         self._vc4 = await asyncio.to_thread(_picamera2_platform_is_vc4)
         # Configure once, so that the descriptors carry the sensor mode's real limits.
