@@ -127,13 +127,7 @@ def test_doctor_dump_writes_the_fixture_layout_or_says_why_it_cannot(
     assert result.returncode == 0, result.stdout + result.stderr
     assert "doctor --dump" in (dump / "SOURCE.md").read_text()
     # A directory that cannot be written (here: inside /proc; a full disk answers the same).
-    result = subprocess.run(
-        [*argv, "--dump", "/proc/camera-dump"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = agent_cli("doctor", agent.config_path, None, "--dump", "/proc/camera-dump")
     assert result.returncode == 1
     assert "cannot write the dump into /proc/camera-dump" in result.stderr
     assert "Traceback" not in result.stderr
