@@ -110,7 +110,7 @@ async def check_mediamtx(config: AgentConfig) -> Finding:
     status = await api.path(s.url.rsplit("/", 1)[-1])
     if status is None:
         return Finding("mediamtx", False, api.last_error or "unreachable")
-    state = "live" if status.ready else "reachable, no stream yet"
+    state = "live" if status.online else "reachable, no stream yet"
     return Finding("mediamtx", True, f"{s.api_url}: {state}")
 
 

@@ -18,7 +18,9 @@ REQUEST_TIMEOUT_S = 1.0
 
 @dataclass(frozen=True)
 class PathStatus:
-    ready: bool
+    # A publisher feeds the path. MediaMTX 1.20 says so in `online`; its older `ready` (now
+    # `available`) stays true without one on an alwaysAvailable path.
+    online: bool
     bytes_received: int
     readers: int
     source: str | None
@@ -59,7 +61,7 @@ class MediaMtxApi:
         self.last_error = None
         source = body.get("source") or {}
         return PathStatus(
-            ready=bool(body.get("ready")),
+            online=bool(body.get("online", body.get("ready"))),
             bytes_received=int(body.get("bytesReceived") or 0),
             readers=len(body.get("readers") or []),
             source=source.get("type") if isinstance(source, dict) else None,

@@ -214,7 +214,7 @@ class StreamSupervisor:
         while True:
             status = await self._api.path(self._target.path)
             # Ready alone means the pusher announced itself; data flowing means viewers get frames.
-            if status is not None and status.ready and status.bytes_received > 0:
+            if status is not None and status.online and status.bytes_received > 0:
                 return None
             if time.monotonic() > deadline:
                 self.last_error = self._api.last_error or "MediaMTX never reported the path ready"
@@ -232,7 +232,7 @@ class StreamSupervisor:
                 return outcome
             status = await self._api.path(self._target.path)
             now = time.monotonic()
-            if status is not None and status.ready and status.bytes_received != last_bytes:
+            if status is not None and status.online and status.bytes_received != last_bytes:
                 last_bytes = status.bytes_received
                 last_progress = now
             elif now - last_progress > self._settings.stall_timeout_s:
