@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import subprocess
 import time
@@ -145,14 +146,37 @@ def probe(path_or_url: str) -> dict[str, Any]:
     return body
 
 
-def first_frames(path: Path, count: int) -> list[dict[str, Any]]:
+def assert_clean_timestamps(path: Path) -> None:
+    """What strict players and editors need: decode timestamps strictly increasing from the
+    first sample, no sample of zero duration, and `ffmpeg -c copy` remuxes without a warning."""
     out = subprocess.run(
         ["ffprobe", "-v", "error", "-select_streams", "v:0", "-of", "json",
-         "-show_entries", "frame=key_frame,pict_type", "-read_intervals", f"%+#{count}", str(path)],
+         "-show_entries", "packet=dts_time,duration_time", str(path)],
         capture_output=True, text=True, timeout=30, check=True,
     ).stdout  # fmt: skip
-    frames: list[dict[str, Any]] = json.loads(out)["frames"]
-    return frames
+    packets = json.loads(out)["packets"]
+    dts = [float(p["dts_time"]) for p in packets]
+    assert all(b > a for a, b in itertools.pairwise(dts)), "decode timestamps repeat"
+    assert all(float(p.get("duration_time") or 0) > 0 for p in packets), "a zero-duration sample"
+    remux = subprocess.run(
+        ["ffmpeg", "-hide_banner", "-v", "warning", "-i", str(path), "-c", "copy",
+         "-f", "mp4", "-y", str(path.with_suffix(".remux.mp4"))],
+        capture_output=True, text=True, timeout=30, check=True,
+    )  # fmt: skip
+    path.with_suffix(".remux.mp4").unlink()
+    assert remux.stderr == "", remux.stderr
+
+
+def first_frames(path: Path, count: int) -> list[dict[str, Any]]:
+    """The first samples in decode order. A recording's lead-in (from the keyframe before the
+    asked start) is kept but hidden by an edit list, so these are read as packets: the file
+    decodes from its first sample on, and a player shows it from the edit point."""
+    out = subprocess.run(
+        ["ffprobe", "-v", "error", "-select_streams", "v:0", "-of", "json",
+         "-show_entries", "packet=flags", "-read_intervals", f"%+#{count}", str(path)],
+        capture_output=True, text=True, timeout=30, check=True,
+    ).stdout  # fmt: skip
+    return [{"key_frame": int("K" in p["flags"])} for p in json.loads(out)["packets"]]
 
 
 def test_record_is_the_cameras_h264_from_a_keyframe_with_its_duration(
@@ -166,6 +190,7 @@ def test_record_is_the_cameras_h264_from_a_keyframe_with_its_duration(
     assert abs(float(info["format"]["duration"]) - 3) <= 1.0  # within one GOP (1 s)
     assert abs(result["duration_s"] - 3) <= 1.0
     assert first_frames(path, 1)[0]["key_frame"] == 1
+    assert_clean_timestamps(path)
     # No re-encode: the same codec parameters as the stream viewers get.
     live = probe(media.viewer_url())["streams"][0]
     recorded = info["streams"][0]
@@ -193,6 +218,7 @@ def test_preroll_contains_frames_from_before_the_command(
     first = stamp_of(frames[0], 1280, sent)
     assert first < sent - 1500, sent - first  # about two seconds before the command
     assert abs(float(probe(str(path))["format"]["duration"]) - 3) <= 1.0
+    assert_clean_timestamps(path)
 
 
 def test_record_until_stop_then_stop_by_id_and_busy(
@@ -213,6 +239,7 @@ def test_record_until_stop_then_stop_by_id_and_busy(
     assert operator.wait_event(event="job.stopping")["job"] == job
     done = operator.wait_event(job=job, event="job.succeeded", timeout=20)
     assert 1.5 <= done["data"]["result"]["duration_s"] <= 4.5
+    assert_clean_timestamps(captures_dir(streaming_agent) / done["data"]["result"]["path"])
 
     operator.publish(ACTION, json.dumps({"id": "two", "action": "record", "duration": 60}))
     second = operator.wait_event(id="two", event="job.queued")["job"]
@@ -220,6 +247,7 @@ def test_record_until_stop_then_stop_by_id_and_busy(
     operator.publish(ACTION, f"stop {second}")
     finished = operator.wait_event(job=second, event="job.succeeded", timeout=20)
     assert finished["data"]["result"]["duration_s"] < 10
+    assert_clean_timestamps(captures_dir(streaming_agent) / finished["data"]["result"]["path"])
 
 
 def test_recording_survives_the_agent_being_killed(
@@ -241,6 +269,7 @@ def test_recording_survives_the_agent_being_killed(
     path = captures_dir(streaming_agent) / result["path"]
     assert float(probe(str(path))["format"]["duration"]) >= 3
     assert first_frames(path, 1)[0]["key_frame"] == 1
+    assert_clean_timestamps(path)
     assert not list(captures_dir(streaming_agent).glob(".*partial"))
 
 

@@ -22,7 +22,7 @@ from devstack import REPO, Broker, StreamCredentials, free_port, mediamtx_binary
 from pod import PROJECT
 
 from tests.support import Probe, RtspReader
-from tests.test_jobs import probe, run_job
+from tests.test_jobs import assert_clean_timestamps, probe, run_job
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
@@ -193,6 +193,7 @@ def test_pod_takes_a_picture_and_a_recording_and_streams(pod: Pod) -> None:
     clip = probe(str(captures / record["data"]["result"]["path"]))
     assert clip["streams"][0]["codec_name"] == "h264"
     assert abs(float(clip["format"]["duration"]) - 2.0) < 0.5, clip["format"]["duration"]
+    assert_clean_timestamps(captures / record["data"]["result"]["path"])
 
     # A player opens the stream on the mapped RTSP port with the viewer's password.
     viewer = StreamCredentials.load_or_create(pod.pod_dir / "stream-credentials.json").viewer

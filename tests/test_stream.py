@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from devstack import Broker, MediaServer
 
+from agent.stream.ffmpeg_args import TestPatternParams, pattern_pusher_args
 from tests.conftest import start_agent
 from tests.support import AgentProcess, Probe, RtspReader
 
@@ -230,3 +231,17 @@ def test_browsers_get_hls_with_viewer_credentials_only(
     stream = probe_stream(url)  # MediaMTX answers once the first segments exist
     assert stream["codec_name"] == "h264"
     assert (stream["width"], stream["height"]) == (1280, 720)
+
+
+def test_the_pusher_sends_regular_timestamps(media: MediaServer, tmp_path: Path) -> None:
+    """The test-pattern pusher, as the agent runs it, for a few seconds into MediaMTX: ffmpeg
+    warns of no repeated or decreasing timestamp (the RTSP muxer's "Non-monotonous DTS")."""
+    params = TestPatternParams(1280, 720, 30, 2000, 1.0, "testsrc2", False, False,
+                               0.0, 1.0, 1.0, 1.0, 0.0)  # fmt: skip
+    url = f"rtsp://agent:{media.credentials.agent}@127.0.0.1:{media.rtsp_port}/{media.path}"
+    argv = pattern_pusher_args(params, f"ipc://{tmp_path}/zmq", url, str(tmp_path / "still.yuv"))
+    argv[argv.index("-i") :] = ["-t", "4", *argv[argv.index("-i") :]]  # 4 s of input
+    pusher = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
+    assert pusher.returncode == 0, pusher.stderr
+    assert "Non-monotonous" not in pusher.stderr, pusher.stderr
+    assert "DTS" not in pusher.stderr, pusher.stderr

@@ -72,8 +72,11 @@ def pattern_filtergraph(p: TestPatternParams, zmq_endpoint: str) -> str:
         "[picture][stamp]overlay=0:0,"
         f"drawtext=font=Mono:fontsize={max(12, p.height // 24)}:fontcolor=white:box=1"
         f":boxcolor=black@0.6:x=8:y={STAMP_HEIGHT + 8}:text='{clock}',"
-        # The encoder wants timestamps from zero again.
-        "setpts=PTS-STARTPTS,split=2[encoded][still]"
+        # The encoder gets timestamps from zero on a regular grid, one frame interval apart
+        # (-re paces them in real time). The wall-clock ones above can repeat or jitter by a few
+        # microseconds, which became duplicate RTP timestamps ("Non-monotonous DTS") and
+        # irregular HLS parts; the picture keeps the wall clock it was stamped with.
+        "setpts=N/FRAME_RATE/TB,split=2[encoded][still]"
     )
 
 

@@ -104,7 +104,11 @@ class MediaMtxPlayback:
                 "path": stream_path,
                 "start": dt.datetime.fromtimestamp(start, dt.UTC).isoformat(),
                 "duration": f"{duration:.3f}",
-                "format": "fmp4",
+                # "mp4" keeps the samples before `start` (from the keyframe the cut starts on)
+                # at their true times, hidden by an edit list; "fmp4" stacks them all on the
+                # first timestamp with zero durations (muxer_fmp4.go), which strict players
+                # and `ffmpeg -c copy` stumble on.
+                "format": "mp4",
             }
         )
         with self._open(f"/get?{query}", 30) as response, dest.open("wb") as out:
