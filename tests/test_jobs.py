@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import itertools
 import json
@@ -214,6 +215,9 @@ def test_preroll_contains_frames_from_before_the_command(
     )
     assert done["ok"] is True, done.get("error")
     path = captures_dir(streaming_agent) / done["data"]["result"]["path"]
+    # Named after the start of the span, the pre-roll included, not after the moment it ended.
+    named = dt.datetime.strptime(path.name, "record-%Y%m%dT%H%M%S.%fZ.mp4").replace(tzinfo=dt.UTC)
+    assert abs(named.timestamp() * 1000 - (sent - 2000)) < 500, (path.name, sent)
     frames = gray_frames(path, 1280, 720)
     first = stamp_of(frames[0], 1280, sent)
     assert first < sent - 1500, sent - first  # about two seconds before the command

@@ -53,9 +53,10 @@ class Captures:
             raise CommandError(ErrorCode.NOT_FOUND, f"no capture named {name!r}")
         return candidate
 
-    def new_name(self, stem: str, suffix: str) -> Path:
-        """A free final name such as `picture-20261121T091500.123Z.jpg`."""
-        now = time.time()
+    def new_name(self, stem: str, suffix: str, at: float | None = None) -> Path:
+        """A free final name such as `picture-20261121T091500.123Z.jpg`, for the Unix time
+        ``at`` (default: now; a recording is named after the moment it starts)."""
+        now = time.time() if at is None else at
         stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(now)) + f".{int(now * 1000) % 1000:03d}Z"
         path = self.root / f"{stem}-{stamp}{suffix}"
         counter = 1

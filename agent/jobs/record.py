@@ -161,7 +161,7 @@ class Recorder:
                 end = covered  # what the recorder has; the rest never reached it
                 break
             await asyncio.sleep(0.2)
-        final = self._captures.new_name("record", ".mp4")
+        final = self._captures.new_name("record", ".mp4", at=start)
         with self._captures.writing(final) as partial:
             try:
                 await self._playback.download(self._stream_path, start, end - start, partial)
