@@ -169,6 +169,7 @@ class AgentApp:
                 "stop": job_actions.stop,
             },
             max_payload_bytes=config.mqtt.max_payload_bytes,
+            recording=self.recorder.recording,
         )
 
     def _report_stream(self, name: str, ok: bool, message: str, data: dict[str, Any]) -> None:

@@ -94,8 +94,10 @@ class CommandRouter:
         controls: CameraControls,
         actions: dict[str, ActionHandler],
         max_payload_bytes: int,
+        recording: Callable[[], bool] = lambda: False,
     ) -> None:
         self._camera_id = camera_id
+        self._recording = recording  # whether a record job is running now
         self._topics = topics
         self._publisher = publisher
         self._controls = controls
@@ -173,12 +175,17 @@ class CommandRouter:
         change = await self._controls.change(command.values)
         parts = [f"{name} set to {_fmt(value)}" for name, value in change.values.items()]
         message = "SUCCESS: " + ", ".join(parts)
+        split = change.restarted and self._recording()
         if change.restarted:
-            message += f" (stream restarted, down {change.downtime_s:.2f} s)"
+            message += f" (stream restarted, down {change.downtime_s:.2f} s"
+            # The recorder gets a new session: the recording goes on after a gap, in a file of
+            # its own if the picture's size changed.
+            message += "; the running recording continues after the gap)" if split else ")"
         data = {
             "applied": change.values,
             "restarted": change.restarted,
             "downtime_s": round(change.downtime_s, 3),
+            "recording_split": split,
         }
         return command.id, Answer("settings.applied", message, data)
 

@@ -44,7 +44,12 @@ async def test_answers_on_the_configured_base_topic() -> None:
     await send(router, TOPICS.settings, "width 800")
     (answer,) = bus.on("site/cam1/status")
     assert answer["camera"] == "cam1"
-    assert answer["data"] == {"applied": {"width": 800}, "restarted": True, "downtime_s": 0.0}
+    assert answer["data"] == {
+        "applied": {"width": 800},
+        "restarted": True,
+        "downtime_s": 0.0,
+        "recording_split": False,
+    }
     assert "stream restarted" in answer["message"]
     assert changes == [1]
 

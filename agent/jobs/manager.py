@@ -109,11 +109,12 @@ class JobManager:
                 job, JobState.FAILED, "job.failed", f"ERROR: {job.kind} failed: internal error"
             )
             return
-        path = job.result.get("path") if job.result else None
-        self._finish(
-            job, JobState.SUCCEEDED, "job.succeeded",
-            f"SUCCESS: {job.kind} saved as {path}" if path else f"SUCCESS: {job.kind} done",
-        )  # fmt: skip
+        result = job.result or {}
+        # A runner may say what it did in words (a recording: how much it kept, and why not all).
+        said = result.get("message")
+        path = result.get("path")
+        done = said or (f"{job.kind} saved as {path}" if path else f"{job.kind} done")
+        self._finish(job, JobState.SUCCEEDED, "job.succeeded", f"SUCCESS: {done}")
 
     def _finish(self, job: Job, state: JobState, event: str, message: str) -> None:
         job.state, job.finished = state, time.time()

@@ -25,9 +25,19 @@ from typing import Any
 
 from agent.atomicfile import write_atomic
 from agent.errors import CommandError, ErrorCode
-from agent.jobs.captures import Captures, describe_file
+from agent.jobs.captures import Captures, describe_file, io_error
 from agent.jobs.manager import JobContext, JobRunner
 from agent.jobs.model import Job
+from agent.jobs.record_files import PartMedia, join_parts, probe_part
+from agent.jobs.record_parts import (
+    DEFAULT_FRAME_INTERVAL_S,
+    Span,
+    explain_gaps,
+    gaps_within,
+    group_compatible,
+    parts_within,
+    summary,
+)
 from agent.stream.mediamtx import MediaMtxPlayback
 from agent.stream.supervisor import StreamState, StreamSupervisor
 
@@ -89,6 +99,11 @@ class Recorder:
         self._journal = journal
         self._max_record_s = max_record_s
         self._max_preroll_s = max_preroll_s
+        self._running = 0
+
+    def recording(self) -> bool:
+        """Whether a recording is under way (a restart now splits it)."""
+        return self._running > 0
 
     def runner(self, params: dict[str, Any]) -> JobRunner:
         """Validate a `record` request (answered at once when wrong) and make its runner."""
@@ -124,6 +139,25 @@ class Recorder:
         entry = JournalEntry(job.id, job.request_id, job.params, began - preroll, began, began)
         self._journal.write(entry)
         limit = duration if duration is not None else self._max_record_s
+        self._running += 1
+        try:
+            await self._wait_for_the_end(context, entry, began, limit, duration)
+        finally:
+            self._running -= 1
+        end = time.time()
+        try:
+            return await self._cut(entry.start, end, preroll)
+        finally:
+            self._journal.remove(job.id)
+
+    async def _wait_for_the_end(
+        self,
+        context: JobContext,
+        entry: JournalEntry,
+        began: float,
+        limit: float,
+        duration: float | None,
+    ) -> None:
         while not context.stop_requested.is_set():
             elapsed = time.time() - began
             if elapsed >= limit:
@@ -135,45 +169,101 @@ class Recorder:
             entry.heartbeat = time.time()
             self._journal.write(entry)
             context.progress(elapsed_s=round(entry.heartbeat - began, 1), duration_s=duration)
-        end = time.time()
-        try:
-            return await self._cut(entry.start, end, preroll)
-        finally:
-            self._journal.remove(job.id)
 
     async def _cut(self, start: float, end: float, preroll: float) -> dict[str, Any]:
-        """Fetch [start, end] from the recorder into the captures directory, atomically."""
+        """Fetch what the recorder has of [start, end] into the captures directory: one file
+        per run of compatible parts (atomically), and what is missing, with its cause."""
+        parts = await self._recorded_parts(start, end)
+        if not parts:
+            raise CommandError(ErrorCode.STREAM_ERROR, "MediaMTX recorded nothing for this time")
+        first = self._captures.new_name("record", ".mp4", at=start)
+        # Each part beside the first file's temporary name, where start-up sweeps leftovers.
+        partial = self._captures.partial_for(first)
+        pieces = [
+            partial.with_name(f"{partial.name}.part{i}.mp4") for i in range(1, len(parts) + 1)
+        ]
+        fetched: list[tuple[Span, Path, PartMedia]] = []
+        try:
+            for part, piece in zip(parts, pieces, strict=True):
+                await self._fetch(part, piece)
+                fetched.append((part, piece, await asyncio.to_thread(probe_part, piece)))
+            files = await self._assemble(first, fetched)
+        finally:
+            for piece in pieces:
+                with contextlib.suppress(FileNotFoundError):
+                    piece.unlink()
+        shortest = max(
+            (m.frame_interval_s for _, _, m in fetched), default=DEFAULT_FRAME_INTERVAL_S
+        )
+        gaps = explain_gaps(
+            gaps_within(parts, start, end, 1.5 * shortest), start, self._stream.outages.cause_of
+        )
+        kept = sum(part.duration for part in parts)
+        requested = end - start
+        result = dict(files[0])
+        result.update(
+            duration_s=round(kept, 3),
+            requested_s=round(requested, 3),
+            files=files,
+            gaps=[gap.to_json() for gap in gaps],
+            complete=not gaps,
+            start=start,
+            preroll_s=preroll,
+            message=summary(requested, kept, [f["path"] for f in files], gaps),
+        )
+        return result
+
+    async def _recorded_parts(self, start: float, end: float) -> list[Span]:
+        """The recorded parts of [start, end], once the recorder has flushed up to ``end``
+        (or FLUSH_WAIT_S has passed: what it has then is what it will have)."""
         deadline = time.monotonic() + FLUSH_WAIT_S
         while True:
             try:
-                covered = await self._playback.recorded_until(self._stream_path)
+                spans = [Span(a, b) for a, b in await self._playback.spans(self._stream_path)]
             except OSError as err:
                 raise CommandError(
                     ErrorCode.STREAM_ERROR, f"MediaMTX playback unreachable: {err}"
                 ) from err
-            if covered is not None and covered >= end - 0.05:
-                break
-            if time.monotonic() > deadline:
-                if covered is None or covered <= start:
-                    raise CommandError(
-                        ErrorCode.STREAM_ERROR, "MediaMTX recorded nothing for this time"
-                    )
-                end = covered  # what the recorder has; the rest never reached it
-                break
+            covered = max((span.end for span in spans), default=None)
+            if (covered is not None and covered >= end - 0.05) or time.monotonic() > deadline:
+                return parts_within(spans, start, end)
             await asyncio.sleep(0.2)
-        final = self._captures.new_name("record", ".mp4", at=start)
-        with self._captures.writing(final) as partial:
+
+    async def _fetch(self, part: Span, dest: Path) -> None:
+        try:
+            await self._playback.download(self._stream_path, part.start, part.duration, dest)
+        except urllib.error.URLError as err:
+            # A network or HTTP failure; disk errors (ENOSPC...) pass on as io_error.
+            raise CommandError(ErrorCode.STREAM_ERROR, f"MediaMTX playback failed: {err}") from err
+        except OSError as err:
+            raise io_error(err, f"cannot write {dest.name}") from err
+
+    async def _assemble(
+        self, first: Path, fetched: list[tuple[Span, Path, PartMedia]]
+    ) -> list[dict[str, Any]]:
+        """One final file per run of compatible parts: `record-<start>.mp4`, then `-p2`..."""
+        files: list[dict[str, Any]] = []
+        groups = group_compatible([media.signature for _, _, media in fetched])
+        for number, group in enumerate(groups, 1):
+            final = first if number == 1 else first.with_name(f"{first.stem}-p{number}.mp4")
+            pieces = [fetched[i] for i in group]
             try:
-                await self._playback.download(self._stream_path, start, end - start, partial)
-            except urllib.error.URLError as err:
-                # A network or HTTP failure; disk errors (ENOSPC...) pass on as io_error.
-                raise CommandError(
-                    ErrorCode.STREAM_ERROR, f"MediaMTX playback failed: {err}"
-                ) from err
-        result = await asyncio.to_thread(describe_file, self._captures, final)
-        result["start"] = start
-        result["preroll_s"] = preroll
-        return result
+                with self._captures.writing(final) as partial:
+                    if len(pieces) == 1:
+                        pieces[0][1].replace(partial)
+                    else:
+                        await join_parts([(part, piece) for part, piece, _ in pieces], partial)
+            except CommandError as err:
+                if not files:
+                    raise
+                # Never a silent half: the files already written stay, and the error says so.
+                kept = ", ".join(f"{f['path']} ({f['duration_s']} s)" for f in files)
+                raise CommandError(err.code, f"{err.detail}; kept {kept}") from err
+            described = await asyncio.to_thread(describe_file, self._captures, final)
+            described["start"] = pieces[0][0].start
+            described["duration_s"] = round(sum(part.duration for part, _, _ in pieces), 3)
+            files.append(described)
+        return files
 
     def recover(self) -> list[tuple[Job, JobRunner]]:
         """Recordings a killed agent left running: cut each one up to its last heartbeat."""

@@ -80,22 +80,23 @@ class MediaMtxPlayback:
         request = urllib.request.Request(f"{self._base_url}{path}", headers=self._headers)  # noqa: S310 - http(s) URL from config
         return urllib.request.urlopen(request, timeout=timeout)  # noqa: S310
 
-    def _recorded_until(self, stream_path: str) -> float | None:
+    def _spans(self, stream_path: str) -> list[tuple[float, float]]:
         with self._open(f"/list?{urllib.parse.urlencode({'path': stream_path})}", 5) as response:
-            spans = json.load(response)
-        ends = [
-            dt.datetime.fromisoformat(span["start"]).timestamp() + float(span["duration"])
-            for span in spans
-        ]
-        return max(ends, default=None)
+            listed = json.load(response)
+        spans = []
+        for span in listed:
+            start = dt.datetime.fromisoformat(span["start"]).timestamp()
+            spans.append((start, start + float(span["duration"])))
+        return spans
 
-    async def recorded_until(self, stream_path: str) -> float | None:
-        """End (Unix time) of the newest recorded span; None when nothing is recorded."""
+    async def spans(self, stream_path: str) -> list[tuple[float, float]]:
+        """The recorded spans (Unix start, end), one per stretch without a gap; [] when
+        nothing is recorded."""
         try:
-            return await asyncio.to_thread(self._recorded_until, stream_path)
+            return await asyncio.to_thread(self._spans, stream_path)
         except urllib.error.HTTPError as err:
             if err.code == 404:
-                return None
+                return []
             raise
 
     def _download(self, stream_path: str, start: float, duration: float, dest: Path) -> None:

@@ -23,6 +23,13 @@ from agent.camera.base import CameraBackend, Pusher, StreamTarget
 from agent.errors import CameraError
 from agent.process import ProcessStartError
 from agent.stream.mediamtx import MediaMtxApi
+from agent.stream.outages import (
+    MEDIAMTX_UNREACHABLE,
+    SETTINGS_CHANGE,
+    STREAM_RESTART,
+    STREAM_STOPPED,
+    OutageLog,
+)
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +91,9 @@ class StreamSupervisor:
         self.restarts = 0
         self.last_error: str | None = None
         self._down_since: float | None = None
+        self.outages = OutageLog()
+        # Why the next interruption of a running pusher happens (restart() says: a setting).
+        self._interrupt_cause = STREAM_STOPPED
 
     def snapshot(self) -> dict[str, Any]:
         """The stream part of `BASE/state`."""
@@ -109,6 +119,7 @@ class StreamSupervisor:
 
     def stop(self) -> None:
         self._wanted = False
+        self._interrupt_cause = STREAM_STOPPED
         self._kick.set()
 
     async def stopped(self, timeout_s: float = 10.0) -> None:
@@ -121,6 +132,7 @@ class StreamSupervisor:
             return 0.0
         began = time.monotonic()
         self._online.clear()
+        self._interrupt_cause = SETTINGS_CHANGE
         self._kick.set()
         try:
             await asyncio.wait_for(
@@ -178,6 +190,7 @@ class StreamSupervisor:
             return None, 0.0
         exit_task = asyncio.create_task(self._pusher.wait())
         online_at: float | None = None
+        outcome: _Outcome | None = None
         try:
             outcome = await self._wait_ready(exit_task)
             if outcome is None:
@@ -187,6 +200,12 @@ class StreamSupervisor:
         finally:
             uptime = time.monotonic() - online_at if online_at else 0.0
             stderr = self._pusher.stderr_text() if self._pusher else ""
+            if online_at is not None:
+                # An online stream stops: by request (a setting, `stream stop`, the agent
+                # stopping: outcome None) or because the pusher died or stalled.
+                crashed = outcome in (_Outcome.EXITED, _Outcome.STALLED)
+                self.outages.begin(STREAM_RESTART if crashed else self._interrupt_cause)
+            self._interrupt_cause = STREAM_STOPPED
             await self._stop_pusher()
             exit_task.cancel()
         if outcome is not _Outcome.INTERRUPTED:
@@ -277,10 +296,13 @@ class StreamSupervisor:
             )
         self._down_since = None
         self.last_error = None
+        self.outages.end()
 
     def _went_down(self, outcome: _Outcome | None, stderr: str) -> None:
         if outcome is None:
             return
+        if outcome is _Outcome.START_TIMEOUT and self._api.last_error is not None:
+            self.outages.explain(MEDIAMTX_UNREACHABLE)  # the API did not answer: MediaMTX is down
         if outcome is _Outcome.EXITED and self.last_error is None:
             self.last_error = (
                 f"the pusher exited: {stderr.splitlines()[-1] if stderr else 'no output'}"
