@@ -11,7 +11,7 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
-from agent.camera.base import CameraBackend, StreamTarget
+from agent.camera.base import CameraBackend
 from agent.camera.detect import find_v4l2_capture, libcamera_cameras
 from agent.camera.picamera2_backend import Picamera2Camera
 from agent.camera.selftest import Step, TourStream, run_tour
@@ -42,6 +42,7 @@ from agent.stream.supervisor import (
     StreamSupervisor,
     SupervisorSettings,
 )
+from agent.stream.target import StreamTarget
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +142,7 @@ class AgentApp:
             config.jobs.max_record_s,
             config.jobs.max_preroll_s,
         )
-        picture = picture_runner(self.backend, self.captures)
+        picture = picture_runner(self.backend, self.stream, self.captures)
         self.jobs = JobManager(
             {
                 "picture": JobKind(picture, config.jobs.picture_limit),
@@ -249,7 +250,7 @@ def build_supervisor(
 ) -> StreamSupervisor:
     s = config.stream
     return StreamSupervisor(
-        backend,
+        backend.start_pusher,
         MediaMtxApi(s.api_url, s.username, s.password.get_secret_value()),
         stream_target(config),
         SupervisorSettings(

@@ -87,6 +87,8 @@ class CameraControls:
             try:
                 # The values the camera kept (uvcvideo rounds to its step), for the answer.
                 kept = (await self._backend.apply(plan.values, restart=restart)).values
+                if self._stream is not None and not restart:
+                    await self._stream.apply_live(kept)  # filters of the running pipeline
                 downtime = await self._stream.restart() if restart and self._stream else 0.0
             except CameraError as err:
                 restored = await self._roll_back(before, plan.values, restart)

@@ -77,9 +77,9 @@ def stream_ready(broker: Broker, media: MediaServer, work: Path, runs: int) -> l
 
 def bare_pusher(media: MediaServer, tuned: bool) -> subprocess.Popen[bytes]:
     """The same source and stamp filter as the agent's, pushed by a hand-started ffmpeg."""
-    from agent.camera.base import StreamTarget  # noqa: PLC0415
     from agent.camera.testsrc import TestPatternCamera  # noqa: PLC0415
     from agent.stream.ffmpeg_args import pattern_pusher_args  # noqa: PLC0415
+    from agent.stream.target import StreamTarget  # noqa: PLC0415
 
     params = TestPatternCamera(WIDTH, HEIGHT, FPS).params()
     target = StreamTarget(media.rtsp_url, "agent", media.credentials.agent)

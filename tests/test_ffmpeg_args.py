@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from agent.camera.base import StreamTarget
 from agent.jobs.trim import CutPlan, fast_trim_args, plan_exact_cut
 from agent.stream.ffmpeg_args import (
     STAMP_BITS,
@@ -21,6 +20,7 @@ from agent.stream.ffmpeg_args import (
     pattern_filtergraph,
     pattern_pusher_args,
 )
+from agent.stream.target import StreamTarget
 
 PARAMS = TestPatternParams(
     width=320, height=240, fps=25, bitrate_kbps=500, keyframe_interval_s=2.0, pattern="testsrc2",

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from agent.camera.base import StreamTarget
 from agent.camera.detect import libcamera_cameras
 from agent.camera.libcamera_controls import CropGeometry, crop_descriptors, pack_yuv420
 from agent.camera.picamera2_backend import Picamera2Camera
 from agent.camera.settings import plan_change
 from agent.errors import CameraError, ErrorCode, SettingsRejected
+from agent.stream.target import StreamTarget
 from tests import fake_picamera2
 from tests.fake_picamera2 import USB_WEBCAM_INFO, picamera2_fixtures
 
@@ -77,7 +77,6 @@ async def test_auto_exposure_and_white_balance_stay_auto_across_restarts(
         assert state.exposure_auto and state.gain_auto, state.applied
         assert state.awb_auto and state.colour_gains is None, state.applied
         await pusher.stop()
-        await camera.pusher_stopped()
     await camera.stop()
 
 
@@ -85,7 +84,7 @@ async def test_manual_exposure_and_gains_are_kept_across_a_restart(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     camera = await open_camera(monkeypatch)
-    await camera.start_pusher(TARGET)
+    pusher = await camera.start_pusher(TARGET)
     plan = plan_change(
         camera.descriptors(),
         camera.values(),
@@ -97,7 +96,7 @@ async def test_manual_exposure_and_gains_are_kept_across_a_restart(
     assert not state.exposure_auto and state.exposure_time == 8000
     assert not state.awb_auto and state.colour_gains == (1.5, 2.0)
     assert state.lens_position == 3.0
-    await camera.pusher_stopped()
+    await pusher.stop()
     await camera.start_pusher(TARGET)  # a restart: a new configure resets picamera2's controls
     state = camera._camera.state
     assert not state.exposure_auto and state.exposure_time == 8000
@@ -129,7 +128,7 @@ async def test_zoom_pan_and_tilt_move_one_crop_and_survive_a_restart(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     camera = await open_camera(monkeypatch, "pi4-imx219")
-    await camera.start_pusher(TARGET)
+    pusher = await camera.start_pusher(TARGET)
     picam = camera._camera
     plan = plan_change(camera.descriptors(), camera.values(), {"zoom": 2})
     await camera.apply(plan.values, restart=False)
@@ -138,7 +137,7 @@ async def test_zoom_pan_and_tilt_move_one_crop_and_survive_a_restart(
     plan = plan_change(camera.descriptors(), camera.values(), {"pan": 1, "tilt": -1})
     await camera.apply(plan.values, restart=False)
     assert picam.state.crop == (1640, 0, 1640, 922)  # top right of the sensor, still 2x
-    await camera.pusher_stopped()
+    await pusher.stop()
     await camera.start_pusher(TARGET)
     assert picam.state.crop == (1640, 0, 1640, 922)
     with pytest.raises(SettingsRejected) as refused:
@@ -165,9 +164,9 @@ async def test_picture_has_the_configured_width_and_no_row_padding(
     monkeypatch: pytest.MonkeyPatch, fixture: str
 ) -> None:
     camera = await open_camera(monkeypatch, fixture, (1000, 562))  # 1000 is not 64-aligned
-    await camera.start_pusher(TARGET)
+    pusher = await camera.start_pusher(TARGET)
     assert camera._camera.camera_config["main"]["stride"] == 1024
-    frame = await camera.latest_frame()
+    frame = await pusher.latest_frame()
     assert (frame.width, frame.height, frame.pix_fmt) == (1000, 562, "yuv420p")
     data = await asyncio.to_thread(Path(frame.path).read_bytes)
     assert len(data) == 1000 * 562 * 3 // 2
@@ -180,17 +179,22 @@ async def test_a_picture_while_frames_stall_fails_in_time_and_leaves_nothing_que
 ) -> None:
     monkeypatch.setattr("agent.camera.picamera2_backend.CAPTURE_TIMEOUT_S", 0.3)
     camera = await open_camera(monkeypatch)
-    await camera.start_pusher(TARGET)
+    pusher = await camera.start_pusher(TARGET)
     picam = camera._camera
     picam.frames_stalled = True
     started = time.monotonic()
     with pytest.raises(CameraError, match="no frame within"):
-        await camera.latest_frame()
+        await pusher.latest_frame()
     assert time.monotonic() - started < 3
     picam.resume_frames()
     assert not picam.held_requests and not picam._jobs
-    frame = await camera.latest_frame()  # the camera is usable again
+    frame = await pusher.latest_frame()  # the camera is usable again
     assert frame.width == 1280
+    runtime = Path(frame.path).parent
+    await pusher.stop()  # the run ends with everything it owned
+    assert not runtime.exists()
+    with pytest.raises(CameraError, match="not streaming"):
+        await pusher.latest_frame()
 
 
 async def test_pi5_software_encoder_gets_the_configured_frame_rate(
@@ -245,7 +249,6 @@ async def test_stream_configures_encodes_and_reports_a_broken_output(
     assert await asyncio.wait_for(waiter, 5) == 1
     assert "Broken pipe" in pusher.stderr_text()
     await pusher.stop()
-    await camera.pusher_stopped()
     assert picam.encoder is None and not picam.started
 
 

@@ -11,8 +11,10 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, Protocol
-from urllib.parse import quote, urlsplit, urlunsplit
+from typing import Any
+
+from agent.stream.pusher import Pusher
+from agent.stream.target import StreamTarget
 
 ControlValue = bool | int | float | str | tuple[float, float]
 
@@ -125,49 +127,6 @@ class AppliedChange:
     downtime_s: float = 0.0
 
 
-@dataclass(frozen=True)
-class StreamTarget:
-    """Where the encoded stream goes: a MediaMTX path, with the agent's publish credentials."""
-
-    url: str  # rtsp://host:port/path, without credentials
-    username: str
-    password: str
-    rtsp_transport: str = "tcp"
-
-    @property
-    def path(self) -> str:
-        return urlsplit(self.url).path.strip("/")
-
-    def url_with_credentials(self) -> str:
-        parts = urlsplit(self.url)
-        auth = f"{quote(self.username, safe='')}:{quote(self.password, safe='')}@"
-        return urlunsplit(parts._replace(netloc=auth + parts.netloc))
-
-
-@dataclass(frozen=True)
-class RawFrame:
-    """The camera's current frame, raw, in a file: what a picture is made from."""
-
-    path: str
-    width: int
-    height: int
-    pix_fmt: str
-    made_at: float  # time.time() of the frame
-
-
-class Pusher(Protocol):
-    """A running encoder publishing to MediaMTX (an ffmpeg process, or picamera2's encoder)."""
-
-    @property
-    def pid(self) -> int | None: ...
-
-    async def wait(self) -> int: ...
-
-    async def stop(self, grace_s: float = 3.0) -> int | None: ...
-
-    def stderr_text(self, lines: int = 20) -> str: ...
-
-
 class CameraBackend(ABC):
     """One camera stack (test pattern, picamera2, V4L2). Construction only assigns."""
 
@@ -200,24 +159,17 @@ class CameraBackend(ABC):
 
     @abstractmethod
     async def start_pusher(self, target: StreamTarget) -> Pusher:
-        """Start encoding with the current values and publishing to ``target``.
+        """Start one run of the pipeline with the current values, publishing to ``target``:
+        a new Pusher that owns what belongs to the run.
 
         Raises ProcessStartError or CameraError when the pipeline cannot start at all.
         """
-
-    @abstractmethod
-    async def latest_frame(self) -> RawFrame:
-        """The current full-resolution frame while streaming; CameraError when there is none."""
 
     async def confirm(self, values: Mapping[str, ControlValue]) -> dict[str, ControlValue]:
         """What the camera reports for these controls after they were applied: the device's
         own word where it gives one (V4L2 reads the driver, picamera2 a frame's metadata)."""
         current = self.values()
         return {name: current[name] for name in values if name in current}
-
-    async def pusher_stopped(self) -> None:
-        """The supervisor stopped (or lost) the pusher; release what belonged to it."""
-        return
 
     def info(self) -> dict[str, Any]:
         """Backend facts for `BASE/state` (model, device, formats...)."""

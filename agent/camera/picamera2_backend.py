@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
@@ -34,9 +33,6 @@ from agent.camera.base import (
     ControlDescriptor,
     ControlType,
     ControlValue,
-    Pusher,
-    RawFrame,
-    StreamTarget,
     as_int,
     as_number,
     same_value,
@@ -49,6 +45,9 @@ from agent.camera.libcamera_controls import (
 )
 from agent.camera.vocabulary import stream_parameter_descriptors
 from agent.errors import CameraError
+from agent.stream.pusher import LiveValues, Pusher, runtime_dir
+from agent.stream.still import RawFrame
+from agent.stream.target import StreamTarget
 
 log = logging.getLogger(__name__)
 
@@ -69,14 +68,38 @@ def _picamera2_platform_is_vc4() -> bool:
     return bool(get_platform() == Platform.VC4)
 
 
-class _EncoderPusher:
-    """The running encoder as the supervisor sees a pusher: it waits, and it can be stopped."""
+def wait_job(camera: Any, job: Any) -> Any:
+    """A picamera2 job's result within CAPTURE_TIMEOUT_S, or a CameraError."""
+    try:
+        return camera.wait(job, timeout=CAPTURE_TIMEOUT_S)
+    except TimeoutError:
+        # picamera2's advice for a timed-out job: drop the queue, so that a request which may
+        # still come is not held for ever (it would stall the pipeline).
+        with contextlib.suppress(Exception):
+            camera.cancel_all_and_flush()
+        with contextlib.suppress(Exception):
+            late = camera.wait(job, timeout=0)
+            if hasattr(late, "release"):
+                late.release()
+        raise CameraError(
+            f"the camera delivered no frame within {CAPTURE_TIMEOUT_S:.0f} s"
+        ) from None
+
+
+class Picamera2Pusher:
+    """One run of the camera: the started camera, its encoder, and a directory for pictures.
+
+    The encoder's output reports a broken pipe through `error_callback` (picamera2's design);
+    `wait` then returns and the supervisor decides what to do. `stop` stops the encoder and the
+    camera, which stays open (and configured) for the next run.
+    """
 
     def __init__(self, camera: Any, loop: asyncio.AbstractEventLoop) -> None:
         self._camera = camera
         self._loop = loop
         self._failed = asyncio.Event()
         self._error = ""
+        self._runtime: tempfile.TemporaryDirectory[str] | None = runtime_dir("camera-agent-picam-")
 
     def on_error(self, err: BaseException) -> None:
         # Called from picamera2's encoder thread.
@@ -92,11 +115,46 @@ class _EncoderPusher:
         return 1
 
     async def stop(self, grace_s: float = 3.0) -> int | None:
-        await asyncio.wait_for(asyncio.to_thread(self._camera.stop_encoder), grace_s + 5)
+        camera = self._camera
+
+        def end() -> None:
+            with contextlib.suppress(RuntimeError):
+                camera.stop_encoder()
+            with contextlib.suppress(RuntimeError):
+                camera.stop()
+
+        await asyncio.wait_for(asyncio.to_thread(end), grace_s + 5)
+        if self._runtime is not None:
+            self._runtime.cleanup()
+            self._runtime = None
         return 0
 
     def stderr_text(self, lines: int = 20) -> str:
         return self._error
+
+    async def latest_frame(self) -> RawFrame:
+        if self._runtime is None or not self._camera.started:
+            raise CameraError("the camera is not streaming (`stream start` first)")
+        path = Path(self._runtime.name) / "still.yuv"
+        camera = self._camera
+
+        def capture() -> tuple[int, int]:
+            main = camera.camera_configuration()["main"]
+            width, height = (int(n) for n in main["size"])
+            request = wait_job(camera, camera.capture_request(wait=False))
+            try:
+                array = request.make_array("main")
+            finally:
+                request.release()
+            stride = int(main.get("stride") or array.shape[1])
+            path.write_bytes(pack_yuv420(array.tobytes(), width, height, stride))
+            return width, height
+
+        width, height = await asyncio.to_thread(capture)
+        return RawFrame(str(path), width, height, "yuv420p", time.time())
+
+    async def apply_live(self, values: LiveValues) -> None:
+        return None  # the backend sends controls to the camera itself (set_controls)
 
 
 class Picamera2Camera(CameraBackend):
@@ -113,8 +171,6 @@ class Picamera2Camera(CameraBackend):
         }  # fmt: skip
         self._model = "unknown"
         self._vc4 = True
-        self._runtime: tempfile.TemporaryDirectory[str] | None = None
-        self._streaming = False
 
     async def start(self) -> None:
         try:
@@ -136,19 +192,17 @@ class Picamera2Camera(CameraBackend):
         self._vc4 = await asyncio.to_thread(_picamera2_platform_is_vc4)
         # Configure once, so that the descriptors carry the sensor mode's real limits.
         await self._configure()
-        shm = "/dev/shm"  # noqa: S108 - a private mkdtemp directory inside it
-        self._runtime = tempfile.TemporaryDirectory(
-            prefix="camera-agent-picam-", dir=shm if os.access(shm, os.W_OK) else None
-        )
 
     async def stop(self) -> None:
         if self._camera is not None:
             with contextlib.suppress(RuntimeError):
                 await asyncio.to_thread(self._camera.close)
             self._camera = None
-        if self._runtime is not None:
-            self._runtime.cleanup()
-            self._runtime = None
+
+    @property
+    def _streaming(self) -> bool:
+        """A run of the pipeline has the camera started (Picamera2Pusher stops it)."""
+        return self._camera is not None and bool(self._camera.started)
 
     def descriptors(self) -> Sequence[ControlDescriptor]:
         v = self._values
@@ -194,7 +248,7 @@ class Picamera2Camera(CameraBackend):
 
     async def apply(self, values: Mapping[str, ControlValue], restart: bool) -> AppliedChange:
         self._values.update(values)
-        if self._camera is not None and self._streaming and not restart:
+        if self._streaming and not restart:
             native = self._native(list(values))
             if native:
                 try:
@@ -207,36 +261,20 @@ class Picamera2Camera(CameraBackend):
         """The values in a frame's metadata, once they show the change; controls take a few
         frames to act (the sensor applies exposure and gain with a delay)."""
         cached = await super().confirm(values)
-        if self._camera is None or not self._streaming:
+        if not self._streaming:
             return cached
         camera = self._camera
         reported: dict[str, ControlValue] = {}
         for _ in range(CONFIRM_FRAMES):
-            metadata = await asyncio.to_thread(self._wait, camera.capture_metadata(wait=False))
+            metadata = await asyncio.to_thread(
+                wait_job, camera, camera.capture_metadata(wait=False)
+            )
             reported = reported_values(metadata, self._descriptors, camera.camera_controls)
             if all(
                 same_value(reported.get(k, v), v, self.readback_rel_tol) for k, v in cached.items()
             ):
                 break
         return {name: reported.get(name, value) for name, value in cached.items()}
-
-    def _wait(self, job: Any) -> Any:
-        """A picamera2 job's result within CAPTURE_TIMEOUT_S, or a CameraError."""
-        camera = self._camera
-        try:
-            return camera.wait(job, timeout=CAPTURE_TIMEOUT_S)
-        except TimeoutError:
-            # picamera2's advice for a timed-out job: drop the queue, so that a request which
-            # may still come is not held for ever (it would stall the pipeline).
-            with contextlib.suppress(Exception):
-                camera.cancel_all_and_flush()
-            with contextlib.suppress(Exception):
-                late = camera.wait(job, timeout=0)
-                if hasattr(late, "release"):
-                    late.release()
-            raise CameraError(
-                f"the camera delivered no frame within {CAPTURE_TIMEOUT_S:.0f} s"
-            ) from None
 
     async def start_pusher(self, target: StreamTarget) -> Pusher:
         if self._camera is None:
@@ -259,7 +297,7 @@ class Picamera2Camera(CameraBackend):
         output = FfmpegOutput(
             f"-f rtsp -rtsp_transport {target.rtsp_transport} {target.url_with_credentials()}"
         )
-        pusher = _EncoderPusher(self._camera, asyncio.get_running_loop())
+        pusher = Picamera2Pusher(self._camera, asyncio.get_running_loop())
         output.error_callback = pusher.on_error
 
         def begin() -> None:
@@ -276,36 +314,9 @@ class Picamera2Camera(CameraBackend):
         try:
             await asyncio.to_thread(begin)
         except RuntimeError as err:
+            await pusher.stop()
             raise CameraError(f"cannot start the camera: {err}") from err
-        self._streaming = True
         return pusher
-
-    async def pusher_stopped(self) -> None:
-        self._streaming = False
-        if self._camera is not None:
-            with contextlib.suppress(RuntimeError):
-                await asyncio.to_thread(self._camera.stop)
-
-    async def latest_frame(self) -> RawFrame:
-        if self._camera is None or not self._streaming or self._runtime is None:
-            raise CameraError("the camera is not streaming (`stream start` first)")
-        path = Path(self._runtime.name) / "still.yuv"
-        camera = self._camera
-
-        def capture() -> tuple[int, int]:
-            main = camera.camera_configuration()["main"]
-            width, height = (int(n) for n in main["size"])
-            request = self._wait(camera.capture_request(wait=False))
-            try:
-                array = request.make_array("main")
-            finally:
-                request.release()
-            stride = int(main.get("stride") or array.shape[1])
-            path.write_bytes(pack_yuv420(array.tobytes(), width, height, stride))
-            return width, height
-
-        width, height = await asyncio.to_thread(capture)
-        return RawFrame(str(path), width, height, "yuv420p", time.time())
 
     def info(self) -> dict[str, Any]:
         return {

@@ -24,8 +24,6 @@ from agent.camera.base import (
     ControlDescriptor,
     ControlType,
     ControlValue,
-    Pusher,
-    StreamTarget,
     same_value,
 )
 from agent.camera.settings import plan_change
@@ -33,6 +31,8 @@ from agent.checks import Finding
 from agent.errors import AgentError
 from agent.jobs.captures import probe_media
 from agent.process import run_command
+from agent.stream.pusher import Pusher
+from agent.stream.target import StreamTarget
 
 FIRST_FRAME_TIMEOUT_S = 10.0
 RECORD_S = 3.0
@@ -72,7 +72,7 @@ def _targets(d: ControlDescriptor) -> list[ControlValue]:
 
 
 async def _set_and_confirm(
-    backend: CameraBackend, d: ControlDescriptor, target: ControlValue
+    backend: CameraBackend, pusher: Pusher | None, d: ControlDescriptor, target: ControlValue
 ) -> str | None:
     """None if the camera keeps ``target``; else what went wrong."""
     request: dict[str, object] = {d.name: target}
@@ -81,6 +81,8 @@ async def _set_and_confirm(
     try:
         plan = plan_change(backend.descriptors(), backend.values(), request)
         await backend.apply(plan.values, restart=False)
+        if pusher is not None:
+            await pusher.apply_live(plan.values)  # as CameraControls does
         reported = await backend.confirm({d.name: plan.values[d.name]})
     except AgentError as err:
         return f"{target!r}: {err}"
@@ -90,14 +92,14 @@ async def _set_and_confirm(
     return None
 
 
-async def control_steps(backend: CameraBackend) -> list[Step]:
+async def control_steps(backend: CameraBackend, pusher: Pusher | None = None) -> list[Step]:
     """Every live control to min, max and default, read back; then the values of before."""
     steps: list[Step] = []
     before = backend.values()
     for d in backend.descriptors():
         if d.read_only or d.restarts_stream:
             continue
-        problems = [p for t in _targets(d) if (p := await _set_and_confirm(backend, d, t))]
+        problems = [p for t in _targets(d) if (p := await _set_and_confirm(backend, pusher, d, t))]
         steps.append(
             Step(f"control {d.name}", not problems, "; ".join(problems) or "min, max, default")
         )
@@ -114,13 +116,13 @@ def _uniform(data: bytes) -> bool:
     return len(set(sample)) <= 1
 
 
-async def picture_step(backend: CameraBackend, name: str = "picture") -> Step:
+async def picture_step(backend: CameraBackend, pusher: Pusher, name: str = "picture") -> Step:
     """A picture of the configured size that is not one flat colour (waits for a first frame)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + FIRST_FRAME_TIMEOUT_S
     while True:
         try:
-            frame = await backend.latest_frame()
+            frame = await pusher.latest_frame()
             break
         except AgentError as err:
             if loop.time() > deadline:
@@ -147,11 +149,10 @@ async def _start_stream(backend: CameraBackend, stream: TourStream) -> Step:
     return Step("stream", True, f"publishing to {stream.target.url}")
 
 
-async def _stop_stream(backend: CameraBackend, stream: TourStream) -> None:
+async def _stop_stream(stream: TourStream) -> None:
     if stream.pusher is not None:
         await stream.pusher.stop()
         stream.pusher = None
-        await backend.pusher_stopped()
 
 
 async def restart_step(backend: CameraBackend, stream: TourStream | None) -> Step:
@@ -167,11 +168,11 @@ async def restart_step(backend: CameraBackend, stream: TourStream | None) -> Ste
     await backend.apply(plan.values, restart=True)
     detail = f"fps {current} -> {target}"
     if stream is not None and stream.pusher is not None:
-        await _stop_stream(backend, stream)  # what the supervisor does for a restart
+        await _stop_stream(stream)  # what the supervisor does for a restart
         started = await _start_stream(backend, stream)
-        if not started.ok:
+        if not started.ok or stream.pusher is None:
             return Step(name, False, f"{detail}: the stream did not come back: {started.detail}")
-        picture = await picture_step(backend)
+        picture = await picture_step(backend, stream.pusher)
         if not picture.ok:
             return Step(name, False, f"{detail}: no picture after the restart: {picture.detail}")
         detail += ", stream back"
@@ -218,19 +219,19 @@ async def run_tour(backend: CameraBackend, stream: TourStream | None = None) -> 
         if stream is not None:
             steps.append(await _start_stream(backend, stream))
             if stream.pusher is not None:
-                steps.append(await picture_step(backend, "first frame"))
+                steps.append(await picture_step(backend, stream.pusher, "first frame"))
                 streaming = steps[-1].ok
             if not streaming:  # the rest of the tour without a stream, instead of timing out
-                await _stop_stream(backend, stream)
-        steps += await control_steps(backend)
-        if streaming:
-            steps.append(await picture_step(backend))
+                await _stop_stream(stream)
+        steps += await control_steps(backend, stream.pusher if stream is not None else None)
+        if streaming and stream is not None and stream.pusher is not None:
+            steps.append(await picture_step(backend, stream.pusher))
         steps.append(await restart_step(backend, stream if streaming else None))
         if streaming and stream is not None and stream.record:
             steps.append(await record_step(stream.target))
     finally:
         if stream is not None:
-            await _stop_stream(backend, stream)
+            await _stop_stream(stream)
         await backend.stop()
     steps.append(Step("stop", True, "camera released"))
     return steps

@@ -10,8 +10,6 @@ hardware.
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -24,18 +22,14 @@ from agent.camera.base import (
     ControlType,
     ControlValue,
     MenuOption,
-    Pusher,
-    RawFrame,
-    StreamTarget,
     as_int,
     as_number,
 )
-from agent.camera.still import StillFile
 from agent.camera.vocabulary import stream_parameter_descriptors
-from agent.errors import CameraError
-from agent.process import ManagedProcess
 from agent.stream.ffmpeg_args import TestPatternParams, live_filter_commands, pattern_pusher_args
-from agent.stream.filter_commands import FilterCommandChannel, FilterCommandError
+from agent.stream.pusher import FfmpegLaunch, FfmpegPusher, Pusher
+from agent.stream.still import StillFile
+from agent.stream.target import StreamTarget
 
 log = logging.getLogger(__name__)
 
@@ -96,24 +90,12 @@ class TestPatternCamera(CameraBackend):
     def __init__(self, width: int, height: int, fps: int) -> None:
         self._descriptors = pattern_descriptors(width, height, fps)
         self._values: dict[str, ControlValue] = {d.name: d.default for d in self._descriptors}
-        self._runtime: tempfile.TemporaryDirectory[str] | None = None
-        self._channel: FilterCommandChannel | None = None
-        self._generation = 0
-        self._still: StillFile | None = None
 
     async def start(self) -> None:
-        # The zmq endpoint is a Unix socket in a private directory: nothing outside the agent's
-        # user can reach ffmpeg's filters, and no TCP port is taken. The latest raw frame is
-        # rewritten 30 times a second, so it belongs in RAM (/dev/shm) where there is one.
-        shm = "/dev/shm"  # noqa: S108 - a private mkdtemp directory inside it
-        base = shm if os.access(shm, os.W_OK) else None
-        self._runtime = tempfile.TemporaryDirectory(prefix="camera-agent-", dir=base)
+        return None  # no device: each run of the pipeline brings what it needs
 
     async def stop(self) -> None:
-        await self.pusher_stopped()
-        if self._runtime is not None:
-            self._runtime.cleanup()
-            self._runtime = None
+        return None
 
     def descriptors(self) -> Sequence[ControlDescriptor]:
         return self._descriptors
@@ -140,46 +122,24 @@ class TestPatternCamera(CameraBackend):
         )
 
     async def start_pusher(self, target: StreamTarget) -> Pusher:
-        if self._runtime is None:
-            raise CameraError("the test-pattern camera is not started")
-        self._generation += 1
-        endpoint = f"ipc://{Path(self._runtime.name) / f'filters-{self._generation}.zmq'}"
         params = self.params()
-        self._still = StillFile(
-            Path(self._runtime.name) / "latest.yuv", params.width, params.height
-        )
-        argv = pattern_pusher_args(
-            params,
-            endpoint,
-            target.url_with_credentials(),
-            str(self._still.path),
-            target.rtsp_transport,
-        )
-        process = ManagedProcess(argv, "testsrc-pusher")
-        await process.start()
-        self._channel = FilterCommandChannel(endpoint)
-        return process
 
-    async def latest_frame(self) -> RawFrame:
-        if self._still is None:
-            raise CameraError("the camera is not streaming (`stream start` first)")
-        return await self._still.frame()
+        def plan(runtime: Path) -> FfmpegLaunch:
+            # The zmq endpoint is a Unix socket in the run's private directory: nothing outside
+            # the agent's user can reach ffmpeg's filters, and no TCP port is taken.
+            endpoint = f"ipc://{runtime / 'filters.zmq'}"
+            still = StillFile(runtime / "latest.yuv", params.width, params.height)
+            argv = pattern_pusher_args(
+                params, endpoint, target.url_with_credentials(), str(still.path),
+                target.rtsp_transport,
+            )  # fmt: skip
+            return FfmpegLaunch(argv, still, endpoint, live_filter_commands)
 
-    async def pusher_stopped(self) -> None:
-        self._still = None
-        if self._channel is not None:
-            self._channel.close()
-            self._channel = None
+        return await FfmpegPusher.start("testsrc-pusher", "camera-agent-testsrc-", plan)
 
     async def apply(self, values: Mapping[str, ControlValue], restart: bool) -> AppliedChange:
+        # Live changes reach the running pipeline's filters through its Pusher (apply_live).
         self._values.update(values)
-        if not restart and self._channel is not None:
-            for command in live_filter_commands(dict(values)):
-                try:
-                    await self._channel.send(command)
-                except FilterCommandError as err:
-                    # The value is kept and applies when the pipeline (re)starts.
-                    log.warning("live change not applied now: %s", err)
         return AppliedChange(values=dict(values), restarted=restart)
 
     def info(self) -> dict[str, Any]:

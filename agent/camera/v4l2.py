@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -23,13 +21,9 @@ from agent.camera.base import (
     ControlType,
     ControlValue,
     MenuOption,
-    Pusher,
-    RawFrame,
-    StreamTarget,
     as_int,
     as_number,
 )
-from agent.camera.still import StillFile
 from agent.camera.v4l2_ctl import (
     V4l2Control,
     list_controls_args,
@@ -46,24 +40,16 @@ from agent.camera.vocabulary import (
     v4l2_other_names,
 )
 from agent.errors import CameraError
-from agent.process import (
-    CommandResult,
-    CommandRunner,
-    ManagedProcess,
-    ProcessStartError,
-    run_command,
-)
+from agent.process import CommandResult, CommandRunner, ProcessStartError, run_command
 from agent.stream.ffmpeg_args import v4l2_pusher_args
+from agent.stream.pusher import FfmpegLaunch, FfmpegPusher, Pusher
+from agent.stream.still import StillFile
+from agent.stream.target import StreamTarget
 
 log = logging.getLogger(__name__)
 
 # ffmpeg's name for each V4L2 pixel format, in order of preference.
 INPUT_FORMATS = {"H264": "h264", "MJPG": "mjpeg", "YUYV": "yuyv422"}
-
-
-def _ram_dir() -> str | None:
-    # The latest frame is rewritten at every frame: RAM, where there is some.
-    return "/dev/shm" if os.access("/dev/shm", os.W_OK) else None  # noqa: S108
 
 
 _TYPES = {
@@ -133,8 +119,6 @@ class V4l2Camera(CameraBackend):
         self._run = run
         self._controls: list[V4l2Control] = []
         self._formats: dict[str, list[tuple[int, int]]] = {}
-        self._runtime: tempfile.TemporaryDirectory[str] | None = None
-        self._still: StillFile | None = None
         self._stream_values: dict[str, ControlValue] = {
             "width": width, "height": height, "fps": fps, "bitrate": 2000, "keyframe_interval": 1.0,
         }  # fmt: skip
@@ -232,30 +216,20 @@ class V4l2Camera(CameraBackend):
         fourcc = self.input_format()
         v = self._stream_values
         width, height = as_int(v["width"]), as_int(v["height"])
-        self._runtime = tempfile.TemporaryDirectory(prefix="camera-agent-v4l2-", dir=_ram_dir())
-        self._still = StillFile(Path(self._runtime.name) / "latest.yuv", width, height)
         mode = "copying its H.264" if fourcc == "H264" else f"encoding {fourcc} with libx264"
         log.info("%s: streaming %dx%d@%s, %s", self._device, width, height, v["fps"], mode)
-        argv = v4l2_pusher_args(
-            self._device, INPUT_FORMATS[fourcc], width, height,
-            as_int(v["fps"]), as_int(v["bitrate"]),
-            as_number(v["keyframe_interval"]), target.url_with_credentials(), str(self._still.path),
-            target.rtsp_transport,
-        )  # fmt: skip
-        process = ManagedProcess(argv, "v4l2-pusher")
-        await process.start()
-        return process
 
-    async def pusher_stopped(self) -> None:
-        self._still = None
-        if self._runtime is not None:
-            self._runtime.cleanup()
-            self._runtime = None
+        def plan(runtime: Path) -> FfmpegLaunch:
+            still = StillFile(runtime / "latest.yuv", width, height)
+            argv = v4l2_pusher_args(
+                self._device, INPUT_FORMATS[fourcc], width, height,
+                as_int(v["fps"]), as_int(v["bitrate"]),
+                as_number(v["keyframe_interval"]), target.url_with_credentials(), str(still.path),
+                target.rtsp_transport,
+            )  # fmt: skip
+            return FfmpegLaunch(argv, still)  # controls go to the device, not to filters
 
-    async def latest_frame(self) -> RawFrame:
-        if self._still is None:
-            raise CameraError("the camera is not streaming (`stream start` first)")
-        return await self._still.frame()
+        return await FfmpegPusher.start("v4l2-pusher", "camera-agent-v4l2-", plan)
 
     def info(self) -> dict[str, Any]:
         fmt = None

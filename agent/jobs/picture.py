@@ -13,12 +13,15 @@ from agent.jobs.captures import Captures, describe_file
 from agent.jobs.manager import JobContext, JobRunner
 from agent.process import ManagedProcess
 from agent.stream.ffmpeg_args import still_to_jpeg_args
+from agent.stream.supervisor import StreamSupervisor
 
 
-def picture_runner(backend: CameraBackend, captures: Captures) -> Any:
+def picture_runner(backend: CameraBackend, stream: StreamSupervisor, captures: Captures) -> Any:
     def factory(params: dict[str, Any]) -> JobRunner:
         async def run(context: JobContext) -> dict[str, Any]:
-            return await take_picture(backend, captures, params["quality"], params["sidecar"])
+            return await take_picture(
+                backend, stream, captures, params["quality"], params["sidecar"]
+            )
 
         return run
 
@@ -26,10 +29,14 @@ def picture_runner(backend: CameraBackend, captures: Captures) -> Any:
 
 
 async def take_picture(
-    backend: CameraBackend, captures: Captures, quality: int, sidecar: bool
+    backend: CameraBackend,
+    stream: StreamSupervisor,
+    captures: Captures,
+    quality: int,
+    sidecar: bool,
 ) -> dict[str, Any]:
     try:
-        frame = await backend.latest_frame()
+        frame = await stream.latest_frame()  # the running pipeline's
     except CameraError as err:
         raise CommandError(ErrorCode.NOT_AVAILABLE, f"no picture: {err}") from err
     values = backend.values()  # the controls in effect for this frame

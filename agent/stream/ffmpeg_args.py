@@ -6,9 +6,10 @@ been validated against a control descriptor before it gets here.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
-from agent.camera.still import still_output_args
+from agent.stream.still import still_output_args
 
 # The machine-readable timestamp: a strip of STAMP_BITS black/white blocks across the top of the
 # frame, bit k (from the left) being bit k of the wall-clock milliseconds modulo 2**STAMP_BITS.
@@ -178,7 +179,7 @@ def still_to_jpeg_args(
     ]  # fmt: skip
 
 
-def live_filter_commands(values: dict[str, object]) -> list[str]:
+def live_filter_commands(values: Mapping[str, object]) -> list[str]:
     """zmq filter commands (`target command argument`) for the live controls in ``values``."""
     commands = [f"eq@eq {name} {values[name]}" for name in EQ_CONTROLS if name in values]
     commands += [

@@ -14,12 +14,11 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from agent.camera.base import CameraBackend, Pusher, StreamTarget
 from agent.errors import CameraError
 from agent.process import ProcessStartError
 from agent.stream.mediamtx import MediaMtxApi
@@ -30,6 +29,9 @@ from agent.stream.outages import (
     STREAM_STOPPED,
     OutageLog,
 )
+from agent.stream.pusher import LiveValues, Pusher
+from agent.stream.still import RawFrame
+from agent.stream.target import StreamTarget
 
 log = logging.getLogger(__name__)
 
@@ -63,19 +65,21 @@ class SupervisorSettings:
 
 # (event name, ok, message, data) for `BASE/status`.
 StreamReport = Callable[[str, bool, str, dict[str, Any]], None]
+# Starts one run of the pipeline (the camera backend's start_pusher).
+PusherFactory = Callable[[StreamTarget], Awaitable[Pusher]]
 
 
 class StreamSupervisor:
     def __init__(
         self,
-        backend: CameraBackend,
+        start_pusher: PusherFactory,
         api: MediaMtxApi,
         target: StreamTarget,
         settings: SupervisorSettings,
         report: StreamReport,
         changed: Callable[[], None],
     ) -> None:
-        self._backend = backend
+        self._start_pusher = start_pusher
         self._api = api
         self._target = target
         self._settings = settings
@@ -84,6 +88,7 @@ class StreamSupervisor:
         self._wanted = False
         self._kick = asyncio.Event()
         self._online = asyncio.Event()
+        self._failed = asyncio.Event()  # the pipeline could not start at all
         self._idle = asyncio.Event()  # no pusher, none wanted
         self._pusher: Pusher | None = None
         self.state = StreamState.STOPPED
@@ -115,6 +120,7 @@ class StreamSupervisor:
 
     def start(self) -> None:
         self._wanted = True
+        self._failed.clear()
         self._kick.set()
 
     def stop(self) -> None:
@@ -127,25 +133,52 @@ class StreamSupervisor:
         await asyncio.wait_for(self._idle.wait(), timeout_s)
 
     async def restart(self, timeout_s: float | None = None) -> float:
-        """Recreate the pipeline (new parameters); returns how long the stream was down."""
-        if not self._wanted:
+        """Recreate the pipeline (new parameters); returns how long the stream was down.
+
+        A stream that failed to start is started again (the new parameters may be what it
+        needed, or the old ones being put back); a stopped one stays stopped. Raises
+        CameraError as soon as the new pipeline cannot start, or when it is not back in time.
+        """
+        if not self._wanted and self.state is not StreamState.FAILED:
             return 0.0
         began = time.monotonic()
         self._online.clear()
+        self._failed.clear()
+        self._wanted = True
         self._interrupt_cause = SETTINGS_CHANGE
         self._kick.set()
+        online = asyncio.create_task(self._online.wait())
+        failed = asyncio.create_task(self._failed.wait())
         try:
-            await asyncio.wait_for(
-                self._online.wait(), timeout_s or self._settings.start_timeout_s + 5
+            await asyncio.wait(
+                {online, failed},
+                timeout=timeout_s or self._settings.start_timeout_s + 5,
+                return_when=asyncio.FIRST_COMPLETED,
             )
-        except TimeoutError:
+        finally:
+            online.cancel()
+            failed.cancel()
+        if not self._online.is_set():
             raise CameraError(
                 f"the stream did not come back after the restart: {self.last_error or 'timeout'}"
-            ) from None
+            )
         return time.monotonic() - began
 
     async def wait_online(self, timeout_s: float) -> None:
         await asyncio.wait_for(self._online.wait(), timeout_s)
+
+    async def latest_frame(self) -> RawFrame:
+        """The running pipeline's current frame; CameraError when nothing runs."""
+        pusher = self._pusher
+        if pusher is None:
+            raise CameraError(f"the stream is {self.state} (`stream start` first)")
+        return await pusher.latest_frame()
+
+    async def apply_live(self, values: LiveValues) -> None:
+        """Hand live changes to the running pipeline (its filters); kept for the next run
+        otherwise, since the backend holds the values."""
+        if self._pusher is not None:
+            await self._pusher.apply_live(values)
 
     # -- the loop ------------------------------------------------------------------------
 
@@ -180,11 +213,12 @@ class StreamSupervisor:
         """Start one pusher and watch it until it ends; returns why, and its time online."""
         self._set(StreamState.STARTING)
         try:
-            self._pusher = await self._backend.start_pusher(self._target)
+            self._pusher = await self._start_pusher(self._target)
         except (ProcessStartError, CameraError) as err:
             self._wanted = False
             self.last_error = str(err)
             self._set(StreamState.FAILED)
+            self._failed.set()
             self._report("stream.failed", False, f"ERROR: stream cannot start: {err}", {})
             log.error("stream cannot start: %s", err)
             return None, 0.0
@@ -263,7 +297,6 @@ class StreamSupervisor:
         pusher, self._pusher = self._pusher, None
         if pusher is not None:
             await pusher.stop()
-            await self._backend.pusher_stopped()
 
     # -- transitions ---------------------------------------------------------------------
 

@@ -4,10 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
-from agent.camera.base import RawFrame
 from agent.errors import CameraError
+
+
+@dataclass(frozen=True)
+class RawFrame:
+    """The camera's current frame, raw, in a file: what a picture is made from."""
+
+    path: str
+    width: int
+    height: int
+    pix_fmt: str
+    made_at: float  # time.time() of the frame
+
 
 STALE_FRAME_S = 1.0
 FIRST_FRAME_WAIT_S = 2.0

@@ -1,0 +1,245 @@
+"""StreamSupervisor's state machine with fake pushers: backoff and its reset, stalls, a pipeline
+that cannot start, and a refused restart-class change rolled back.
+
+The pushers and MediaMTX's API are fakes here (the state machine's timing is the subject); the
+same supervisor runs against the real MediaMTX and ffmpeg in tests/test_stream.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agent.camera.testsrc import TestPatternCamera
+from agent.controls import CameraControls, ControlStore
+from agent.errors import CameraError, CommandError, ErrorCode
+from agent.stream.mediamtx import PathStatus
+from agent.stream.outages import SETTINGS_CHANGE, STREAM_RESTART
+from agent.stream.still import RawFrame
+from agent.stream.supervisor import StreamState, StreamSupervisor, SupervisorSettings
+from agent.stream.target import StreamTarget
+
+TARGET = StreamTarget("rtsp://127.0.0.1:8554/cam", "agent", "pw")
+
+
+class FakePusher:
+    """A pusher that is 'publishing' until told to crash, stall or stop."""
+
+    def __init__(self, number: int) -> None:
+        self.number = number
+        self.started_at = time.monotonic()
+        self.publishing = True
+        self.sent = 0
+        self.stopped = False
+        self._exit = asyncio.Event()
+        self.code = 0
+
+    @property
+    def pid(self) -> int | None:
+        return 1000 + self.number
+
+    def crash(self) -> None:
+        self.publishing = False
+        self.code = -9
+        self._exit.set()
+
+    async def wait(self) -> int:
+        await self._exit.wait()
+        return self.code
+
+    async def stop(self, grace_s: float = 3.0) -> int | None:
+        self.stopped = True
+        self.publishing = False
+        self._exit.set()
+        return 0
+
+    def stderr_text(self, lines: int = 20) -> str:
+        return f"pusher {self.number} ended"
+
+    async def latest_frame(self) -> RawFrame:
+        raise CameraError("no frames in a fake")
+
+    async def apply_live(self, values: Mapping[str, object]) -> None:
+        return None
+
+
+@dataclass
+class Factory:
+    """Makes FakePushers; `plan` says what each new one does (by start order)."""
+
+    plan: dict[int, str] = field(default_factory=dict)  # number -> "crash" | "stall" | "fail"
+    pushers: list[FakePusher] = field(default_factory=list)
+    starts: list[float] = field(default_factory=list)
+
+    async def __call__(self, target: StreamTarget) -> FakePusher:
+        number = len(self.starts)
+        self.starts.append(time.monotonic())
+        if self.plan.get(number) == "fail":
+            raise CameraError("the camera is gone")
+        pusher = FakePusher(number)
+        self.pushers.append(pusher)
+        if self.plan.get(number) == "crash":  # dies before MediaMTX has its stream
+            pusher.publishing = False
+            asyncio.get_running_loop().call_later(0.02, pusher.crash)
+        if self.plan.get(number) == "stall":
+            pusher.publishing = False  # connected, but no bytes flow any more
+            pusher.sent = 1
+        return pusher
+
+
+class FakeApi:
+    """MediaMTX's path status as the current fake pusher makes it."""
+
+    def __init__(self, factory: Factory) -> None:
+        self._factory = factory
+        self.last_error: str | None = None
+
+    async def path(self, name: str) -> PathStatus:
+        current = self._factory.pushers[-1] if self._factory.pushers else None
+        online = (current is not None and current.publishing) or bool(current and current.sent)
+        online = online and current is not None and not current._exit.is_set()
+        if current is not None and current.publishing:
+            current.sent += 1000
+        return PathStatus(
+            online, current.sent if current else 0, 0, "rtspSession" if online else None
+        )
+
+
+@dataclass
+class Harness:
+    factory: Factory
+    supervisor: StreamSupervisor
+    events: list[tuple[str, bool, str, dict[str, Any]]]
+
+
+def harness(plan: dict[int, str], **settings: float) -> Harness:
+    factory = Factory(plan)
+    events: list[tuple[str, bool, str, dict[str, Any]]] = []
+    defaults = {"restart_min_s": 0.05, "restart_max_s": 0.2, "start_timeout_s": 1.0,
+                "stall_timeout_s": 0.3}  # fmt: skip
+    supervisor = StreamSupervisor(
+        factory,
+        FakeApi(factory),  # type: ignore[arg-type]
+        TARGET,
+        SupervisorSettings(**{**defaults, **settings}),
+        lambda *event: events.append(event),
+        lambda: None,
+    )
+    return Harness(factory, supervisor, events)
+
+
+async def until(condition: Any) -> None:
+    """Until ``condition()`` holds, for at most 10 s."""
+    async with asyncio.timeout(10):
+        while not condition():
+            await asyncio.sleep(0.01)
+
+
+@pytest.fixture(autouse=True)
+def fast_polls(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("agent.stream.supervisor.WATCH_POLL_S", 0.05)
+    monkeypatch.setattr("agent.stream.supervisor.STABLE_AFTER_S", 0.5)
+
+
+async def test_restarts_back_off_doubling_up_to_the_cap() -> None:
+    h = harness(dict.fromkeys(range(6), "crash"))
+    task = asyncio.create_task(h.supervisor.run())
+    h.supervisor.start()
+    await until(lambda: len(h.factory.starts) >= 6)
+    gaps = [b - a for a, b in zip(h.factory.starts, h.factory.starts[1:], strict=False)]
+    # Each gap: the crash (~0.02 s after start) plus the backoff 0.05, 0.1, 0.2, 0.2 (capped).
+    for gap, delay in zip(gaps, (0.05, 0.1, 0.2, 0.2, 0.2), strict=False):
+        assert delay <= gap < delay + 0.15, (gaps, delay)
+    downs = [e for e in h.events if e[0] == "stream.down"]
+    assert len(downs) == 1  # once per outage, however many attempts
+    h.supervisor.stop()
+    await h.supervisor.stopped()
+    task.cancel()
+
+
+async def test_the_backoff_starts_over_after_a_run_that_stayed_up() -> None:
+    h = harness({0: "crash", 1: "crash", 2: "crash", 4: "crash"})
+    task = asyncio.create_task(h.supervisor.run())
+    h.supervisor.start()
+    await until(lambda: len(h.factory.pushers) >= 4)
+    stable = h.factory.pushers[3]
+    await asyncio.sleep(0.6)  # longer than STABLE_AFTER_S online
+    stable.crash()
+    await until(lambda: len(h.factory.starts) >= 6)
+    after_stable = h.factory.starts[4] - stable.started_at - 0.6
+    after_one_more = h.factory.starts[5] - h.factory.starts[4]
+    assert after_stable < 0.15  # the minimum again, not 0.4
+    assert 0.05 <= after_one_more < 0.2  # one failure since: still the minimum
+    h.supervisor.stop()
+    await h.supervisor.stopped()
+    task.cancel()
+
+
+async def test_a_stalled_pusher_is_restarted_and_the_outage_logged() -> None:
+    h = harness({1: "stall"})
+    task = asyncio.create_task(h.supervisor.run())
+    h.supervisor.start()
+    await until(lambda: h.supervisor.state is StreamState.ONLINE)
+    h.factory.pushers[0].crash()
+    await until(lambda: len(h.factory.pushers) >= 3 and h.supervisor.state is StreamState.ONLINE)
+    assert h.factory.pushers[1].stopped  # killed for the stall, not left running
+    reasons = [e[3]["reason"] for e in h.events if e[0] == "stream.down"]
+    assert reasons[0] == "exited"
+    assert any(e[0] == "stream.online" and "downtime_s" in e[3] for e in h.events)
+    outage = h.supervisor.outages.open
+    assert outage is None
+    assert h.supervisor.outages.cause_of(time.time() - 5, time.time()) == STREAM_RESTART
+    h.supervisor.stop()
+    await h.supervisor.stopped()
+    task.cancel()
+
+
+async def test_a_pipeline_that_cannot_start_is_failed_not_retried() -> None:
+    h = harness({0: "fail"})
+    task = asyncio.create_task(h.supervisor.run())
+    h.supervisor.start()
+    await until(lambda: h.supervisor.state is StreamState.FAILED)
+    failed = [e for e in h.events if e[0] == "stream.failed"]
+    assert failed and "the camera is gone" in failed[0][2]
+    assert not h.supervisor.wanted
+    await asyncio.sleep(0.3)
+    assert len(h.factory.starts) == 1  # no crash loop against a missing camera
+    h.supervisor.start()  # `stream start` tries again
+    await until(lambda: h.supervisor.state is StreamState.ONLINE)
+    h.supervisor.stop()
+    await h.supervisor.stopped()
+    task.cancel()
+
+
+async def test_a_refused_restart_class_change_is_rolled_back_and_streams_again(
+    tmp_path: Path,
+) -> None:
+    h = harness({1: "fail"})  # the pipeline with the new size cannot start
+    backend = TestPatternCamera(1280, 720, 30)
+    controls = CameraControls(
+        backend, ControlStore(tmp_path / "c.json"), h.supervisor, lambda: None
+    )
+    task = asyncio.create_task(h.supervisor.run())
+    h.supervisor.start()
+    await until(lambda: h.supervisor.state is StreamState.ONLINE)
+    started = time.monotonic()
+    with pytest.raises(CommandError) as refused:
+        await controls.change({"width": 640})
+    assert refused.value.code == ErrorCode.CAMERA_ERROR
+    assert (
+        "values restored" in refused.value.detail and "the camera is gone" in refused.value.detail
+    )
+    assert time.monotonic() - started < 3  # answered when the start failed, not after a timeout
+    assert backend.values()["width"] == 1280
+    await until(lambda: h.supervisor.state is StreamState.ONLINE)  # back with the old size
+    assert len(h.factory.pushers) == 2
+    assert h.supervisor.outages.cause_of(time.time() - 5, time.time()) == SETTINGS_CHANGE
+    h.supervisor.stop()
+    await h.supervisor.stopped()
+    task.cancel()
