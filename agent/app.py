@@ -136,7 +136,7 @@ class AgentApp:
         self.recorder = Recorder(
             self.stream,
             MediaMtxPlayback(config.stream.playback_url, config.stream.username, password),
-            StreamTarget(config.stream.url, "", "").path,
+            stream_target(config).recorded_path,
             self.captures,
             RecordJournal(config.storage.state_dir / "jobs"),
             config.jobs.max_record_s,
@@ -239,7 +239,8 @@ class AgentApp:
 def stream_target(config: AgentConfig) -> StreamTarget:
     """Where the agent publishes: the MediaMTX path, with its publish credentials."""
     s = config.stream
-    return StreamTarget(s.url, s.username, s.password.get_secret_value(), s.rtsp_transport)
+    password = s.password.get_secret_value()
+    return StreamTarget(s.url, s.username, password, s.rtsp_transport, s.record_path or None)
 
 
 def build_supervisor(

@@ -62,6 +62,12 @@ class StreamSettings(Section):
         pattern=r"^rtsp://[^/@\s]+/[A-Za-z0-9_.~-]+$",
         description="MediaMTX path the agent publishes (no credentials in it)",
     )
+    record_path: str = Field(
+        "cam_recorded",
+        pattern=r"^([A-Za-z0-9_.~-]+)?$",
+        description="MediaMTX path that is recorded for `record` jobs, published beside the"
+        " viewers' path; empty: record the viewers' path itself (no alwaysAvailable there)",
+    )
     username: str = Field("agent", description="MediaMTX publish user")
     password: SecretStr = Field(SecretStr(""), description="MediaMTX publish password")
     api_url: str = Field(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import itertools
 import json
 import os
@@ -11,6 +12,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pytest
 from devstack import Broker, MediaServer
@@ -34,6 +36,17 @@ def probe_stream(url: str) -> dict[str, object]:
     assert result.returncode == 0, result.stderr
     stream: dict[str, object] = json.loads(result.stdout)["streams"][0]
     return stream
+
+
+def path_status(media: MediaServer, path: str) -> dict[str, Any]:
+    """MediaMTX's API on a path (as the agent's user, the one allowed to read the API)."""
+    token = base64.b64encode(f"agent:{media.credentials.agent}".encode()).decode()
+    request = urllib.request.Request(  # noqa: S310 - the test's own http:// URL
+        f"{media.api_url}/v3/paths/get/{path}", headers={"Authorization": f"Basic {token}"}
+    )
+    with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310
+        body: dict[str, Any] = json.load(response)
+    return body
 
 
 def children(pid: int) -> list[int]:
@@ -180,8 +193,12 @@ def test_stream_stop_and_start_on_demand(
         lambda m: m.topic == "camera/state" and m.json()["stream"]["state"] == "stopped",
         what="state stopped",
     )
+    # Viewers' path: alwaysAvailable, so players stay connected to MediaMTX's offline picture,
+    # but no publisher is online. The recorded path has nothing at all.
+    assert path_status(media, media.path)["online"] is False
+    recorded = f"rtsp://agent:{media.credentials.agent}@127.0.0.1:{media.rtsp_port}/cam_recorded"
     result = subprocess.run(
-        ["ffprobe", "-v", "error", "-rtsp_transport", "tcp", media.viewer_url()],
+        ["ffprobe", "-v", "error", "-rtsp_transport", "tcp", recorded],
         capture_output=True, text=True, timeout=20, check=False,
     )  # fmt: skip
     assert result.returncode != 0  # nothing to read while stopped
@@ -245,3 +262,30 @@ def test_the_pusher_sends_regular_timestamps(media: MediaServer, tmp_path: Path)
     assert pusher.returncode == 0, pusher.stderr
     assert "Non-monotonous" not in pusher.stderr, pusher.stderr
     assert "DTS" not in pusher.stderr, pusher.stderr
+
+
+@pytest.mark.parametrize("restart", ["pusher killed", "restart-class change"])
+def test_a_player_stays_connected_across_a_pipeline_restart(
+    streaming_agent: AgentProcess, media: MediaServer, operator: Probe, restart: str
+) -> None:
+    """alwaysAvailable: one RTSP session, opened before the restart, keeps receiving frames
+    after it (MediaMTX's offline picture in between), and sees the new size if it changed."""
+    reader = RtspReader(media.viewer_url(), 1280, 720)
+    try:
+        reader.wait_for(lambda f: True)
+        before = time.time()
+        if restart == "pusher killed":
+            os.kill(pusher_pid(streaming_agent), signal.SIGKILL)
+            operator.wait_event(event="stream.online", timeout=15)
+        else:
+            operator.publish(SETTINGS, json.dumps({"id": "w", "set": {"hue": 30, "fps": 25}}))
+            assert operator.wait_event(id="w", timeout=20)["data"]["restarted"] is True
+        back = time.time()
+        # Frames made by the new pusher (their burned-in clock is after it came back).
+        reader.wait_for(lambda f: f.stamp_ms > back * 1000, timeout=15)
+        assert reader.process.poll() is None  # the same player, never disconnected
+    finally:
+        stderr = reader.close()
+    frames = reader.snapshot()
+    assert [f for f in frames if f.arrived < before] and [f for f in frames if f.arrived > back]
+    assert "error" not in stderr.lower(), stderr

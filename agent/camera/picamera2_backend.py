@@ -45,6 +45,7 @@ from agent.camera.libcamera_controls import (
 )
 from agent.camera.vocabulary import stream_parameter_descriptors
 from agent.errors import CameraError
+from agent.stream.ffmpeg_args import publish_args
 from agent.stream.pusher import LiveValues, Pusher, runtime_dir
 from agent.stream.still import RawFrame
 from agent.stream.target import StreamTarget
@@ -294,8 +295,11 @@ class Picamera2Camera(CameraBackend):
             iperiod=max(1, round(fps * as_number(v["keyframe_interval"]))),
             framerate=fps,
         )
+        # FfmpegOutput splits this on spaces and appends it to its ffmpeg command; the tee
+        # spec holds none. picamera2 feeds one video stream, mapped for the tee muxer.
+        publish = publish_args(target.publish_urls(), target.rtsp_transport)
         output = FfmpegOutput(
-            f"-f rtsp -rtsp_transport {target.rtsp_transport} {target.url_with_credentials()}"
+            " ".join(["-map", "0:v", *publish] if publish[1] == "tee" else publish)
         )
         pusher = Picamera2Pusher(self._camera, asyncio.get_running_loop())
         output.error_callback = pusher.on_error

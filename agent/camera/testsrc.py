@@ -130,7 +130,7 @@ class TestPatternCamera(CameraBackend):
             endpoint = f"ipc://{runtime / 'filters.zmq'}"
             still = StillFile(runtime / "latest.yuv", params.width, params.height)
             argv = pattern_pusher_args(
-                params, endpoint, target.url_with_credentials(), str(still.path),
+                params, endpoint, target.publish_urls(), str(still.path),
                 target.rtsp_transport,
             )  # fmt: skip
             return FfmpegLaunch(argv, still, endpoint, live_filter_commands)

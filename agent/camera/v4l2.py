@@ -224,7 +224,7 @@ class V4l2Camera(CameraBackend):
             argv = v4l2_pusher_args(
                 self._device, INPUT_FORMATS[fourcc], width, height,
                 as_int(v["fps"]), as_int(v["bitrate"]),
-                as_number(v["keyframe_interval"]), target.url_with_credentials(), str(still.path),
+                as_number(v["keyframe_interval"]), target.publish_urls(), str(still.path),
                 target.rtsp_transport,
             )  # fmt: skip
             return FfmpegLaunch(argv, still)  # controls go to the device, not to filters

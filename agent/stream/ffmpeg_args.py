@@ -6,7 +6,7 @@ been validated against a control descriptor before it gets here.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from agent.stream.still import still_output_args
@@ -98,10 +98,23 @@ def x264_live_args(gop: int, bitrate_kbps: int) -> list[str]:
     ]  # fmt: skip
 
 
+def publish_args(publish_urls: str | Sequence[str], rtsp_transport: str = "tcp") -> list[str]:
+    """The RTSP output: one URL, or several fed by ffmpeg's tee muxer from one encode (the
+    viewers' path and the recorded path; see mediamtx/mediamtx.yml). URLs come with their
+    credentials percent-encoded, so they hold none of tee's separators ('|', '[', ']')."""
+    urls = [publish_urls] if isinstance(publish_urls, str) else list(publish_urls)
+    if len(urls) == 1:
+        return ["-f", "rtsp", "-rtsp_transport", rtsp_transport, urls[0]]
+    if any(c in url for url in urls for c in "|[]\\' "):
+        raise ValueError("a publish URL holds a character the tee muxer cannot take")
+    slaves = "|".join(f"[f=rtsp:rtsp_transport={rtsp_transport}]{url}" for url in urls)
+    return ["-f", "tee", slaves]
+
+
 def pattern_pusher_args(
     p: TestPatternParams,
     zmq_endpoint: str,
-    publish_url: str,
+    publish_url: str | Sequence[str],
     still_path: str,
     rtsp_transport: str = "tcp",
 ) -> list[str]:
@@ -126,9 +139,7 @@ def pattern_pusher_args(
         "-map", "[encoded]",
         "-fps_mode", "passthrough",
         *x264_live_args(p.gop, p.bitrate_kbps),
-        "-f", "rtsp",
-        "-rtsp_transport", rtsp_transport,
-        publish_url,
+        *publish_args(publish_url, rtsp_transport),
         "-map", "[still]",
         *still_output_args(still_path),
     ]  # fmt: skip
@@ -142,7 +153,7 @@ def v4l2_pusher_args(
     fps: int,
     bitrate_kbps: int,
     keyframe_interval_s: float,
-    publish_url: str,
+    publish_url: str | Sequence[str],
     still_path: str,
     rtsp_transport: str = "tcp",
 ) -> list[str]:
@@ -155,7 +166,7 @@ def v4l2_pusher_args(
         "ffmpeg", "-hide_banner", "-nostats", "-nostdin", "-y", "-loglevel", "warning",
         "-f", "v4l2", "-input_format", input_format,
         "-video_size", f"{width}x{height}", "-framerate", str(fps), "-i", device,
-        "-map", "0:v", *video, "-f", "rtsp", "-rtsp_transport", rtsp_transport, publish_url,
+        "-map", "0:v", *video, *publish_args(publish_url, rtsp_transport),
         "-map", "0:v", *still_output_args(still_path),
     ]  # fmt: skip
 

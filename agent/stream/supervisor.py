@@ -265,7 +265,7 @@ class StreamSupervisor:
     async def _wait_ready(self, exit_task: asyncio.Task[int]) -> _Outcome | None:
         deadline = time.monotonic() + self._settings.start_timeout_s
         while True:
-            status = await self._api.path(self._target.path)
+            status = await self._api.path(self._target.recorded_path)
             # Ready alone means the pusher announced itself; data flowing means viewers get frames.
             if status is not None and status.online and status.bytes_received > 0:
                 return None
@@ -283,7 +283,7 @@ class StreamSupervisor:
             outcome = await self._interrupted_or_exited(exit_task, WATCH_POLL_S)
             if outcome is not None:
                 return outcome
-            status = await self._api.path(self._target.path)
+            status = await self._api.path(self._target.recorded_path)
             now = time.monotonic()
             if status is not None and status.online and status.bytes_received != last_bytes:
                 last_bytes = status.bytes_received
