@@ -110,3 +110,17 @@ def test_a_size_change_splits_the_recording_into_parts_and_keeps_both(
     assert result["duration_s"] >= 6 - result["gaps"][0]["length_s"] - 1.0
     assert all(media_duration(f) > 0.5 for f in files)
     assert f"in {files[0].name} and {files[1].name}" in done["message"]
+
+
+def test_a_recording_with_mediamtx_gone_fails_and_writes_nothing(
+    streaming_agent: AgentProcess, operator: Probe, media: MediaServer
+) -> None:
+    job = start_recording(operator, 3, "gone")
+    wait_elapsed(operator, job, 1)
+    media.stop()  # and it does not come back: the recorder's files are out of reach
+    failed = operator.wait_event(job=job, event="job.failed", timeout=40)
+    assert failed["ok"] is False
+    assert failed["error"]["code"] == "stream_error"
+    assert "MediaMTX playback" in failed["error"]["detail"]
+    assert list(captures_dir(streaming_agent).glob("record-*")) == []
+    assert list(captures_dir(streaming_agent).glob(".*")) == []  # no partial left behind
