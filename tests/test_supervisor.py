@@ -8,8 +8,9 @@ same supervisor runs against the real MediaMTX and ffmpeg in tests/test_stream.p
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -149,6 +150,19 @@ async def until(h: Harness, condition: Any) -> None:
             await h.factory.happened.wait()
 
 
+@contextlib.asynccontextmanager
+async def streaming(h: Harness) -> AsyncIterator[None]:
+    """The supervisor running with the stream wanted; stopped and its loop ended after."""
+    task = asyncio.create_task(h.supervisor.run())
+    h.supervisor.start()
+    try:
+        yield
+    finally:
+        h.supervisor.stop()
+        await h.supervisor.stopped()
+        task.cancel()
+
+
 @pytest.fixture(autouse=True)
 def fast_polls(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("agent.stream.supervisor.WATCH_POLL_S", 0.05)
@@ -157,75 +171,60 @@ def fast_polls(monkeypatch: pytest.MonkeyPatch) -> None:
 
 async def test_restarts_back_off_doubling_up_to_the_cap() -> None:
     h = harness(dict.fromkeys(range(6), "crash"))
-    task = asyncio.create_task(h.supervisor.run())
-    h.supervisor.start()
-    await until(h, lambda: len(h.factory.starts) >= 6)
-    gaps = [b - a for a, b in zip(h.factory.starts, h.factory.starts[1:], strict=False)]
-    # Each gap: the crash (~0.02 s after start) plus the backoff 0.05, 0.1, 0.2, 0.2 (capped);
-    # the upper bounds leave room for a busy machine.
-    for gap, delay in zip(gaps, (0.05, 0.1, 0.2, 0.2, 0.2), strict=False):
-        assert delay <= gap < delay + 0.4, (gaps, delay)
-    assert max(gaps) < 0.2 + 0.4  # capped: never 0.4, 0.8...
-    downs = [e for e in h.events if e[0] == "stream.down"]
-    assert len(downs) == 1  # once per outage, however many attempts
-    h.supervisor.stop()
-    await h.supervisor.stopped()
-    task.cancel()
+    async with streaming(h):
+        await until(h, lambda: len(h.factory.starts) >= 6)
+        gaps = [b - a for a, b in zip(h.factory.starts, h.factory.starts[1:], strict=False)]
+        # Each gap: the crash (~0.02 s after start) plus the backoff 0.05, 0.1, 0.2, 0.2 (capped);
+        # the upper bounds leave room for a busy machine.
+        for gap, delay in zip(gaps, (0.05, 0.1, 0.2, 0.2, 0.2), strict=False):
+            assert delay <= gap < delay + 0.4, (gaps, delay)
+        assert max(gaps) < 0.2 + 0.4  # capped: never 0.4, 0.8...
+        downs = [e for e in h.events if e[0] == "stream.down"]
+        assert len(downs) == 1  # once per outage, however many attempts
 
 
 async def test_the_backoff_starts_over_after_a_run_that_stayed_up() -> None:
     h = harness({0: "crash", 1: "crash", 2: "crash", 4: "crash"}, restart_max_s=2.0)
-    task = asyncio.create_task(h.supervisor.run())
-    h.supervisor.start()
-    await until(h, lambda: len(h.factory.pushers) >= 4)
-    stable = h.factory.pushers[3]
-    await asyncio.sleep(0.6)  # longer than STABLE_AFTER_S online
-    stable.crash()
-    await until(h, lambda: len(h.factory.starts) >= 6)
-    after_stable = h.factory.starts[4] - stable.started_at - 0.6
-    after_one_more = h.factory.starts[5] - h.factory.starts[4]
-    assert h.factory.starts[2] - h.factory.starts[1] >= 0.1  # it had grown before
-    assert after_stable < 0.3  # the minimum (0.05) again, not 0.4 (a fourth failure)
-    assert 0.05 <= after_one_more < 0.3  # one failure since: still the minimum
-    h.supervisor.stop()
-    await h.supervisor.stopped()
-    task.cancel()
+    async with streaming(h):
+        await until(h, lambda: len(h.factory.pushers) >= 4)
+        stable = h.factory.pushers[3]
+        await asyncio.sleep(0.6)  # longer than STABLE_AFTER_S online
+        stable.crash()
+        await until(h, lambda: len(h.factory.starts) >= 6)
+        after_stable = h.factory.starts[4] - stable.started_at - 0.6
+        after_one_more = h.factory.starts[5] - h.factory.starts[4]
+        assert h.factory.starts[2] - h.factory.starts[1] >= 0.1  # it had grown before
+        assert after_stable < 0.3  # the minimum (0.05) again, not 0.4 (a fourth failure)
+        assert 0.05 <= after_one_more < 0.3  # one failure since: still the minimum
 
 
 async def test_a_stalled_pusher_is_restarted_and_the_outage_logged() -> None:
     h = harness({1: "stall"})
-    task = asyncio.create_task(h.supervisor.run())
-    h.supervisor.start()
-    await until(h, lambda: h.supervisor.state is StreamState.ONLINE)
-    h.factory.pushers[0].crash()
-    await until(h, lambda: len(h.factory.pushers) >= 3 and h.supervisor.state is StreamState.ONLINE)
-    assert h.factory.pushers[1].stopped  # killed for the stall, not left running
-    reasons = [e[3]["reason"] for e in h.events if e[0] == "stream.down"]
-    assert reasons[0] == "exited"
-    assert any(e[0] == "stream.online" and "downtime_s" in e[3] for e in h.events)
-    outage = h.supervisor.outages.open
-    assert outage is None
-    assert h.supervisor.outages.cause_of(time.time() - 5, time.time()) == STREAM_RESTART
-    h.supervisor.stop()
-    await h.supervisor.stopped()
-    task.cancel()
+    async with streaming(h):
+        await until(h, lambda: h.supervisor.state is StreamState.ONLINE)
+        h.factory.pushers[0].crash()
+        await until(
+            h, lambda: len(h.factory.pushers) >= 3 and h.supervisor.state is StreamState.ONLINE
+        )
+        assert h.factory.pushers[1].stopped  # killed for the stall, not left running
+        reasons = [e[3]["reason"] for e in h.events if e[0] == "stream.down"]
+        assert reasons[0] == "exited"
+        assert any(e[0] == "stream.online" and "downtime_s" in e[3] for e in h.events)
+        assert h.supervisor.outages.open is None  # closed when the stream came back
+        assert h.supervisor.outages.cause_of(time.time() - 5, time.time()) == STREAM_RESTART
 
 
 async def test_a_pipeline_that_cannot_start_is_failed_not_retried() -> None:
     h = harness({0: "fail"})
-    task = asyncio.create_task(h.supervisor.run())
-    h.supervisor.start()
-    await until(h, lambda: h.supervisor.state is StreamState.FAILED)
-    failed = [e for e in h.events if e[0] == "stream.failed"]
-    assert failed and "the camera is gone" in failed[0][2]
-    assert not h.supervisor.wanted
-    await asyncio.sleep(0.3)
-    assert len(h.factory.starts) == 1  # no crash loop against a missing camera
-    h.supervisor.start()  # `stream start` tries again
-    await until(h, lambda: h.supervisor.state is StreamState.ONLINE)
-    h.supervisor.stop()
-    await h.supervisor.stopped()
-    task.cancel()
+    async with streaming(h):
+        await until(h, lambda: h.supervisor.state is StreamState.FAILED)
+        failed = [e for e in h.events if e[0] == "stream.failed"]
+        assert failed and "the camera is gone" in failed[0][2]
+        assert not h.supervisor.wanted
+        await asyncio.sleep(0.3)
+        assert len(h.factory.starts) == 1  # no crash loop against a missing camera
+        h.supervisor.start()  # `stream start` tries again
+        await until(h, lambda: h.supervisor.state is StreamState.ONLINE)
 
 
 async def test_a_refused_restart_class_change_is_rolled_back_and_streams_again(
@@ -236,21 +235,18 @@ async def test_a_refused_restart_class_change_is_rolled_back_and_streams_again(
     controls = CameraControls(
         backend, ControlStore(tmp_path / "c.json"), h.supervisor, lambda: None
     )
-    task = asyncio.create_task(h.supervisor.run())
-    h.supervisor.start()
-    await until(h, lambda: h.supervisor.state is StreamState.ONLINE)
-    started = time.monotonic()
-    with pytest.raises(CommandError) as refused:
-        await controls.change({"width": 640})
-    assert refused.value.code == ErrorCode.CAMERA_ERROR
-    assert (
-        "values restored" in refused.value.detail and "the camera is gone" in refused.value.detail
-    )
-    assert time.monotonic() - started < 3  # answered when the start failed, not after a timeout
-    assert backend.values()["width"] == 1280
-    await until(h, lambda: h.supervisor.state is StreamState.ONLINE)  # back with the old size
-    assert len(h.factory.pushers) == 2
-    assert h.supervisor.outages.cause_of(time.time() - 5, time.time()) == SETTINGS_CHANGE
-    h.supervisor.stop()
-    await h.supervisor.stopped()
-    task.cancel()
+    async with streaming(h):
+        await until(h, lambda: h.supervisor.state is StreamState.ONLINE)
+        started = time.monotonic()
+        with pytest.raises(CommandError) as refused:
+            await controls.change({"width": 640})
+        assert refused.value.code == ErrorCode.CAMERA_ERROR
+        assert (
+            "values restored" in refused.value.detail
+            and "the camera is gone" in refused.value.detail
+        )
+        assert time.monotonic() - started < 3  # answered when the start failed, not after a timeout
+        assert backend.values()["width"] == 1280
+        await until(h, lambda: h.supervisor.state is StreamState.ONLINE)  # back with the old size
+        assert len(h.factory.pushers) == 2
+        assert h.supervisor.outages.cause_of(time.time() - 5, time.time()) == SETTINGS_CHANGE
