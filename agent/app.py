@@ -11,6 +11,7 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
+from agent.atomicfile import sweep_temporaries
 from agent.camera.base import CameraBackend
 from agent.camera.detect import find_v4l2_capture, libcamera_cameras
 from agent.camera.picamera2_backend import Picamera2Camera
@@ -208,6 +209,10 @@ class AgentApp:
         self.captures.ensure()
         for leftover in self.captures.sweep_partials():
             log.warning("removed %s, left unfinished by an earlier run", leftover)
+        state_dir = self._config.storage.state_dir
+        for directory in (state_dir, state_dir / "jobs"):
+            for leftover in sweep_temporaries(directory):
+                log.warning("removed %s, a write an earlier run did not finish", leftover)
         await self.backend.start()
         await self.controls.restore()
         try:
