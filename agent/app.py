@@ -20,7 +20,7 @@ from agent.camera.testsrc import TestPatternCamera
 from agent.camera.v4l2 import V4l2Camera
 from agent.config import AgentConfig
 from agent.controls import CameraControls, ControlStore
-from agent.errors import CommandError, ConfigError, ErrorCode
+from agent.errors import CameraError, CommandError, ConfigError, ErrorCode
 from agent.health import HealthReport, health_path
 from agent.jobs.actions import JobActions
 from agent.jobs.captures import Captures
@@ -282,11 +282,25 @@ class StreamActions:
         url = self._stream.snapshot()["url"]
         if op == "stop":
             self._stream.stop()
-            await self._stream.stopped()
+            try:
+                await self._stream.stopped()
+            except TimeoutError:
+                raise CommandError(
+                    ErrorCode.STREAM_ERROR, "the stream was asked to stop but has not stopped yet"
+                ) from None
             return Answer("stream.stopped", "SUCCESS: stream stopped", {"url": url})
         began = time.monotonic()
+        if op == "start" and self._stream.wanted and self._stream.state is StreamState.ONLINE:
+            return Answer(
+                "stream.started",
+                f"SUCCESS: stream already online at {url}; nothing changed",
+                {"url": url, "downtime_s": 0.0, "already": True},
+            )
         if op == "restart" and self._stream.state is StreamState.ONLINE:
-            downtime = await self._stream.restart()
+            try:
+                downtime = await self._stream.restart()
+            except CameraError as err:
+                raise CommandError(ErrorCode.STREAM_ERROR, str(err)) from err
         else:
             self._stream.start()
             try:

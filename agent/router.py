@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 from agent.camera.base import ControlValue
 from agent.controls import CameraControls
-from agent.errors import CommandError, ErrorCode
+from agent.errors import CameraError, CommandError, ErrorCode
 from agent.mqtt.client import InboundMessage
 from agent.mqtt.topics import Topics
 from agent.protocol import (
@@ -85,6 +85,12 @@ def _fmt(value: ControlValue) -> str:
     return str(value).lower() if isinstance(value, bool) else str(value)
 
 
+TRANSIENT_ERRORS = frozenset({
+    ErrorCode.BUSY, ErrorCode.NOT_AVAILABLE, ErrorCode.STREAM_ERROR, ErrorCode.CAMERA_ERROR,
+    ErrorCode.IO_ERROR, ErrorCode.INTERNAL_ERROR,
+})  # fmt: skip
+
+
 class CommandRouter:
     def __init__(
         self,
@@ -140,11 +146,16 @@ class CommandRouter:
             )
         except CommandError as err:
             body = self._rejection(kind, command_id, err)
+        except CameraError as err:  # the camera refused or failed: a code clients know
+            body = self._rejection(kind, command_id, CommandError(ErrorCode.CAMERA_ERROR, str(err)))
         except Exception:
             log.exception("%s command failed unexpectedly", kind)
             internal = CommandError(ErrorCode.INTERNAL_ERROR, "internal error; see the agent's log")
             body = self._rejection(kind, command_id, internal)
-        if command_id is not None:
+        # Dedupe what ran, or what will always be refused the same way; a transient refusal
+        # (busy, the stream down, the disk full) must let a retry with the same id run.
+        code = body.get("error", {}).get("code")
+        if command_id is not None and (code is None or code not in TRANSIENT_ERRORS):
             self._answers.put(kind, command_id, body)
         await self._send(body, message)
 

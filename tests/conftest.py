@@ -38,6 +38,13 @@ def operator(broker: Broker) -> Iterator[Probe]:
     probe.subscribe("camera/#")
     yield probe
     probe.close()
+    # Every error the agent reports on purpose has a documented code: an internal_error is a
+    # bug the test found, whatever the test itself asserted.
+    internal = [
+        m.payload.decode(errors="replace") for m in probe.history
+        if m.topic.endswith("/status") and b'"internal_error"' in m.payload
+    ]  # fmt: skip
+    assert not internal, f"the agent answered internal_error: {internal}"
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ import pytest
 
 from agent.camera.testsrc import TestPatternCamera
 from agent.controls import CameraControls, ControlStore
+from agent.errors import CameraError, CommandError, ErrorCode
 from agent.mqtt.client import InboundMessage
 from agent.mqtt.topics import Topics
 from agent.protocol import ActionCommand
@@ -148,3 +149,36 @@ async def test_action_parsing(payload: str, code: str, detail: str) -> None:
     answer = bus.on("site/cam1/status")[0]
     assert answer["error"]["code"] == code
     assert detail in answer["error"]["detail"]
+
+
+async def test_a_camera_failure_is_answered_with_camera_error_not_internal_error() -> None:
+    async def failing(command: ActionCommand) -> Answer:
+        raise CameraError("the camera is gone")
+
+    router, bus, _ = make_router({"picture": failing})
+    await send(router, TOPICS.action, json.dumps({"id": "p1", "action": "picture"}))
+    (answer,) = bus.on("site/cam1/status")
+    assert answer["ok"] is False
+    assert answer["error"] == {"code": "camera_error", "detail": "the camera is gone"}
+
+
+async def test_a_transient_refusal_is_not_deduped_so_a_retry_runs() -> None:
+    calls: list[str] = []
+
+    async def busy_once(command: ActionCommand) -> Answer:
+        calls.append(command.action)
+        if len(calls) == 1:
+            raise CommandError(ErrorCode.BUSY, "a recording is running")
+        return Answer("job.queued", "SUCCESS: queued", {})
+
+    router, bus, _ = make_router({"record": busy_once})
+    for _ in range(3):
+        await send(router, TOPICS.action, json.dumps({"id": "r1", "action": "record"}))
+    answers = bus.on("site/cam1/status")
+    assert [a["ok"] for a in answers] == [False, True, True]
+    assert len(calls) == 2  # the retry ran; the third, after a success, is the cached answer
+    assert answers[2].get("duplicate") is True
+    # A refusal that will always be the same is deduped like an answer.
+    await send(router, TOPICS.settings, json.dumps({"id": "s1", "set": {"width": 7}}))
+    await send(router, TOPICS.settings, json.dumps({"id": "s1", "set": {"width": 7}}))
+    assert bus.on("site/cam1/status")[-1].get("duplicate") is True

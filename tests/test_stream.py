@@ -308,3 +308,18 @@ def test_the_hls_muxer_stays_quiet_over_a_minute_of_default_streaming(
     assert "[HLS] [muxer cam] created" in log or "muxer cam" in log  # the muxer really ran
     for warning in ("part duration changed", "segment duration changed"):
         assert warning not in log, [line for line in log.splitlines() if warning in line]
+
+
+def test_stream_start_on_a_live_stream_changes_nothing(
+    streaming_agent: AgentProcess, operator: Probe
+) -> None:
+    pid = pusher_pid(streaming_agent)
+    operator.publish(ACTION, json.dumps({"id": "again", "action": "stream", "op": "start"}))
+    answer = operator.wait_event(id="again", timeout=10)
+    assert answer["ok"] is True and answer["data"]["already"] is True
+    assert "already online" in answer["message"]
+    state = operator.wait_for(lambda m: m.topic == "camera/state", what="state").json()
+    assert pusher_pid(streaming_agent) == pid  # not restarted: viewers saw nothing
+    assert state["stream"]["restarts"] == 0
+    assert not [m for m in operator.history if m.topic == "camera/status"
+                and m.json()["event"] == "stream.down"]  # fmt: skip

@@ -119,6 +119,10 @@ class StreamSupervisor:
         return self._wanted
 
     def start(self) -> None:
+        """Want the stream. A pipeline already running or starting is left alone: a kick
+        would be taken for an interruption and restart it."""
+        if self._wanted and self.state in (StreamState.ONLINE, StreamState.STARTING):
+            return
         self._wanted = True
         self._failed.clear()
         self._kick.set()
