@@ -70,9 +70,13 @@ class CameraControls:
             try:
                 plan = plan_change(self._backend.descriptors(), self._backend.values(), saved)
             except SettingsRejected as err:
+                before = len(saved)
                 for problem in err.problems:
                     log.warning("saved control not restored: %s", problem.detail)
                     saved.pop(problem.control, None)
+                if len(saved) == before:  # nothing dropped would mean the same refusal again
+                    log.error("saved controls not restored: %s", err.detail)
+                    return
                 continue
             await self._backend.apply(plan.values, restart=True)
             log.info("restored controls: %s", plan.values)

@@ -120,6 +120,14 @@ def _reject_extra(body: Mapping[str, Any], what: str) -> None:
 # -- settings -------------------------------------------------------------------------------
 
 
+def _numbers(value: object) -> bool:
+    """A JSON list of numbers: the pair form of controls such as colour_gains ([red, blue]);
+    whether the control takes a pair is judged with the rest of the change."""
+    return isinstance(value, list) and all(
+        isinstance(v, int | float) and not isinstance(v, bool) for v in value
+    )
+
+
 def parse_settings(text: str) -> SettingsCommand:
     if _is_json(text):
         body = _load_json(text)
@@ -132,10 +140,12 @@ def parse_settings(text: str) -> SettingsCommand:
             )
         bad_types = [
             Problem(
-                name, ErrorCode.INVALID_VALUE, f"{name}: value must be a number, boolean or string"
+                name,
+                ErrorCode.INVALID_VALUE,
+                f"{name}: value must be a number, boolean, string or a list of numbers",
             )
             for name, value in values.items()
-            if not isinstance(value, bool | int | float | str)
+            if not (isinstance(value, bool | int | float | str) or _numbers(value))
         ]
         if bad_types:
             raise CommandError(ErrorCode.INVALID_VALUE, "; ".join(p.detail for p in bad_types))

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from agent.camera.picamera2_backend import Picamera2Camera
 from agent.camera.testsrc import TestPatternCamera
 from agent.controls import CameraControls, ControlStore
 from agent.errors import CameraError, CommandError, ErrorCode
@@ -16,6 +17,7 @@ from agent.mqtt.client import InboundMessage
 from agent.mqtt.topics import Topics
 from agent.protocol import ActionCommand
 from agent.router import ActionHandler, Answer, CommandRouter
+from tests import fake_picamera2
 from tests.fakes import InMemoryBus
 
 TOPICS = Topics("site/cam1")
@@ -182,3 +184,22 @@ async def test_a_transient_refusal_is_not_deduped_so_a_retry_runs() -> None:
     await send(router, TOPICS.settings, json.dumps({"id": "s1", "set": {"width": 7}}))
     await send(router, TOPICS.settings, json.dumps({"id": "s1", "set": {"width": 7}}))
     assert bus.on("site/cam1/status")[-1].get("duplicate") is True
+
+
+async def test_colour_gains_take_the_json_pair_the_readme_documents(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    fake_picamera2.install(monkeypatch)
+    camera = Picamera2Camera(0, 1280, 720, 30)
+    await camera.start()
+    bus = InMemoryBus()
+    controls = CameraControls(
+        camera, ControlStore(Path(tempfile.mkdtemp()) / "c.json"), None, lambda: None
+    )
+    router = CommandRouter("cam1", TOPICS, bus, controls, actions={}, max_payload_bytes=1024)
+    change = {"id": "g", "set": {"auto_white_balance": False, "colour_gains": [1.5, 2.0]}}
+    await send(router, TOPICS.settings, json.dumps(change))
+    (answer,) = bus.on("site/cam1/status")
+    assert answer["ok"] is True, answer
+    assert answer["data"]["applied"]["colour_gains"] == [1.5, 2.0]
+    assert camera.values()["colour_gains"] == (1.5, 2.0)

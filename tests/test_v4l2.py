@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from agent.camera.settings import plan_change
 from agent.camera.v4l2 import V4l2Camera, v4l2_descriptors
 from agent.camera.v4l2_ctl import parse_controls, parse_formats, set_controls_calls
 from agent.config import AgentConfig
+from agent.controls import CameraControls, ControlStore
 from agent.doctor import check_cameras
 from agent.errors import CameraError, ConfigError, ErrorCode, SettingsRejected
 from agent.process import CommandResult, ProcessStartError, run_command
@@ -408,3 +410,18 @@ async def test_64_bit_limits_are_checked_exactly() -> None:
     assert refused.value.detail == (
         f"integer_64_bits {top + 1} is out of range [{-(2**63)}, {top}]"
     )
+
+
+async def test_restoring_an_inactive_control_saved_under_its_native_name_ends(
+    tmp_path: Path,
+) -> None:
+    """controls.json from an older release (native names): exposure_time_absolute while auto
+    exposure is on is dropped with a warning; the rest is restored (it looped for ever)."""
+    camera, _ = await started_camera()
+    store = ControlStore(tmp_path / "controls.json")
+    store.save({"exposure_time_absolute": 300, "brightness": 140})
+    controls = CameraControls(camera, store, None, lambda: None)
+    await asyncio.wait_for(controls.restore(), 5)
+    values = camera.values()
+    assert values["brightness"] == 140
+    assert values["exposure_time_us"] == 250  # not 300: inactive, not restored

@@ -179,6 +179,7 @@ def plan_change(
     by_name = resolve_names(descriptors)
     problems: list[Problem] = []
     coerced: dict[str, ControlValue] = {}
+    asked_as: dict[str, str] = {}  # canonical name -> the name the request used
     for name, raw in requested.items():
         descriptor = by_name.get(name)
         if descriptor is None:
@@ -189,13 +190,15 @@ def plan_change(
             continue
         try:
             coerced[descriptor.name] = _COERCERS[descriptor.type](descriptor, raw)
+            asked_as[descriptor.name] = name
         except _Invalid as err:
             problems.append(Problem(name, err.code, err.detail))
     after = {**current, **coerced}
     for name in coerced:
         reason = by_name[name].inactive_reason(after)
         if reason is not None:
-            problems.append(Problem(name, ErrorCode.INACTIVE, f"{name} is inactive: {reason}"))
+            asked = asked_as[name]
+            problems.append(Problem(asked, ErrorCode.INACTIVE, f"{asked} is inactive: {reason}"))
     if problems:
         raise SettingsRejected(problems)
     live = tuple(n for n in coerced if not by_name[n].restarts_stream)
