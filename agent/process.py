@@ -74,9 +74,17 @@ class ManagedProcess:
             raise RuntimeError(f"{self.name} was never started")
         code = await self._process.wait()
         if self._stderr_task is not None:
-            # The pipe closes with the process; what was still buffered is read by now.
-            with contextlib.suppress(asyncio.CancelledError):
+            # The pipe closes with the process, and what was still buffered is read by now,
+            # unless a grandchild holds the pipe open: then give up on the rest.
+            try:
                 await asyncio.wait_for(self._stderr_task, timeout=1.0)
+            except TimeoutError:
+                pass
+            except asyncio.CancelledError:
+                current = asyncio.current_task()
+                if current is not None and current.cancelling():
+                    raise  # our caller was cancelled: it stays cancelled
+                # else only the stderr reader ended cancelled (given up on above)
         return code
 
     async def stop(self, grace_s: float = 3.0) -> int | None:
