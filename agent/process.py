@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import re
 import signal
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
@@ -21,6 +22,16 @@ from dataclasses import dataclass
 log = logging.getLogger(__name__)
 
 STDERR_LINES = 100
+
+
+_CREDENTIALS = re.compile(r"(rtsps?://[^:/@\s]+:)[^@\s]+@")
+
+
+def masked(argv: Sequence[str]) -> list[str]:
+    """argv for the log, with the passwords in URLs (the stream's publish credentials) masked.
+
+    The process table still shows them to users of the same host (`ps`): see the README."""
+    return [_CREDENTIALS.sub(r"\1***@", arg) for arg in argv]
 
 
 class ProcessStartError(Exception):
@@ -59,7 +70,7 @@ class ManagedProcess:
         except OSError as err:
             raise ProcessStartError(f"cannot start {self.argv[0]}: {err.strerror}") from err
         self._stderr_task = asyncio.create_task(self._read_stderr(), name=f"{self.name}-stderr")
-        log.debug("%s started (pid %d): %s", self.name, self._process.pid, self.argv)
+        log.debug("%s started (pid %d): %s", self.name, self._process.pid, masked(self.argv))
 
     async def _read_stderr(self) -> None:
         stderr = self._process.stderr if self._process else None

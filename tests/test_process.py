@@ -4,8 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import os
+import time
+from pathlib import Path
 
+import pytest
+
+from agent.camera.testsrc import TestPatternCamera
+from agent.jobs.captures import Captures
+from agent.jobs.picture import take_picture
 from agent.process import ManagedProcess
+from agent.stream.still import RawFrame
 
 
 async def test_wait_returns_when_a_grandchild_keeps_stderr_open() -> None:
@@ -27,3 +37,60 @@ async def test_a_wait_cancelled_while_it_drains_stderr_stays_cancelled() -> None
         await waiter
     assert waiter.cancelled()  # not swallowed into a normal return
     await process.stop()
+
+
+async def test_the_stream_password_never_reaches_the_log(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger="agent.process")
+    url = "rtsp://agent:s3cret-pw@127.0.0.1:8554/cam"
+    tee = f"[f=rtsp]{url}|[f=rtsp]rtsp://agent:s3cret-pw@127.0.0.1:8554/cam_recorded"
+    process = ManagedProcess(["true", url, tee], "pusher")
+    await process.start()
+    await process.wait()
+    assert "s3cret-pw" not in caplog.text
+    assert "rtsp://agent:***@127.0.0.1:8554/cam" in caplog.text
+
+
+async def test_a_cancelled_picture_leaves_no_encoder_behind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    still = tmp_path / "still.yuv"
+    still.write_bytes(bytes(16 * 16 * 3 // 2))
+
+    class Stream:
+        async def latest_frame(self) -> RawFrame:
+            return RawFrame(str(still), 16, 16, "yuv420p", time.time())
+
+    # An "encoder" that takes its time, so the picture is cancelled while it runs.
+    monkeypatch.setattr("agent.jobs.picture.still_to_jpeg_args", lambda *a: ["sleep", "30"])
+    captures = Captures(tmp_path / "captures")
+    captures.ensure()
+    backend = TestPatternCamera(16, 16, 5)
+    task = asyncio.create_task(take_picture(backend, Stream(), captures, 80, False))  # type: ignore[arg-type]
+    await asyncio.sleep(0.3)
+    sleepers = [p for p in children(os.getpid()) if comm(p) == "sleep"]
+    assert sleepers
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    assert not [p for p in sleepers if alive(p)]
+    assert list(captures.root.iterdir()) == []  # and no partial file
+
+
+def children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                if int(fields[1]) == pid:
+                    found.append(int(entry.name))
+    return found
+
+
+def alive(pid: int) -> bool:
+    """Running or a zombie nobody reaped."""
+    return Path(f"/proc/{pid}").exists()
+
+
+def comm(pid: int) -> str:
+    return Path(f"/proc/{pid}/comm").read_text().strip()

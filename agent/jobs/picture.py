@@ -49,7 +49,12 @@ async def take_picture(
             "picture-encoder",
         )
         await encoder.start()
-        if await encoder.wait() != 0 or not partial.exists():
+        try:
+            code = await encoder.wait()
+        except asyncio.CancelledError:
+            await encoder.stop()  # a cancelled picture leaves no encoder behind
+            raise
+        if code != 0 or not partial.exists():
             raise CommandError(
                 ErrorCode.CAMERA_ERROR, f"JPEG encoding failed: {encoder.stderr_text(5)}"
             )
