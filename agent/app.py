@@ -169,6 +169,7 @@ class AgentApp:
                 "record": job_actions.submitter("record"),
                 "trim": job_actions.submitter("trim"),
                 "stop": job_actions.stop,
+                "jobs": job_actions.history,
             },
             max_payload_bytes=config.mqtt.max_payload_bytes,
             recording=self.recorder.recording,

@@ -266,6 +266,29 @@ def _stream(args: list[str], body: dict[str, Any]) -> dict[str, Any]:
     return {"op": op}
 
 
+JOBS_PAGE_MAX = 50
+
+
+def _jobs(args: list[str], body: dict[str, Any]) -> dict[str, Any]:
+    if len(args) > 2:
+        raise CommandError(ErrorCode.INVALID_ARGUMENT, "usage: jobs [offset] [limit]")
+    raw_offset = args[0] if args else body.pop("offset", 0)
+    raw_limit = args[1] if len(args) > 1 else body.pop("limit", 10)
+    whole = "offset and limit must be whole numbers"
+    if isinstance(raw_offset, bool) or isinstance(raw_limit, bool):
+        raise CommandError(ErrorCode.INVALID_ARGUMENT, whole)
+    try:
+        offset, limit = int(raw_offset), int(raw_limit)
+    except (TypeError, ValueError):
+        raise CommandError(ErrorCode.INVALID_ARGUMENT, whole) from None
+    if offset < 0 or not 1 <= limit <= JOBS_PAGE_MAX:
+        raise CommandError(
+            ErrorCode.INVALID_ARGUMENT,
+            f"offset must be 0 or more and limit 1 to {JOBS_PAGE_MAX}",
+        )
+    return {"offset": offset, "limit": limit}
+
+
 ActionParser = Callable[[list[str], dict[str, Any]], dict[str, Any]]
 ACTION_PARSERS: dict[str, ActionParser] = {
     "picture": _picture,
@@ -273,6 +296,7 @@ ACTION_PARSERS: dict[str, ActionParser] = {
     "stop": _stop,
     "trim": _trim,
     "stream": _stream,
+    "jobs": _jobs,
 }
 
 

@@ -27,6 +27,17 @@ class JobActions:
 
         return submit
 
+    async def history(self, command: ActionCommand) -> Answer:
+        """`jobs [offset] [limit]`: the last hour's jobs, newest first, a page at a time."""
+        offset, limit = command.params["offset"], command.params["limit"]
+        jobs, total = self._manager.history(offset, limit)
+        return Answer(
+            "jobs.listed",
+            f"SUCCESS: jobs {offset + 1}-{offset + len(jobs)} of {total}" if jobs
+            else f"SUCCESS: no jobs from {offset + 1} on ({total} in the last hour)",
+            {"jobs": jobs, "offset": offset, "limit": limit, "total": total},
+        )  # fmt: skip
+
     async def stop(self, command: ActionCommand) -> Answer:
         job = self._manager.stop(command.params["job"])
         return Answer(

@@ -2,8 +2,9 @@
 
 Each job runs as its own task; a limit per kind (one recording at a time by default, a few
 pictures) answers `busy` beyond it. Every transition is a `BASE/status` event carrying the job
-id and the id of the request that created it; active jobs and those finished within the last
-hour are part of `BASE/state`.
+id and the id of the request that created it. `BASE/state` lists the running jobs and the last
+few finished ones (a retained message must stay far below the broker's packet limit however busy
+the camera is); the `jobs` action pages through the rest of the last hour, bounded too.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from agent.jobs.model import Job, JobState
 log = logging.getLogger(__name__)
 
 RECENT_S = 3600.0
+HISTORY_MAX = 1000  # finished jobs kept for the `jobs` action (within RECENT_S)
+STATE_FINISHED = 10  # finished jobs shown in BASE/state
 
 
 class JobContext:
@@ -152,12 +155,24 @@ class JobManager:
         return job
 
     def snapshot(self) -> list[dict[str, Any]]:
+        """For `BASE/state`: every running job and the last STATE_FINISHED finished ones."""
         self._prune()
-        return [job.to_json() for job in self._jobs.values()]
+        running = [job for job in self._jobs.values() if not job.state.finished]
+        finished = [job for job in self._jobs.values() if job.state.finished]
+        return [job.to_json() for job in [*running, *finished[-STATE_FINISHED:]]]
+
+    def history(self, offset: int, limit: int) -> tuple[list[dict[str, Any]], int]:
+        """Jobs of the last hour, newest first: a page of them, and how many there are."""
+        self._prune()
+        newest_first = list(reversed(self._jobs.values()))
+        return [job.to_json() for job in newest_first[offset : offset + limit]], len(newest_first)
 
     def _prune(self) -> None:
         horizon = time.time() - RECENT_S
         for job_id in [i for i, j in self._jobs.items() if j.finished and j.finished < horizon]:
+            del self._jobs[job_id]
+        finished = [i for i, j in self._jobs.items() if j.state.finished]
+        for job_id in finished[: max(0, len(finished) - HISTORY_MAX)]:
             del self._jobs[job_id]
 
     async def shutdown(self, grace_s: float = 15.0) -> None:

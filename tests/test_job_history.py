@@ -1,0 +1,80 @@
+"""The retained state stays small however busy the camera is; the rest is the `jobs` action."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import pytest
+
+from agent.errors import CommandError
+from agent.jobs.actions import JobActions
+from agent.jobs.manager import HISTORY_MAX, STATE_FINISHED, JobContext, JobKind, JobManager
+from agent.protocol import parse_action
+
+
+def manager() -> tuple[JobManager, asyncio.Event, asyncio.Event]:
+    """A manager of quick pictures; the events: let held jobs end, and a job has finished."""
+    release = asyncio.Event()
+    finished = asyncio.Event()
+
+    def factory(params: dict[str, Any]) -> Any:
+        async def run(context: JobContext) -> dict[str, Any]:
+            if params.get("hold"):
+                await release.wait()
+            return {"path": f"picture-{params['n']}.jpg"}
+
+        return run
+
+    def report(job: Any, name: str, ok: bool, message: str) -> None:
+        if name == "job.succeeded":
+            finished.set()
+
+    jobs = JobManager({"picture": JobKind(factory, 5)}, report, lambda: None)
+    return jobs, release, finished
+
+
+async def finish_pictures(jobs: JobManager, finished: asyncio.Event, count: int) -> None:
+    for n in range(count):
+        finished.clear()
+        jobs.submit("picture", {"n": n}, None)
+        await asyncio.wait_for(finished.wait(), 5)
+
+
+async def test_the_state_lists_the_running_jobs_and_the_last_few_finished() -> None:
+    jobs, release, finished = manager()
+    await finish_pictures(jobs, finished, 600)  # a picture every 6 s for an hour
+    running = jobs.submit("picture", {"n": "live", "hold": True}, None)
+    snapshot = jobs.snapshot()
+    assert len(snapshot) == STATE_FINISHED + 1
+    assert snapshot[0]["id"] == running.id  # the running one first
+    assert snapshot[-1]["result"]["path"] == "picture-599.jpg"  # the newest finished
+    assert len(json.dumps(snapshot)) < 16 * 1024  # far below the broker's 256 KiB
+    release.set()
+
+
+async def test_the_history_is_paged_newest_first_and_bounded() -> None:
+    jobs, _, finished = manager()
+    await finish_pictures(jobs, finished, HISTORY_MAX + 50)
+    actions = JobActions(jobs)
+    answer = await actions.history(parse_action("jobs 0 3"))
+    assert answer.data["total"] == HISTORY_MAX  # the oldest beyond the bound were forgotten
+    assert [j["result"]["path"] for j in answer.data["jobs"]] == [
+        f"picture-{n}.jpg" for n in (HISTORY_MAX + 49, HISTORY_MAX + 48, HISTORY_MAX + 47)
+    ]
+    last = await actions.history(
+        parse_action(json.dumps({"action": "jobs", "offset": HISTORY_MAX - 1}))
+    )
+    assert len(last.data["jobs"]) == 1
+    beyond = await actions.history(parse_action(f"jobs {HISTORY_MAX} 10"))
+    assert beyond.data["jobs"] == [] and "no jobs from" in beyond.message
+
+
+@pytest.mark.parametrize(
+    "command", ["jobs -1", "jobs 0 0", "jobs 0 51", "jobs a", '{"action": "jobs", "limit": true}']
+)
+def test_bad_pages_are_refused(command: str) -> None:
+    with pytest.raises(CommandError) as refused:
+        parse_action(command)
+    assert refused.value.code == "invalid_argument"
