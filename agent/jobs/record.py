@@ -137,18 +137,26 @@ class Recorder:
         job = context.job
         began = time.time()
         entry = JournalEntry(job.id, job.request_id, job.params, began - preroll, began, began)
-        self._journal.write(entry)
         limit = duration if duration is not None else self._max_record_s
-        self._running += 1
         try:
-            await self._wait_for_the_end(context, entry, began, limit, duration)
+            await self._write_journal(entry)
+            self._running += 1
+            try:
+                await self._wait_for_the_end(context, entry, began, limit, duration)
+            finally:
+                self._running -= 1
+            return await self._cut(entry.start, time.time(), preroll)
         finally:
-            self._running -= 1
-        end = time.time()
+            # Whatever happened: a journal left behind would make the next start "recover" a
+            # recording that already ended (or failed).
+            await asyncio.to_thread(self._journal.remove, job.id)
+
+    async def _write_journal(self, entry: JournalEntry) -> None:
+        """The crash-safety entry, written off the event loop (it syncs to disk)."""
         try:
-            return await self._cut(entry.start, end, preroll)
-        finally:
-            self._journal.remove(job.id)
+            await asyncio.to_thread(self._journal.write, entry)
+        except OSError as err:
+            raise io_error(err, "cannot write the recording's journal") from err
 
     async def _wait_for_the_end(
         self,
@@ -167,7 +175,7 @@ class Recorder:
                     context.stop_requested.wait(), min(PROGRESS_S, limit - elapsed)
                 )
             entry.heartbeat = time.time()
-            self._journal.write(entry)
+            await self._write_journal(entry)
             context.progress(elapsed_s=round(entry.heartbeat - began, 1), duration_s=duration)
 
     async def _cut(self, start: float, end: float, preroll: float) -> dict[str, Any]:
