@@ -397,13 +397,17 @@ def test_trim_refuses_paths_outside_the_captures_directory(
         "nothere.mp4": "not_found",
         ".": "not_found",
     }
-    for name, code in cases.items():
+    for number, (name, code) in enumerate(cases.items()):
+        # An id of its own per case: a repeated id would get the first case's cached answer,
+        # and the later cases (the symlink escape among them) would never reach the path check.
+        request = f"bad-{number}"
         operator.publish(
             ACTION,
-            json.dumps({"id": f"bad-{code}", "action": "trim", "file": name, "start": 0, "end": 1}),
+            json.dumps({"id": request, "action": "trim", "file": name, "start": 0, "end": 1}),
         )
-        answer = operator.wait_event(id=f"bad-{code}")
+        answer = operator.wait_event(id=request)
         assert answer["ok"] is False and answer["error"]["code"] == code, (name, answer)
+        assert "duplicate" not in answer, (name, answer)
         operator.history.clear()
     operator.publish(ACTION, "trim source.mp4 7 9")  # past the end of a 6 s file
     failed = operator.wait_event(event="job.failed")
