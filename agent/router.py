@@ -155,7 +155,7 @@ class CommandRouter:
         # Dedupe what ran, or what will always be refused the same way; a transient refusal
         # (busy, the stream down, the disk full) must let a retry with the same id run.
         code = body.get("error", {}).get("code")
-        if command_id is not None and (code is None or code not in TRANSIENT_ERRORS):
+        if command_id is not None and code not in TRANSIENT_ERRORS:
             self._answers.put(kind, command_id, body)
         await self._send(body, message)
 

@@ -24,7 +24,10 @@ async def test_a_wait_cancelled_while_a_grandchild_holds_stderr_stays_cancelled(
     process = ManagedProcess(["sh", "-c", "sleep 30 >&2 & exit 0"], "lingering")
     await process.start()
     waiter = asyncio.create_task(process.wait())
-    await asyncio.sleep(0.3)
+    async with asyncio.timeout(5):
+        # Polling: the exit is seen by asyncio's child watcher, with no event to await here.
+        while process.returncode is None:  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
     waiter.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await waiter
@@ -59,9 +62,9 @@ async def test_a_cancelled_picture_leaves_no_encoder_behind(
     captures.ensure()
     backend = TestPatternCamera(16, 16, 5)
     task = asyncio.create_task(take_picture(backend, Stream(), captures, 80, False))  # type: ignore[arg-type]
-    await asyncio.sleep(0.3)
-    sleepers = [p for p in children(os.getpid()) if comm(p) == "sleep"]
-    assert sleepers
+    async with asyncio.timeout(5):  # until the encoder runs; /proc offers no event to await
+        while not (sleepers := [p for p in children(os.getpid()) if comm(p) == "sleep"]):  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task

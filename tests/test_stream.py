@@ -305,7 +305,7 @@ def test_the_hls_muxer_stays_quiet_over_a_minute_of_default_streaming(
     )  # fmt: skip
     assert client.returncode == 0, client.stderr
     log = media.log_text()
-    assert "[HLS] [muxer cam] created" in log or "muxer cam" in log  # the muxer really ran
+    assert "muxer cam" in log  # the muxer really ran
     for warning in ("part duration changed", "segment duration changed"):
         assert warning not in log, [line for line in log.splitlines() if warning in line]
 

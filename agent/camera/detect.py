@@ -88,11 +88,6 @@ def parse_info(text: str) -> NodeInfo:
     )
 
 
-def captures_video(info: str) -> bool:
-    """True if the node itself (not merely its device) captures video, by its Device Caps."""
-    return parse_info(info).captures_video
-
-
 def _node_number(path: Path) -> int:
     match = re.search(r"(\d+)$", path.name)
     return int(match.group(1)) if match else 1 << 30

@@ -36,8 +36,6 @@ _VALUE_LABEL = re.compile(r"(value=-?\d+) \(.*\)$")
 
 # V4L2_CTRL_ID2WHICH: the control class is the id's upper bits; 0x00980000 is the user class.
 USER_CLASS = 0x00980000
-# Types whose value is one number a slider, a switch or a menu can set.
-SCALAR_TYPES = frozenset({"int", "int64", "bool", "menu", "intmenu", "bitmask"})
 
 
 @dataclass
