@@ -29,7 +29,8 @@ from agent.jobs.model import Job
 from agent.jobs.picture import picture_runner
 from agent.jobs.record import Recorder, RecordJournal
 from agent.jobs.trim import Trimmer
-from agent.mqtt.client import BrokerLink, InboundMessage
+from agent.messaging import InboundMessage
+from agent.mqtt.client import BrokerLink
 from agent.mqtt.tls import certificate_identity, client_context
 from agent.mqtt.topics import Topics
 from agent.process import CommandRunner, run_command

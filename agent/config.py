@@ -43,6 +43,12 @@ class MqttSettings(Section):
     max_payload_bytes: int = Field(
         65536, ge=256, le=262144, description="larger commands are refused (payload_too_large)"
     )
+    outbox_limit: int = Field(
+        1000,
+        ge=10,
+        description="messages kept for the broker while it is away; past it job.progress and"
+        " stream events are dropped (answers and job ends never)",
+    )
 
 
 class CameraSettings(Section):

@@ -14,12 +14,12 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from agent.camera.base import ControlValue
 from agent.controls import CameraControls
 from agent.errors import CameraError, CommandError, ErrorCode
-from agent.mqtt.client import InboundMessage
+from agent.messaging import InboundMessage, Publisher
 from agent.mqtt.topics import Topics
 from agent.protocol import (
     ActionCommand,
@@ -34,17 +34,6 @@ log = logging.getLogger(__name__)
 
 ANSWER_CACHE_SIZE = 512
 ANSWER_CACHE_TTL_S = 3600.0
-
-
-class Publisher(Protocol):
-    async def publish(
-        self,
-        topic: str,
-        payload: bytes,
-        *,
-        retain: bool = False,
-        correlation_data: bytes | None = None,
-    ) -> bool: ...
 
 
 @dataclass(frozen=True)

@@ -15,13 +15,21 @@ from agent import __version__
 from agent.camera.base import CameraBackend
 from agent.errors import CommandError
 from agent.health import HEARTBEAT_S, HealthReport, write_health
+from agent.messaging import Delivery, Publisher
 from agent.mqtt.topics import Topics
 from agent.protocol import event, utc_now
-from agent.router import Publisher
 
 log = logging.getLogger(__name__)
 
 STATE_DEBOUNCE_S = 0.005
+# The events a client waits for to learn how a job ended; kept while the broker is away.
+TERMINAL_JOB_EVENTS = frozenset({"job.succeeded", "job.failed", "job.cancelled"})
+
+
+def delivery_of(name: str) -> Delivery:
+    if name == "job.progress":
+        return Delivery.PROGRESS
+    return Delivery.ESSENTIAL if name in TERMINAL_JOB_EVENTS else Delivery.EVENT
 
 
 def describe_controls(backend: CameraBackend) -> list[dict[str, Any]]:
@@ -115,7 +123,9 @@ class AgentStatus:
             self._camera_id, name, ok=ok, message=message, data=data,
             command_id=command_id, job=job, error=error,
         )  # fmt: skip
-        await self._publisher.publish(self._topics.status, json.dumps(body).encode())
+        await self._publisher.publish(
+            self._topics.status, json.dumps(body).encode(), delivery=delivery_of(name)
+        )
 
     def mark_changed(self) -> None:
         """Schedule a republish of state and controls (see `run`)."""

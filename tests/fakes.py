@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from agent.messaging import Delivery
 from tests.support import Received
 
 
@@ -21,9 +22,9 @@ class InMemoryBus:
         *,
         retain: bool = False,
         correlation_data: bytes | None = None,
-    ) -> bool:
+        delivery: Delivery = Delivery.ESSENTIAL,
+    ) -> None:
         self.published.append(Received(topic, payload, retain, correlation_data))
-        return True
 
     def on(self, topic: str) -> list[Any]:
         return [m.json() for m in self.published if m.topic == topic]

@@ -58,7 +58,15 @@ class Received:
 class Probe:
     """A paho MQTT 5 client that records everything it receives, for assertions with timeouts."""
 
-    def __init__(self, broker: Broker, identity: str, ca_dir: Path | None = None) -> None:
+    def __init__(
+        self,
+        broker: Broker,
+        identity: str,
+        ca_dir: Path | None = None,
+        session_expiry_s: int = 0,
+    ) -> None:
+        """``session_expiry_s`` > 0: a persistent session the broker queues messages in while
+        this probe is away (paho reconnects it by itself after a broker restart)."""
         pki = ca_dir or broker.pki_dir
         self.identity = identity
         self.messages: queue.Queue[Received] = queue.Queue()
@@ -76,7 +84,18 @@ class Probe:
         )
         self.client.on_message = self._on_message
         self.client.on_connect = self._on_connect
-        self.client.connect("127.0.0.1", broker.port, keepalive=30)
+        connect_properties = None
+        if session_expiry_s:
+            connect_properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+            connect_properties.SessionExpiryInterval = session_expiry_s
+            self.client.reconnect_delay_set(min_delay=1, max_delay=2)
+        self.client.connect(
+            "127.0.0.1",
+            broker.port,
+            keepalive=30,
+            clean_start=not session_expiry_s,
+            properties=connect_properties,
+        )
         self.client.loop_start()
         if not self._connected.wait(WAIT_S):
             raise TimeoutError(f"probe {identity} did not connect")
@@ -158,6 +177,16 @@ class Probe:
     def close(self) -> None:
         self.client.loop_stop()
         self.client.disconnect()
+
+
+def wait_until(condition: Callable[[], Any], timeout: float = WAIT_S, what: str = "") -> Any:
+    """Poll ``condition`` (a file appearing, a process ending) until it is truthy."""
+    deadline = time.monotonic() + timeout
+    while not (result := condition()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what or condition}")
+        time.sleep(0.05)
+    return result
 
 
 class AgentProcess:

@@ -9,7 +9,7 @@ from devstack import Broker
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.support import AgentProcess, Probe
+from tests.support import AgentProcess, Probe, wait_until
 
 SETTINGS = "camera/control/settings"
 ACTION = "camera/control/action"
@@ -50,6 +50,37 @@ def test_broker_restart_reconnects_resubscribes_and_runs_queued_command_once(
     finally:
         operator.close()
     assert "reconnected" in agent.log_text()
+
+
+def test_a_job_that_ends_while_the_broker_is_down_reports_its_end_once_it_is_back(
+    streaming_agent: AgentProcess, broker: Broker, operator: Probe
+) -> None:
+    operator.close()  # a persistent session instead, so nothing published meanwhile is missed
+    watcher = Probe(broker, "operator", session_expiry_s=300)
+    try:
+        watcher.subscribe("camera/status")
+        watcher.publish(ACTION, json.dumps({"id": "across", "action": "record", "duration": 2}))
+        job = watcher.wait_event(id="across", event="job.queued")["job"]
+        watcher.wait_event(job=job, event="job.running")
+        broker.stop()
+        # The recording ends while the broker is away: its file takes its final name.
+        captures = streaming_agent.work_dir / "captures"
+        wait_until(lambda: list(captures.glob("record-*.mp4")), timeout=30, what="the recording")
+        broker.start()
+        end = watcher.wait_event(job=job, event="job.succeeded", timeout=30)
+        assert end["id"] == "across"
+        # Once: it never reached a live connection, so the agent does not send it twice. (The
+        # broker may redeliver job.running, in flight to this session when it stopped.)
+        watcher.publish(ACTION, json.dumps({"id": "sentinel", "action": "jobs"}))
+        watcher.wait_event(id="sentinel")
+        again = [
+            m.json() for m in watcher.history
+            if m.topic == "camera/status" and m.json()["job"] == job
+            and m.json()["event"] == "job.succeeded"
+        ]  # fmt: skip
+        assert not again, again
+    finally:
+        watcher.close()
 
 
 def test_command_sent_while_agent_is_down_is_delivered_at_restart(

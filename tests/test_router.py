@@ -13,7 +13,7 @@ from agent.camera.picamera2_backend import Picamera2Camera
 from agent.camera.testsrc import TestPatternCamera
 from agent.controls import CameraControls, ControlStore
 from agent.errors import CameraError, CommandError, ErrorCode
-from agent.mqtt.client import InboundMessage
+from agent.messaging import InboundMessage
 from agent.mqtt.topics import Topics
 from agent.protocol import ActionCommand
 from agent.router import ActionHandler, Answer, CommandRouter

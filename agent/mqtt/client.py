@@ -14,13 +14,14 @@ import logging
 import socket
 import ssl
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
 
 import aiomqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from agent.config import MqttSettings
+from agent.messaging import Delivery, InboundMessage
+from agent.mqtt.outbox import Outbox, Outgoing
 
 log = logging.getLogger(__name__)
 
@@ -30,14 +31,6 @@ log = logging.getLogger(__name__)
 # reports twins it sees on its own state topic (`report_twin`).
 SESSION_TAKEN_OVER = 0x8E
 PUBLISH_TIMEOUT_S = 10.0
-
-
-@dataclass(frozen=True)
-class InboundMessage:
-    topic: str
-    payload: bytes
-    response_topic: str | None = None
-    correlation_data: bytes | None = None
 
 
 MessageHandler = Callable[[InboundMessage], Awaitable[None]]
@@ -71,11 +64,11 @@ class BrokerLink:
         self._identity = identity
         self._subscriptions = tuple(subscriptions)
         self._will_topic = will_topic
-        self._client: aiomqtt.Client | None = None
         self._ever_connected = False
         self._down_logged = False
         self._twin_seen = False
         self._in_flight: set[asyncio.Task[None]] = set()
+        self.outbox = Outbox(settings.outbox_limit)
         self.connected = asyncio.Event()
 
     def report_twin(self) -> None:
@@ -113,18 +106,22 @@ class BrokerLink:
             try:
                 async with self._new_client() as client:
                     await client.subscribe([(topic, 1) for topic in self._subscriptions])
-                    self._client = client
-                    delay = self._settings.reconnect_min_s
-                    self._log_up()
-                    await on_connected()
-                    self.connected.set()
-                    async for message in client.messages:
-                        await self._dispatch(message, on_message)
+                    self.outbox.rewind()
+                    sender = asyncio.create_task(self._send(client), name="mqtt-send")
+                    try:
+                        delay = self._settings.reconnect_min_s
+                        self._log_up()
+                        await on_connected()
+                        self.connected.set()
+                        async for message in client.messages:
+                            await self._dispatch(message, on_message)
+                    finally:
+                        self.connected.clear()
+                        sender.cancel()
+                        for task in list(self._in_flight):
+                            task.cancel()  # their messages stay unacknowledged in the outbox
             except aiomqtt.MqttError as err:
                 delay = self._log_down(err, delay)
-            finally:
-                self._client = None
-                self.connected.clear()
             await asyncio.sleep(delay)
             delay = min(delay * 2, self._settings.reconnect_max_s)
 
@@ -190,43 +187,55 @@ class BrokerLink:
         *,
         retain: bool = False,
         correlation_data: bytes | None = None,
-    ) -> bool:
-        """Queue a QoS 1 publish; False (logged) when the broker is unreachable.
-
-        The PUBACK is not awaited here: paho sends queued messages in call order and QoS 1
-        redelivers them, so waiting would only put one broker round trip per message in front
-        of the next answer (the retained state used to delay every command's answer by two).
-        """
-        client = self._client
-        if client is None:
-            log.debug("not connected; dropped a message for %s", topic)
-            return False
-        properties = None
-        if correlation_data is not None:
-            properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
-            properties.CorrelationData = correlation_data
-        # The task's first step hands the message to paho; tasks start in creation order, so
-        # messages leave in the order publish() was called.
-        task = asyncio.create_task(
-            client.publish(topic, payload, qos=1, retain=retain, properties=properties)
+        delivery: Delivery = Delivery.ESSENTIAL,
+    ) -> None:
+        """Queue a QoS 1 publish; it leaves now if connected, else after the next connect."""
+        self.outbox.put(
+            topic, payload, retain=retain, correlation_data=correlation_data, delivery=delivery
         )
-        self._in_flight.add(task)
-        task.add_done_callback(self._publish_done(topic))
-        await asyncio.sleep(0)  # let the task hand the message to paho before we return
-        return True
+        # One step for the sender to hand the message to paho: answers leave before whatever
+        # the caller does next.
+        await asyncio.sleep(0)
 
-    def _publish_done(self, topic: str) -> Callable[[asyncio.Task[None]], None]:
-        def done(task: asyncio.Task[None]) -> None:
-            self._in_flight.discard(task)
-            if task.cancelled():
-                return
-            err = task.exception()
-            if err is not None:
-                log.warning("could not publish to %s: %s", topic, err)
+    async def _send(self, client: aiomqtt.Client) -> None:
+        """Hand the outbox to this connection in order; PUBACKs are awaited in parallel.
 
-        return done
+        Awaiting each PUBACK before the next message would put one broker round trip in front
+        of every answer; paho keeps the order on the wire.
+        """
+        while True:
+            message = await self.outbox.take()
+            # The task's first step hands the message to paho; tasks start in creation order.
+            task = asyncio.create_task(self._publish_one(client, message))
+            self._in_flight.add(task)
+            task.add_done_callback(self._in_flight.discard)
 
-    async def drain(self) -> None:
+    async def _publish_one(self, client: aiomqtt.Client, message: Outgoing) -> None:
+        properties = None
+        if message.correlation_data is not None:
+            properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+            properties.CorrelationData = message.correlation_data
+        try:
+            await client.publish(
+                message.topic, message.payload, qos=1, retain=message.retain, properties=properties
+            )
+        except aiomqtt.MqttError as err:
+            # Kept in the outbox: the next connection sends it again.
+            level = logging.WARNING if self.connected.is_set() else logging.DEBUG
+            log.log(
+                level, "no PUBACK for %s (%s); kept for the next connection", message.topic, err
+            )
+            return
+        self.outbox.acked(message.seq)
+
+    async def drain(self) -> bool:
         """Wait until the broker acknowledged every queued publish (before a clean stop)."""
-        if self._in_flight:
-            await asyncio.wait(set(self._in_flight), timeout=PUBLISH_TIMEOUT_S)
+        try:
+            async with asyncio.timeout(PUBLISH_TIMEOUT_S):
+                await self.outbox.settled()
+        except TimeoutError:
+            log.warning(
+                "stopping with %d messages the broker has not acknowledged", len(self.outbox)
+            )
+            return False
+        return True
