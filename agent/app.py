@@ -48,6 +48,9 @@ from agent.stream.target import StreamTarget
 
 log = logging.getLogger(__name__)
 
+# How long a stop waits for running commands before answering them "the agent is stopping".
+COMMAND_GRACE_S = 3.0
+
 
 async def select_backend(
     config: AgentConfig, dev: Path = Path("/dev"), run: CommandRunner = run_command
@@ -165,7 +168,9 @@ class AgentApp:
             self.link,
             self.controls,
             actions={
-                "stream": StreamActions(self.stream, config.stream.start_timeout_s).handle,
+                "stream": StreamActions(
+                    self.stream, config.stream.start_timeout_s, self.controls.pipeline
+                ).handle,
                 "picture": job_actions.submitter("picture"),
                 "record": job_actions.submitter("record"),
                 "trim": job_actions.submitter("trim"),
@@ -198,7 +203,7 @@ class AgentApp:
             if self.status.is_twin_state(message.payload):
                 self.link.report_twin()
             return
-        await self.router.handle(message)
+        await self.router.submit(message)
 
     async def _recover_recordings(self) -> None:
         """Finalize recordings a killed agent left, once their events can reach the broker."""
@@ -230,6 +235,7 @@ class AgentApp:
                 await self._stop.wait()
                 log.info("stopping")
                 recover_task.cancel()  # still waiting for a broker that never came
+                await self.router.close(COMMAND_GRACE_S)
                 await self.jobs.shutdown()
                 stream_task.cancel()  # its cleanup stops the pusher's process group
                 status_task.cancel()
@@ -273,17 +279,23 @@ def build_supervisor(
 
 
 class StreamActions:
-    """`stream start|stop|restart`: on-demand streaming saves CPU when nobody watches."""
+    """`stream start|stop|restart`: on-demand streaming saves CPU when nobody watches.
 
-    def __init__(self, stream: StreamSupervisor, timeout_s: float) -> None:
+    Each takes the pipeline lock only to change what the supervisor wants (in arrival order
+    with control changes); waiting for the stream to come up or go down happens outside it.
+    """
+
+    def __init__(self, stream: StreamSupervisor, timeout_s: float, pipeline: asyncio.Lock) -> None:
         self._stream = stream
         self._timeout_s = timeout_s
+        self._pipeline = pipeline
 
     async def handle(self, command: ActionCommand) -> Answer:
         op = command.params["op"]
         url = self._stream.snapshot()["url"]
         if op == "stop":
-            self._stream.stop()
+            async with self._pipeline:
+                self._stream.stop()
             try:
                 await self._stream.stopped()
             except TimeoutError:
@@ -292,19 +304,23 @@ class StreamActions:
                 ) from None
             return Answer("stream.stopped", "SUCCESS: stream stopped", {"url": url})
         began = time.monotonic()
-        if op == "start" and self._stream.wanted and self._stream.state is StreamState.ONLINE:
-            return Answer(
-                "stream.started",
-                f"SUCCESS: stream already online at {url}; nothing changed",
-                {"url": url, "downtime_s": 0.0, "already": True},
-            )
-        if op == "restart" and self._stream.state is StreamState.ONLINE:
-            try:
-                downtime = await self._stream.restart()
-            except CameraError as err:
-                raise CommandError(ErrorCode.STREAM_ERROR, str(err)) from err
-        else:
-            self._stream.start()
+        async with self._pipeline:
+            online = self._stream.state is StreamState.ONLINE
+            if op == "start" and self._stream.wanted and online:
+                return Answer(
+                    "stream.started",
+                    f"SUCCESS: stream already online at {url}; nothing changed",
+                    {"url": url, "downtime_s": 0.0, "already": True},
+                )
+            restarted = None
+            if op == "restart" and online:
+                try:
+                    restarted = await self._stream.restart()
+                except CameraError as err:
+                    raise CommandError(ErrorCode.STREAM_ERROR, str(err)) from err
+            else:
+                self._stream.start()
+        if restarted is None:
             try:
                 await self._stream.wait_online(self._timeout_s + 5)
             except TimeoutError:
@@ -312,7 +328,7 @@ class StreamActions:
                     ErrorCode.STREAM_ERROR,
                     f"stream did not come online: {self._stream.last_error or 'timeout'}",
                 ) from None
-            downtime = time.monotonic() - began
+        downtime = time.monotonic() - began if restarted is None else restarted
         verb = "restarted" if op == "restart" else "started"
         return Answer(
             f"stream.{verb}",

@@ -56,8 +56,9 @@ class CameraControls:
         self._store = store
         self._stream = stream
         self._on_change = on_change
-        # One change at a time: two concurrent restarts of the pipeline would race.
-        self._lock = asyncio.Lock()
+        # One change of the pipeline at a time, in arrival order (asyncio's lock is FIFO): two
+        # concurrent restarts would race. `stream start|stop|restart` take it too.
+        self.pipeline = asyncio.Lock()
 
     def _settable(self) -> dict[str, ControlValue]:
         read_only = {d.name for d in self._backend.descriptors() if d.read_only}
@@ -83,7 +84,7 @@ class CameraControls:
             return
 
     async def change(self, requested: Mapping[str, object]) -> AppliedChange:
-        async with self._lock:
+        async with self.pipeline:
             before = self._backend.values()
             plan = plan_change(self._backend.descriptors(), before, requested)
             started = time.monotonic()

@@ -1,5 +1,10 @@
 """Maps inbound topics to handlers and turns every outcome into exactly one answer.
 
+Commands run concurrently (`submit`), so a slow one (a stream that takes seconds to come up, a
+restart-class change) never holds up the next: a `stop` for a recording is answered at once.
+What must stay ordered orders itself: control changes and stream operations share one lock,
+which asyncio hands out first come, first served, i.e. in arrival order.
+
 As in Zigbee2MQTT's bridge, a handler's exception becomes an error answer and never ends the
 agent. Answers go to `BASE/status`, and also to the MQTT 5 Response Topic with its Correlation
 Data when the command carried one. A command that comes again with an `id` already answered
@@ -8,6 +13,7 @@ Data when the command carried one. A command that comes again with an `id` alrea
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -34,6 +40,9 @@ log = logging.getLogger(__name__)
 
 ANSWER_CACHE_SIZE = 512
 ANSWER_CACHE_TTL_S = 3600.0
+# Commands running at once; the next waits for a slot (and the broker holds the rest), so a
+# flood cannot grow the agent without bound.
+MAX_CONCURRENT_COMMANDS = 64
 
 
 @dataclass(frozen=True)
@@ -99,12 +108,39 @@ class CommandRouter:
         self._actions = actions
         self._max_payload_bytes = max_payload_bytes
         self._answers = AnswerCache()
+        self._slots = asyncio.Semaphore(MAX_CONCURRENT_COMMANDS)
+        self._running: set[asyncio.Task[None]] = set()
+        # Commands by id while they run: a copy arriving meanwhile waits for the one answer.
+        self._in_progress: dict[tuple[str, str], asyncio.Future[dict[str, Any]]] = {}
         self._routes: dict[
             str, tuple[str, Callable[[str], Awaitable[tuple[str | None, Answer]]]]
         ] = {
             topics.settings: ("settings", self._settings),
             topics.action: ("action", self._action),
         }
+
+    async def submit(self, message: InboundMessage) -> None:
+        """Start handling ``message`` beside the commands already running; returns at once
+        unless MAX_CONCURRENT_COMMANDS are running."""
+        await self._slots.acquire()
+        task = asyncio.create_task(self.handle(message), name=f"command {message.topic}")
+        self._running.add(task)
+        task.add_done_callback(self._command_done)
+
+    def _command_done(self, task: asyncio.Task[None]) -> None:
+        self._running.discard(task)
+        self._slots.release()
+
+    async def close(self, grace_s: float) -> None:
+        """Before a stop: let running commands finish for ``grace_s``, then cancel the rest
+        (each is still answered, with not_available)."""
+        if not self._running:
+            return
+        _, pending = await asyncio.wait(set(self._running), timeout=grace_s)
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending)
 
     async def handle(self, message: InboundMessage) -> None:
         route = self._routes.get(message.topic)
@@ -113,6 +149,7 @@ class CommandRouter:
             return
         kind, handler = route
         command_id: str | None = None
+        owned: tuple[str, str] | None = None  # the id this call runs (and answers for)
         try:
             text = decode_payload(message.payload, self._max_payload_bytes)
             command_id = peek_id(text)
@@ -120,10 +157,15 @@ class CommandRouter:
                 self._topics.check_response_topic(message.response_topic)
             if command_id is not None:
                 cached = self._answers.get(kind, command_id)
+                running = self._in_progress.get((kind, command_id))
+                if cached is None and running is not None:
+                    cached = await asyncio.shield(running)
                 if cached is not None:
                     log.info("%s %s answered again (duplicate id)", kind, command_id)
                     await self._send({**cached, "duplicate": True}, message)
                     return
+                owned = (kind, command_id)
+                self._in_progress[owned] = asyncio.get_running_loop().create_future()
             command_id, answer = await handler(text)
             body = event(
                 self._camera_id,
@@ -135,17 +177,31 @@ class CommandRouter:
             )
         except CommandError as err:
             body = self._rejection(kind, command_id, err)
+        except asyncio.CancelledError:
+            stopping = CommandError(
+                ErrorCode.NOT_AVAILABLE, "the agent is stopping; the command did not complete"
+            )
+            await self._finish(owned, self._rejection(kind, command_id, stopping), message)
+            raise
         except CameraError as err:  # the camera refused or failed: a code clients know
             body = self._rejection(kind, command_id, CommandError(ErrorCode.CAMERA_ERROR, str(err)))
         except Exception:
             log.exception("%s command failed unexpectedly", kind)
             internal = CommandError(ErrorCode.INTERNAL_ERROR, "internal error; see the agent's log")
             body = self._rejection(kind, command_id, internal)
-        # Dedupe what ran, or what will always be refused the same way; a transient refusal
-        # (busy, the stream down, the disk full) must let a retry with the same id run.
-        code = body.get("error", {}).get("code")
-        if command_id is not None and code not in TRANSIENT_ERRORS:
-            self._answers.put(kind, command_id, body)
+        await self._finish(owned, body, message)
+
+    async def _finish(
+        self, owned: tuple[str, str] | None, body: dict[str, Any], message: InboundMessage
+    ) -> None:
+        if owned is not None:
+            # Dedupe what ran; a transient refusal (busy, the stream down, the disk full) must
+            # let a retry with the same id run. A copy waiting meanwhile gets this answer.
+            if body.get("error", {}).get("code") not in TRANSIENT_ERRORS:
+                self._answers.put(*owned, body)
+            running = self._in_progress.pop(owned)
+            if not running.done():
+                running.set_result(body)
         await self._send(body, message)
 
     def _rejection(self, kind: str, command_id: str | None, err: CommandError) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,6 +15,7 @@ class InMemoryBus:
     """Stands in for `BrokerLink.publish`: records what the agent would publish."""
 
     published: list[Received] = field(default_factory=list)
+    _arrived: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def publish(
         self,
@@ -25,6 +27,15 @@ class InMemoryBus:
         delivery: Delivery = Delivery.ESSENTIAL,
     ) -> None:
         self.published.append(Received(topic, payload, retain, correlation_data))
+        self._arrived.set()
+
+    async def answer(self, command_id: str, topic: str) -> Any:
+        """The first message on ``topic`` for ``command_id``, waiting (5 s) for it."""
+        async with asyncio.timeout(5):
+            while not (found := [a for a in self.on(topic) if a["id"] == command_id]):
+                self._arrived.clear()
+                await self._arrived.wait()
+        return found[0]
 
     def on(self, topic: str) -> list[Any]:
         return [m.json() for m in self.published if m.topic == topic]

@@ -254,6 +254,23 @@ def test_record_until_stop_then_stop_by_id_and_busy(
     assert_clean_timestamps(captures_dir(streaming_agent) / finished["data"]["result"]["path"])
 
 
+def test_stop_is_answered_before_a_restart_class_change_sent_just_before_it(
+    streaming_agent: AgentProcess, operator: Probe
+) -> None:
+    operator.publish(ACTION, json.dumps({"id": "long", "action": "record", "duration": 60}))
+    job = operator.wait_event(id="long", event="job.queued")["job"]
+    operator.wait_event(job=job, event="job.progress")
+    # The size change restarts the pipeline (a second or more); the stop behind it must not
+    # wait for that.
+    operator.publish("camera/control/settings", json.dumps({"id": "resize", "set": {"width": 960}}))
+    operator.publish(ACTION, json.dumps({"id": "halt", "action": "stop", "job": job}))
+    assert operator.wait_event(id="resize", timeout=30)["ok"] is True
+    # Messages seen while waiting for the change's answer stay in the history.
+    before = [m.json()["id"] for m in operator.history if m.topic == "camera/status"]
+    assert "halt" in before, "the stop was answered only after the size change"
+    assert operator.wait_event(job=job, event="job.succeeded", timeout=30)["ok"] is True
+
+
 def test_recording_survives_the_agent_being_killed(
     streaming_agent: AgentProcess, operator: Probe
 ) -> None:

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from agent.camera.base import AppliedChange, ControlValue
 from agent.camera.picamera2_backend import Picamera2Camera
 from agent.camera.testsrc import TestPatternCamera
 from agent.controls import CameraControls, ControlStore
@@ -203,3 +206,69 @@ async def test_colour_gains_take_the_json_pair_the_readme_documents(
     assert answer["ok"] is True, answer
     assert answer["data"]["applied"]["colour_gains"] == [1.5, 2.0]
     assert camera.values()["colour_gains"] == (1.5, 2.0)
+
+
+class GatedCamera(TestPatternCamera):
+    """The test pattern, with every change held until the test opens the gate (a slow camera:
+    a restart-class change on a Pi takes seconds)."""
+
+    def __init__(self) -> None:
+        super().__init__(640, 480, 25)
+        self.gate = asyncio.Event()
+        self.applied: list[dict[str, ControlValue]] = []
+
+    async def apply(self, values: Mapping[str, ControlValue], restart: bool) -> AppliedChange:
+        await self.gate.wait()
+        self.applied.append(dict(values))
+        return await super().apply(values, restart)
+
+
+async def until_answered(bus: InMemoryBus, command_id: str) -> dict[str, Any]:
+    answer: dict[str, Any] = await bus.answer(command_id, "site/cam1/status")
+    return answer
+
+
+async def test_a_stop_is_answered_while_a_slow_change_runs_and_changes_keep_their_order() -> None:
+    bus = InMemoryBus()
+    camera = GatedCamera()
+    store = ControlStore(Path(tempfile.mkdtemp()) / "c.json")
+    controls = CameraControls(camera, store, None, lambda: None)
+
+    async def stop(command: ActionCommand) -> Answer:
+        return Answer("job.stopping", "SUCCESS: stopping", {})
+
+    router = CommandRouter(
+        "cam1", TOPICS, bus, controls, actions={"stop": stop}, max_payload_bytes=1024
+    )
+    for n, change in enumerate(({"width": 800}, {"hue": 10}, {"hue": 20})):
+        payload = json.dumps({"id": f"s{n}", "set": change}).encode()
+        await router.submit(InboundMessage(TOPICS.settings, payload))
+    await router.submit(InboundMessage(TOPICS.action, b'{"id": "halt", "action": "stop"}'))
+    # A copy of the first change, sent again while it runs: it waits for the one answer.
+    await router.submit(InboundMessage(TOPICS.settings, b'{"id": "s0", "set": {"width": 800}}'))
+    await until_answered(bus, "halt")
+    assert [a["id"] for a in bus.on("site/cam1/status")] == ["halt"]  # the changes still wait
+    camera.gate.set()
+    await until_answered(bus, "s2")
+    await router.close(1)
+    answers = bus.on("site/cam1/status")
+    firsts = [a["id"] for a in answers if not a.get("duplicate")]
+    assert firsts == ["halt", "s0", "s1", "s2"]
+    (copy,) = [a for a in answers if a.get("duplicate")]
+    assert copy["id"] == "s0" and copy["data"] == answers[1]["data"]
+    assert camera.applied == [{"width": 800}, {"hue": 10}, {"hue": 20}]  # arrival order, once each
+    assert camera.values()["hue"] == 20
+
+
+async def test_commands_still_running_at_a_stop_are_answered_not_dropped() -> None:
+    bus = InMemoryBus()
+    camera = GatedCamera()  # never opened
+    controls = CameraControls(camera, ControlStore(Path(tempfile.mkdtemp()) / "c.json"), None,
+                              lambda: None)  # fmt: skip
+    router = CommandRouter("cam1", TOPICS, bus, controls, actions={}, max_payload_bytes=1024)
+    await router.submit(InboundMessage(TOPICS.settings, b'{"id": "slow", "set": {"hue": 5}}'))
+    await router.close(0.05)
+    (answer,) = bus.on("site/cam1/status")
+    assert answer["id"] == "slow"
+    assert answer["error"]["code"] == "not_available"
+    assert "stopping" in answer["error"]["detail"]
