@@ -245,6 +245,7 @@ class AgentApp:
                     await self.link.drain()
                 link_task.cancel()
         finally:
+            await self.controls.store.close()
             self.status.write_stopped_health()
             await self.backend.stop()
 

@@ -19,12 +19,24 @@ from agent.stream.supervisor import StreamSupervisor
 
 log = logging.getLogger(__name__)
 
+WRITE_BEHIND_S = 1.0
+
 
 class ControlStore:
-    """Control values across restarts: `<state_dir>/controls.json`, replaced atomically."""
+    """Control values across restarts: `<state_dir>/controls.json`, replaced atomically.
 
-    def __init__(self, path: Path) -> None:
+    Written behind the answer: `save` only notes the values, and one write in a worker thread
+    takes whatever is newest within WRITE_BEHIND_S (a slider dragged in a UI is one write, not
+    fifty fsyncs, and no answer waits for the disk). `close` writes what is still pending; a
+    power cut loses at most the last WRITE_BEHIND_S of changes, never the file.
+    """
+
+    def __init__(self, path: Path, delay_s: float = WRITE_BEHIND_S) -> None:
         self._path = path
+        self._delay_s = delay_s
+        self._pending: dict[str, ControlValue] | None = None
+        self._writer: asyncio.Task[None] | None = None
+        self._write_lock = asyncio.Lock()  # one write at a time, so an older never wins
 
     def load(self) -> dict[str, object]:
         try:
@@ -37,11 +49,33 @@ class ControlStore:
         return body if isinstance(body, dict) else {}
 
     def save(self, values: Mapping[str, ControlValue]) -> None:
-        try:
-            write_atomic(self._path, (json.dumps(dict(values), indent=1) + "\n").encode())
-        except OSError as err:
-            # The change is live; only its survival across a restart is at risk.
-            log.error("could not save control values to %s: %s", self._path, err)
+        self._pending = dict(values)
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write_later(), name="controls.json")
+
+    async def _write_later(self) -> None:
+        await asyncio.sleep(self._delay_s)
+        await self.flush()
+
+    async def flush(self) -> None:
+        """Write the pending values now (if any)."""
+        async with self._write_lock:
+            values, self._pending = self._pending, None
+            if values is None:
+                return
+            data = (json.dumps(values, indent=1) + "\n").encode()
+            try:
+                await asyncio.to_thread(write_atomic, self._path, data)
+            except OSError as err:
+                # The change is live; only its survival across a restart is at risk. The next
+                # change tries again with all values.
+                log.error("could not save control values to %s: %s", self._path, err)
+
+    async def close(self) -> None:
+        """Before a clean stop: nothing pending stays unwritten."""
+        await self.flush()  # after a write already under way, never beside it
+        if self._writer is not None:
+            self._writer.cancel()  # its wait, or a flush that now finds nothing pending
 
 
 class CameraControls:
@@ -53,7 +87,7 @@ class CameraControls:
         on_change: Callable[[], None],
     ) -> None:
         self._backend = backend
-        self._store = store
+        self.store = store
         self._stream = stream
         self._on_change = on_change
         # One change of the pipeline at a time, in arrival order (asyncio's lock is FIFO): two
@@ -66,7 +100,7 @@ class CameraControls:
 
     async def restore(self) -> None:
         """Re-apply the saved values (before the stream starts); invalid ones are dropped."""
-        saved = self._store.load()
+        saved = self.store.load()
         while saved:
             try:
                 plan = plan_change(self._backend.descriptors(), self._backend.values(), saved)
@@ -101,7 +135,7 @@ class CameraControls:
                     ErrorCode.CAMERA_ERROR,
                     f"camera refused the change ({restored}): {err}",
                 ) from err
-            self._store.save(self._settable())
+            self.store.save(self._settable())
             log.info(
                 "controls changed: %s%s (%.3f s)",
                 plan.values,

@@ -138,7 +138,7 @@ class AgentStatus:
         (larger) retained documents, which keeps command latency at one broker round trip.
         """
         while True:
-            self._write_health()
+            await self._write_health()
             try:
                 await asyncio.wait_for(self._changed.wait(), HEARTBEAT_S)
             except TimeoutError:
@@ -149,11 +149,12 @@ class AgentStatus:
             self._changed.clear()
             await self.publish_changed()
 
-    def _write_health(self, report: HealthReport | None = None) -> None:
+    async def _write_health(self) -> None:
+        """In a worker thread: the write syncs to disk, which must not stall the loop."""
         if self.health_file is None or self.health_source is None:
             return
         try:
-            write_health(self.health_file, report or self.health_source())
+            await asyncio.to_thread(write_health, self.health_file, self.health_source())
         except OSError as err:
             log.warning("cannot write %s: %s", self.health_file, err)
 
@@ -168,14 +169,20 @@ class AgentStatus:
         await self._retain(self._topics.state, self.state())
 
     async def publish_connected(self) -> None:
-        self._write_health()
         """After every (re)connect: state first, then `online`, so `online` means readable state."""
+        await self._write_health()  # healthy again now, not at the next heartbeat
         await self.publish_changed()
         await self._retain(self._topics.availability, "online")
 
     def write_stopped_health(self) -> None:
         """A clean stop is unhealthy at once, not only once the last report goes stale."""
-        self._write_health(HealthReport(time.time(), False, False, "stopped"))
+        if self.health_file is None:
+            return
+        try:
+            # On the way out, nothing else waits on the loop any more.
+            write_health(self.health_file, HealthReport(time.time(), False, False, "stopped"))
+        except OSError as err:
+            log.warning("cannot write %s: %s", self.health_file, err)
 
     async def publish_offline(self) -> None:
         await self._retain(self._topics.availability, "offline")

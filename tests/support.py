@@ -198,7 +198,10 @@ class AgentProcess:
         work_dir: Path,
         media: MediaServer | None = None,
         env: dict[str, str] | None = None,
+        wrapper: list[str] | None = None,
     ) -> None:
+        """``wrapper``: a command the agent runs under (strace, for the benchmark)."""
+        self.wrapper = wrapper or []
         self.broker = broker
         self.work_dir = work_dir
         self.config_path = work_dir / "agent.toml"
@@ -213,7 +216,15 @@ class AgentProcess:
     def start(self) -> None:
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "agent", "run", "--config", str(self.config_path)],
+                [
+                    *self.wrapper,
+                    sys.executable,
+                    "-m",
+                    "agent",
+                    "run",
+                    "--config",
+                    str(self.config_path),
+                ],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,

@@ -330,3 +330,23 @@ async def test_a_refused_encoder_leaves_the_camera_ready_for_the_next_start(
     await camera.apply({"width": 1920, "height": 1080}, restart=True)
     await camera.start_pusher(TARGET)  # configures again: the camera was left stopped
     assert camera._camera.encoder is not None
+
+
+def sizes(*paths: str) -> list[int | None]:
+    return [Path(p).stat().st_size if Path(p).exists() else None for p in paths]
+
+
+async def test_pictures_at_once_each_get_a_frame_file_of_their_own_removed_after(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    camera = await open_camera(monkeypatch)
+    pusher = await camera.start_pusher(TARGET)
+    first, second = await asyncio.gather(pusher.latest_frame(), pusher.latest_frame())
+    # One shared file would be rewritten under the other picture's encoder.
+    assert first.path != second.path
+    assert sizes(first.path, second.path) == [1280 * 720 * 3 // 2] * 2
+    first.release()
+    # A frame is megabytes of RAM: gone once its JPEG is made, the other one's kept meanwhile.
+    assert sizes(first.path, second.path) == [None, 1280 * 720 * 3 // 2]
+    second.release()
+    await pusher.stop()

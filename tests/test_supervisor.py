@@ -74,7 +74,8 @@ class FakePusher:
 class Factory:
     """Makes FakePushers; `plan` says what each new one does (by start order)."""
 
-    plan: dict[int, str] = field(default_factory=dict)  # number -> "crash" | "stall" | "fail"
+    # number -> "crash" | "stall" | "fail" | "bug"
+    plan: dict[int, str] = field(default_factory=dict)
     pushers: list[FakePusher] = field(default_factory=list)
     starts: list[float] = field(default_factory=list)
     happened: asyncio.Event = field(default_factory=asyncio.Event)  # a start, a state change
@@ -85,6 +86,8 @@ class Factory:
         self.happened.set()
         if self.plan.get(number) == "fail":
             raise CameraError("the camera is gone")
+        if self.plan.get(number) == "bug":  # what nobody foresaw (a bug, an odd OS error)
+            raise RuntimeError("something nobody foresaw")
         pusher = FakePusher(number)
         self.pushers.append(pusher)
         if self.plan.get(number) == "crash":  # dies before MediaMTX has its stream
@@ -225,6 +228,16 @@ async def test_a_pipeline_that_cannot_start_is_failed_not_retried() -> None:
         assert len(h.factory.starts) == 1  # no crash loop against a missing camera
         h.supervisor.start()  # `stream start` tries again
         await until(h, lambda: h.supervisor.state is StreamState.ONLINE)
+
+
+async def test_an_unexpected_error_restarts_the_pipeline_instead_of_ending_the_agent() -> None:
+    h = harness({0: "bug"})
+    async with streaming(h):
+        await until(h, lambda: h.supervisor.state is StreamState.ONLINE)
+        (down,) = [e for e in h.events if e[0] == "stream.down"]
+        assert down[3]["reason"] == "unexpected error"
+        assert "something nobody foresaw" in down[2]
+        assert len(h.factory.starts) == 2  # after the backoff, as after a crash
 
 
 async def test_a_refused_restart_class_change_is_rolled_back_and_streams_again(

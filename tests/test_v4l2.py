@@ -420,6 +420,7 @@ async def test_restoring_an_inactive_control_saved_under_its_native_name_ends(
     camera, _ = await started_camera()
     store = ControlStore(tmp_path / "controls.json")
     store.save({"exposure_time_absolute": 300, "brightness": 140})
+    await store.close()
     controls = CameraControls(camera, store, None, lambda: None)
     await asyncio.wait_for(controls.restore(), 5)
     values = camera.values()

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
@@ -136,7 +137,9 @@ class Picamera2Pusher:
     async def latest_frame(self) -> RawFrame:
         if self._runtime is None or not self._camera.started:
             raise CameraError("the camera is not streaming (`stream start` first)")
-        path = Path(self._runtime.name) / "still.yuv"
+        # One file per capture: two pictures at once must not write into the file the other's
+        # encoder is reading. The picture job releases it (RawFrame.release).
+        path = Path(self._runtime.name) / f"still-{secrets.token_hex(4)}.yuv"
         camera = self._camera
 
         def capture() -> tuple[int, int]:
@@ -151,8 +154,12 @@ class Picamera2Pusher:
             path.write_bytes(pack_yuv420(array.tobytes(), width, height, stride))
             return width, height
 
-        width, height = await asyncio.to_thread(capture)
-        return RawFrame(str(path), width, height, "yuv420p", time.time())
+        try:
+            width, height = await asyncio.to_thread(capture)
+        except BaseException:
+            path.unlink(missing_ok=True)
+            raise
+        return RawFrame(str(path), width, height, "yuv420p", time.time(), private=True)
 
     async def apply_live(self, values: LiveValues) -> None:
         return None  # the backend sends controls to the camera itself (set_controls)

@@ -8,6 +8,7 @@ final name; leftovers are swept at start-up.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import errno
 import hashlib
@@ -15,7 +16,7 @@ import json
 import os
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -72,18 +73,17 @@ class Captures:
     def partial_for(final: Path) -> Path:
         return final.with_name(f".{final.name}{PARTIAL_SUFFIX}")
 
-    @contextlib.contextmanager
-    def writing(self, final: Path) -> Iterator[Path]:
-        """Yield the temporary path to write; on success it becomes ``final`` atomically."""
+    @contextlib.asynccontextmanager
+    async def writing(self, final: Path) -> AsyncIterator[Path]:
+        """Yield the temporary path to write; on success it becomes ``final`` atomically.
+
+        The syncs run in a worker thread: on an SD card one takes 10-100 ms, which on the
+        event loop would delay every answer and event behind it.
+        """
         partial = self.partial_for(final)
         try:
             yield partial
-            fd = os.open(partial, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            partial.replace(final)
+            await asyncio.to_thread(_commit, partial, final)
         except OSError as err:
             raise io_error(err, f"cannot write {final.name}") from err
         finally:
@@ -99,6 +99,21 @@ class Captures:
                 leftover.unlink()
                 swept.append(leftover.name)
         return swept
+
+
+def _commit(partial: Path, final: Path) -> None:
+    """Durably: the data on disk, then the name, then the directory entry."""
+    fd = os.open(partial, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    partial.replace(final)
+    dir_fd = os.open(final.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
 
 
 def sha256_file(path: Path) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from pathlib import Path
 from typing import Any
 
 from agent.atomicfile import write_atomic
@@ -13,6 +14,7 @@ from agent.jobs.captures import Captures, describe_file
 from agent.jobs.manager import JobContext, JobRunner
 from agent.process import ManagedProcess
 from agent.stream.ffmpeg_args import still_to_jpeg_args
+from agent.stream.still import RawFrame
 from agent.stream.supervisor import StreamSupervisor
 
 
@@ -39,9 +41,26 @@ async def take_picture(
         frame = await stream.latest_frame()  # the running pipeline's
     except CameraError as err:
         raise CommandError(ErrorCode.NOT_AVAILABLE, f"no picture: {err}") from err
-    values = backend.values()  # the controls in effect for this frame
-    final = captures.new_name("picture", ".jpg")
-    with captures.writing(final) as partial:
+    try:
+        values = backend.values()  # the controls in effect for this frame
+        final = captures.new_name("picture", ".jpg")
+        await _encode(frame, final, captures, quality)
+    finally:
+        frame.release()
+    media = {"width": frame.width, "height": frame.height, "codec": "mjpeg", "duration_s": None}
+    result = await asyncio.to_thread(describe_file, captures, final, media)
+    result["frame_time"] = frame.made_at
+    if sidecar:
+        side = final.with_suffix(".json")
+        body = {"picture": result["path"], "frame_time": frame.made_at, "controls": values}
+        await asyncio.to_thread(write_atomic, side, (json.dumps(body, indent=1) + "\n").encode())
+        result["sidecar"] = captures.relative(side)
+    return result
+
+
+async def _encode(frame: RawFrame, final: Path, captures: Captures, quality: int) -> None:
+    """The frame as a JPEG under ``final`` (atomically), by an ffmpeg of its own."""
+    async with captures.writing(final) as partial:
         encoder = ManagedProcess(
             still_to_jpeg_args(
                 frame.path, frame.width, frame.height, frame.pix_fmt, quality, str(partial)
@@ -58,12 +77,3 @@ async def take_picture(
             raise CommandError(
                 ErrorCode.CAMERA_ERROR, f"JPEG encoding failed: {encoder.stderr_text(5)}"
             )
-    media = {"width": frame.width, "height": frame.height, "codec": "mjpeg", "duration_s": None}
-    result = await asyncio.to_thread(describe_file, captures, final, media)
-    result["frame_time"] = frame.made_at
-    if sidecar:
-        side = final.with_suffix(".json")
-        body = {"picture": result["path"], "frame_time": frame.made_at, "controls": values}
-        await asyncio.to_thread(write_atomic, side, (json.dumps(body, indent=1) + "\n").encode())
-        result["sidecar"] = captures.relative(side)
-    return result

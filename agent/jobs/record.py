@@ -256,7 +256,7 @@ class Recorder:
             final = first if number == 1 else first.with_name(f"{first.stem}-p{number}.mp4")
             pieces = [fetched[i] for i in group]
             try:
-                with self._captures.writing(final) as partial:
+                async with self._captures.writing(final) as partial:
                     if len(pieces) == 1:
                         pieces[0][1].replace(partial)
                     else:

@@ -131,7 +131,7 @@ class Trimmer:
             final = source.with_name(
                 f"{source.stem}-trim-{start:g}-{min(end, duration):g}{source.suffix}"
             )
-        with self._captures.writing(final) as partial:
+        async with self._captures.writing(final) as partial:
             if mode == "fast":
                 await _ffmpeg(fast_trim_args(source, start, end, partial))
             else:

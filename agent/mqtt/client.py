@@ -100,7 +100,8 @@ class BrokerLink:
         )
 
     async def run(self, on_connected: ConnectedHook, on_message: MessageHandler) -> None:
-        """Stay connected until cancelled; ``on_connected`` runs after every (re)subscribe."""
+        """Stay connected until cancelled; ``on_connected`` runs after every (re)subscribe,
+        with `connected` already set (what it publishes leaves at once)."""
         delay = self._settings.reconnect_min_s
         while True:
             try:
@@ -111,8 +112,8 @@ class BrokerLink:
                     try:
                         delay = self._settings.reconnect_min_s
                         self._log_up()
-                        await on_connected()
                         self.connected.set()
+                        await on_connected()
                         async for message in client.messages:
                             await self._dispatch(message, on_message)
                     finally:

@@ -19,6 +19,14 @@ class RawFrame:
     height: int
     pix_fmt: str
     made_at: float  # time.time() of the frame
+    # True: a file made for this one caller, who removes it when done (see `release`); False:
+    # the pusher's shared latest frame, replaced atomically and removed with its run.
+    private: bool = False
+
+    def release(self) -> None:
+        """Done with the frame: a private file goes (it sits in RAM, and pictures are many)."""
+        if self.private:
+            Path(self.path).unlink(missing_ok=True)
 
 
 STALE_FRAME_S = 1.0

@@ -53,6 +53,7 @@ class _Outcome(StrEnum):
     STALLED = "stalled"
     START_TIMEOUT = "start timeout"
     INTERRUPTED = "interrupted"  # stop or restart requested
+    UNEXPECTED = "unexpected error"  # an exception nobody foresaw (a bug, an odd OS error)
 
 
 @dataclass(frozen=True)
@@ -200,7 +201,15 @@ class StreamSupervisor:
                     continue
                 self._idle.clear()
                 self._kick.clear()
-                outcome, uptime = await self._run_once()
+                try:
+                    outcome, uptime = await self._run_once()
+                except Exception as err:
+                    # Treated like a crashed pusher (retried after the backoff): an error in
+                    # the stream must not end the TaskGroup, i.e. the whole agent.
+                    log.exception("stream pipeline failed unexpectedly; restarting it")
+                    self.last_error = f"unexpected error: {err}"
+                    outcome, uptime = _Outcome.UNEXPECTED, 0.0
+                    self._went_down(outcome, "")
                 if outcome is _Outcome.INTERRUPTED or not self._wanted:
                     continue
                 failures = 0 if uptime >= STABLE_AFTER_S else failures + 1
