@@ -24,6 +24,7 @@ from agent.errors import CameraError, CommandError, ConfigError, ErrorCode
 from agent.health import HealthReport, health_path
 from agent.jobs.actions import JobActions
 from agent.jobs.captures import Captures
+from agent.jobs.ledger import JobLedger
 from agent.jobs.manager import JobKind, JobManager
 from agent.jobs.model import Job
 from agent.jobs.picture import picture_runner
@@ -152,13 +153,17 @@ class AgentApp:
             {
                 "picture": JobKind(picture, config.jobs.picture_limit),
                 "record": JobKind(
-                    self.recorder.runner, config.jobs.record_limit, stop_finishes=True
+                    self.recorder.runner,
+                    config.jobs.record_limit,
+                    stop_finishes=True,
+                    own_journal=True,
                 ),
                 # One at a time: an exact trim keeps a core busy.
                 "trim": JobKind(Trimmer(self.captures).runner, 1),
             },
             self._report_job,
             self.status.mark_changed,
+            JobLedger(config.storage.state_dir / "running"),
         )
         self.status.jobs_snapshot = self.jobs.snapshot
         job_actions = JobActions(self.jobs)
@@ -200,14 +205,17 @@ class AgentApp:
 
     async def _on_message(self, message: InboundMessage) -> None:
         if message.topic == self.topics.state:
+            message.done()
             if self.status.is_twin_state(message.payload):
                 self.link.report_twin()
             return
         await self.router.submit(message)
 
-    async def _recover_recordings(self) -> None:
-        """Finalize recordings a killed agent left, once their events can reach the broker."""
+    async def _recover_jobs(self) -> None:
+        """Finalize recordings a killed agent left, and report the other jobs it was running
+        as interrupted, once their events can reach the broker."""
         await self.link.connected.wait()
+        self.jobs.report_interrupted()
         for job, runner in self.recorder.recover():
             self.jobs.adopt(job, runner)
 
@@ -217,7 +225,7 @@ class AgentApp:
         for leftover in self.captures.sweep_partials():
             log.warning("removed %s, left unfinished by an earlier run", leftover)
         state_dir = self._config.storage.state_dir
-        for directory in (state_dir, state_dir / "jobs"):
+        for directory in (state_dir, state_dir / "jobs", state_dir / "running"):
             for leftover in sweep_temporaries(directory):
                 log.warning("removed %s, a write an earlier run did not finish", leftover)
         await self.backend.start()
@@ -231,7 +239,7 @@ class AgentApp:
                 stream_task = tasks.create_task(self.stream.run(), name="stream")
                 if self._config.stream.autostart:
                     self.stream.start()
-                recover_task = tasks.create_task(self._recover_recordings(), name="recover")
+                recover_task = tasks.create_task(self._recover_jobs(), name="recover")
                 await self._stop.wait()
                 log.info("stopping")
                 recover_task.cancel()  # still waiting for a broker that never came

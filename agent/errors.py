@@ -35,6 +35,7 @@ class ErrorCode(StrEnum):
     INVALID_RESPONSE_TOPIC = "invalid_response_topic"
     CAMERA_ERROR = "camera_error"
     STREAM_ERROR = "stream_error"  # the stream went down or cannot start; `detail` says why
+    INTERRUPTED = "interrupted"  # the agent was killed while the job ran (reported at restart)
     INTERNAL_ERROR = "internal_error"
 
 

@@ -7,8 +7,13 @@ the MQTT client (and tests drive them with an in-memory publisher).
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
+
+
+def _nothing() -> None:
+    return None
 
 
 @dataclass(frozen=True)
@@ -17,6 +22,9 @@ class InboundMessage:
     payload: bytes
     response_topic: str | None = None
     correlation_data: bytes | None = None
+    # Called once the message is handled (its answer queued): only then is it acknowledged to
+    # the broker, so a command the agent dies in the middle of is delivered again at restart.
+    done: Callable[[], None] = _nothing
 
 
 class Delivery(enum.IntEnum):

@@ -143,6 +143,13 @@ class CommandRouter:
             await asyncio.wait(pending)
 
     async def handle(self, message: InboundMessage) -> None:
+        """Run one command and answer it; then it is acknowledged to the broker."""
+        try:
+            await self._handle(message)
+        finally:
+            message.done()
+
+    async def _handle(self, message: InboundMessage) -> None:
         route = self._routes.get(message.topic)
         if route is None:
             log.warning("message on unexpected topic %s ignored", message.topic)

@@ -60,6 +60,8 @@ class AgentStatus:
         self.jobs_snapshot: Callable[[], list[dict[str, Any]]] = list
         self.health_file: Path | None = None
         self.health_source: Callable[[], HealthReport] | None = None
+        self._health_facts: tuple[bool, bool, str] | None = None  # as last written
+        self._health_at = 0.0
 
     def state(self) -> dict[str, Any]:
         return {
@@ -150,13 +152,21 @@ class AgentStatus:
             await self.publish_changed()
 
     async def _write_health(self) -> None:
-        """In a worker thread: the write syncs to disk, which must not stall the loop."""
+        """In a worker thread: the write syncs to disk, which must not stall the loop. Only
+        when the verdict's inputs changed or the heartbeat is due: a burst of settings would
+        otherwise sync the file dozens of times a second (wearing an SD card for nothing)."""
         if self.health_file is None or self.health_source is None:
             return
+        report = self.health_source()
+        facts = (report.mqtt_connected, report.stream_wanted, report.stream_state)
+        if facts == self._health_facts and report.ts - self._health_at < HEARTBEAT_S:
+            return
         try:
-            await asyncio.to_thread(write_health, self.health_file, self.health_source())
+            await asyncio.to_thread(write_health, self.health_file, report)
         except OSError as err:
             log.warning("cannot write %s: %s", self.health_file, err)
+            return
+        self._health_facts, self._health_at = facts, report.ts
 
     async def flush(self) -> None:
         """Publish a change still waiting in `run`'s pause (before a clean stop)."""

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from agent.errors import CommandError
 from agent.jobs.actions import JobActions
+from agent.jobs.ledger import JobLedger
 from agent.jobs.manager import HISTORY_MAX, STATE_FINISHED, JobContext, JobKind, JobManager
 from agent.protocol import parse_action
 
@@ -78,3 +80,52 @@ def test_bad_pages_are_refused(command: str) -> None:
     with pytest.raises(CommandError) as refused:
         parse_action(command)
     assert refused.value.code == "invalid_argument"
+
+
+async def test_a_job_the_agent_died_in_is_reported_failed_interrupted_at_the_next_start(
+    tmp_path: Path,
+) -> None:
+    events: list[tuple[str, str, dict[str, Any] | None]] = []
+    succeeded = asyncio.Event()
+
+    def report(job: Any, name: str, ok: bool, message: str) -> None:
+        events.append((job.id, name, job.error))
+        if name == "job.succeeded":
+            succeeded.set()
+
+    def holding(params: dict[str, Any]) -> Any:
+        async def run(context: JobContext) -> dict[str, Any]:
+            await asyncio.Event().wait()  # still running when the agent "dies"
+            return {}
+
+        return run
+
+    def quick(params: dict[str, Any]) -> Any:
+        async def run(context: JobContext) -> dict[str, Any]:
+            return {"path": "picture.jpg"}
+
+        return run
+
+    ledger_dir = tmp_path / "running"
+    first_life = JobManager(
+        {"picture": JobKind(holding, 5), "record": JobKind(holding, 1, True, own_journal=True)},
+        report, lambda: None, JobLedger(ledger_dir),
+    )  # fmt: skip
+    lost = first_life.submit("picture", {"quality": 90}, "req-1")
+    first_life.submit("record", {}, "req-2")  # recovered by its own journal, not reported here
+    done = JobManager({"picture": JobKind(quick, 5)}, report, lambda: None, JobLedger(ledger_dir))
+    finished = done.submit("picture", {}, None)
+    await asyncio.wait_for(succeeded.wait(), 5)  # a finished job leaves no entry behind
+    assert (finished.id, "job.succeeded", None) in events
+
+    # The process is gone (nothing of the first life runs on); a new one starts.
+    second_life = JobManager({"picture": JobKind(quick, 5)}, report, lambda: None,
+                             JobLedger(ledger_dir))  # fmt: skip
+    (reported,) = second_life.report_interrupted()
+    assert reported.error is not None
+    assert reported.id == lost.id and reported.request_id == "req-1"
+    assert events[-1] == (lost.id, "job.failed", {"code": "interrupted",
+                                                  "detail": reported.error["detail"]})  # fmt: skip
+    assert second_life.snapshot()[0]["state"] == "failed"
+    assert second_life.report_interrupted() == []  # once
+    assert list(ledger_dir.iterdir()) == []

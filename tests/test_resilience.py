@@ -9,6 +9,7 @@ from devstack import Broker
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.conftest import start_agent
 from tests.support import AgentProcess, Probe, wait_until
 
 SETTINGS = "camera/control/settings"
@@ -81,6 +82,29 @@ def test_a_job_that_ends_while_the_broker_is_down_reports_its_end_once_it_is_bac
         assert not again, again
     finally:
         watcher.close()
+
+
+def test_a_command_the_agent_was_killed_in_the_middle_of_is_answered_after_restart(
+    broker: Broker, operator: Probe, tmp_path: Path
+) -> None:
+    # No MediaMTX: `stream start` waits for a stream that never comes (start_timeout_s + 5).
+    env = {"CAMERA_AGENT_STREAM__START_TIMEOUT_S": "1"}
+    agent = start_agent(AgentProcess(broker, tmp_path / "agent", env=env), operator)
+    try:
+        operator.publish(ACTION, json.dumps({"id": "slow", "action": "stream", "op": "start"}))
+        operator.wait_for(
+            lambda m: m.topic == "camera/state" and m.json()["stream"]["state"] != "stopped",
+            what="the stream being started",
+        )
+        agent.kill()  # SIGKILL while the command runs: it was never answered
+        assert not [m for m in operator.history if m.topic == "camera/status"
+                    and m.json()["id"] == "slow"]  # fmt: skip
+        agent.start()
+        # Acknowledged only once answered, so the broker delivers it again to the new agent.
+        answer = operator.wait_event(id="slow", timeout=30)
+        assert answer["error"]["code"] == "stream_error", answer
+    finally:
+        agent.stop()
 
 
 def test_command_sent_while_agent_is_down_is_delivered_at_restart(

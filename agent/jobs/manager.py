@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from agent.errors import CommandError, ErrorCode
+from agent.jobs.ledger import JobLedger
 from agent.jobs.model import Job, JobState
 
 log = logging.getLogger(__name__)
@@ -25,6 +26,9 @@ log = logging.getLogger(__name__)
 RECENT_S = 3600.0
 HISTORY_MAX = 1000  # finished jobs kept for the `jobs` action (within RECENT_S)
 STATE_FINISHED = 10  # finished jobs shown in BASE/state
+INTERRUPTED_DETAIL = (
+    "the agent stopped (killed, crashed or lost power) while this job ran; nothing it made was kept"
+)
 
 
 class JobContext:
@@ -49,6 +53,9 @@ class JobKind:
     limit: int
     # True: `stop` ends the job early and keeps what it made (a recording); False: cancels it.
     stop_finishes: bool = False
+    # True: the kind keeps a journal of its own and recovers its jobs itself (a recording);
+    # the others are noted in the JobLedger and reported `interrupted` after a crash.
+    own_journal: bool = False
 
 
 JobReport = Callable[[Job, str, bool, str], None]
@@ -56,9 +63,14 @@ JobReport = Callable[[Job, str, bool, str], None]
 
 class JobManager:
     def __init__(
-        self, kinds: dict[str, JobKind], report: JobReport, changed: Callable[[], None]
+        self,
+        kinds: dict[str, JobKind],
+        report: JobReport,
+        changed: Callable[[], None],
+        ledger: JobLedger | None = None,
     ) -> None:
         self._kinds = kinds
+        self._ledger = ledger
         self._report = report
         self._changed = changed
         self._jobs: dict[str, Job] = {}
@@ -79,6 +91,8 @@ class JobManager:
         self._jobs[job.id] = job
         context = JobContext(job, self)
         self._contexts[job.id] = context
+        if self._ledger is not None and not spec.own_journal:
+            self._ledger.add(job.to_json())
         self._tasks[job.id] = asyncio.create_task(self._run(job, context, runner), name=job.id)
         self._prune()
         self._changed()
@@ -123,7 +137,34 @@ class JobManager:
         job.state, job.finished = state, time.time()
         self._tasks.pop(job.id, None)
         self._contexts.pop(job.id, None)
+        if self._ledger is not None and not self._kinds[job.kind].own_journal:
+            # Before the event, in the same step: a restart never reports a job twice.
+            self._ledger.remove(job.id)
         self._emit(job, event, state is JobState.SUCCEEDED, message)
+
+    def report_interrupted(self) -> list[Job]:
+        """At start: jobs an earlier run was killed in the middle of end as failed, so whoever
+        asked for them hears how they ended."""
+        if self._ledger is None:
+            return []
+        reported = []
+        for entry in self._ledger.take_interrupted():
+            kind = entry.get("kind")
+            job = Job(
+                kind=kind if isinstance(kind, str) else "unknown",
+                params=entry.get("params") or {},
+                request_id=entry.get("request_id"),
+                id=entry["id"],
+                created=entry.get("created") or time.time(),
+                started=entry.get("started"),
+            )
+            job.state, job.finished = JobState.FAILED, time.time()
+            job.error = {"code": str(ErrorCode.INTERRUPTED), "detail": INTERRUPTED_DETAIL}
+            self._jobs[job.id] = job
+            log.warning("job %s was interrupted by the agent's end; reported failed", job.id)
+            self._emit(job, "job.failed", False, f"ERROR: {job.kind} failed: {INTERRUPTED_DETAIL}")
+            reported.append(job)
+        return reported
 
     def _emit(self, job: Job, event: str, ok: bool, message: str) -> None:
         self._report(job, event, ok, message)

@@ -16,6 +16,7 @@ import ssl
 from collections.abc import Awaitable, Callable, Sequence
 
 import aiomqtt
+import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
@@ -68,6 +69,7 @@ class BrokerLink:
         self._down_logged = False
         self._twin_seen = False
         self._in_flight: set[asyncio.Task[None]] = set()
+        self._paho: mqtt.Client | None = None
         self.outbox = Outbox(settings.outbox_limit)
         self.connected = asyncio.Event()
 
@@ -85,7 +87,7 @@ class BrokerLink:
         if s.tcp_nodelay:
             # Nagle + delayed ACK adds 40-90 ms to every QoS 1 round trip on an idle link.
             options.append((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1))
-        return aiomqtt.Client(
+        client = aiomqtt.Client(
             s.host,
             s.port,
             identifier=self._identity,
@@ -98,6 +100,11 @@ class BrokerLink:
             socket_options=options,
             timeout=PUBLISH_TIMEOUT_S,
         )
+        # A command is acknowledged (PUBACK) once handled, not on receipt: one the agent was
+        # killed in the middle of stays in its broker session and comes again at restart.
+        # aiomqtt does not expose paho's manual acknowledgement; its paho client does.
+        client._client.manual_ack_set(True)
+        return client
 
     async def run(self, on_connected: ConnectedHook, on_message: MessageHandler) -> None:
         """Stay connected until cancelled; ``on_connected`` runs after every (re)subscribe,
@@ -106,6 +113,7 @@ class BrokerLink:
         while True:
             try:
                 async with self._new_client() as client:
+                    self._paho = client._client  # for manual acknowledgements
                     await client.subscribe([(topic, 1) for topic in self._subscriptions])
                     self.outbox.rewind()
                     sender = asyncio.create_task(self._send(client), name="mqtt-send")
@@ -136,6 +144,7 @@ class BrokerLink:
             payload=payload if isinstance(payload, bytes) else str(payload or "").encode(),
             response_topic=response_topic,
             correlation_data=correlation,
+            done=self._acknowledger(message),
         )
         try:
             await on_message(inbound)
@@ -143,6 +152,19 @@ class BrokerLink:
             # The router answers every failure itself; reaching here is a bug, not a reason to
             # drop the connection and the commands queued behind this one.
             log.exception("unhandled error while handling a message on %s", inbound.topic)
+            inbound.done()
+
+    def _acknowledger(self, message: aiomqtt.Message) -> Callable[[], None]:
+        client = self._paho
+        mid, qos = message.mid, message.qos
+
+        def acknowledge() -> None:
+            # On a connection that has ended since, this does nothing: the broker delivers the
+            # message again on the next one, and the router answers it from its cache.
+            if qos > 0 and client is not None:
+                client.ack(mid, qos)
+
+        return acknowledge
 
     def _log_up(self) -> None:
         s = self._settings
