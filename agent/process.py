@@ -3,18 +3,23 @@
 Every child runs in its own process group (as MediaMTX's externalcmd does), so stopping it
 stops whatever it started too; stopping is SIGTERM (or `q` on ffmpeg's stdin, which finalizes
 files), a grace period, then SIGKILL to the whole group, and the child is always awaited, so no
-zombie is left. The last stderr lines are kept to be reported when the child fails, and are
-otherwise not logged (Frigate's watchdog does the same).
+zombie is left. A child also dies with the agent: if the agent is killed (SIGKILL, the OOM
+killer) the kernel sends its children SIGKILL (PR_SET_PDEATHSIG), so a pusher never lives on,
+orphaned, holding the MediaMTX path the restarted agent wants to publish. The last stderr lines
+are kept to be reported when the child fails, and are otherwise not logged (Frigate's watchdog
+does the same).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import logging
 import os
 import re
 import signal
+import sys
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -22,6 +27,15 @@ from dataclasses import dataclass
 log = logging.getLogger(__name__)
 
 STDERR_LINES = 100
+_PR_SET_PDEATHSIG = 1
+_LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform == "linux" else None
+
+
+def _die_with_the_agent() -> None:
+    """In the child, before exec: SIGKILL when the agent's thread that started it ends (the
+    event loop's thread, which lives as long as the agent)."""
+    if _LIBC is not None:
+        _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
 _CREDENTIALS = re.compile(r"(rtsps?://[^:/@\s]+:)[^@\s]+@")
@@ -66,6 +80,7 @@ class ManagedProcess:
                 stdout=asyncio.subprocess.DEVNULL,
                 stderr=asyncio.subprocess.PIPE,
                 start_new_session=True,
+                preexec_fn=_die_with_the_agent,
             )
         except OSError as err:
             raise ProcessStartError(f"cannot start {self.argv[0]}: {err.strerror}") from err
@@ -147,6 +162,7 @@ async def run_command(argv: Sequence[str], timeout_s: float = 10.0) -> CommandRe
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
             start_new_session=True,
+            preexec_fn=_die_with_the_agent,
         )
     except OSError as err:
         raise ProcessStartError(f"cannot start {argv[0]}: {err.strerror}") from err

@@ -6,6 +6,8 @@ import asyncio
 import contextlib
 import logging
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -90,3 +92,35 @@ def alive(pid: int) -> bool:
 
 def comm(pid: int) -> str:
     return Path(f"/proc/{pid}/comm").read_text().strip()
+
+
+AGENT_STAND_IN = """
+import asyncio, sys
+from agent.process import ManagedProcess
+
+async def main():
+    child = ManagedProcess(["sleep", "60"], "stand-in pusher")
+    await child.start()
+    print(child.pid, flush=True)
+    await asyncio.sleep(60)
+
+asyncio.run(main())
+"""
+
+
+def test_a_child_dies_with_the_agent_when_the_agent_is_killed() -> None:
+    agent = subprocess.Popen([sys.executable, "-c", AGENT_STAND_IN], stdout=subprocess.PIPE)
+    try:
+        assert agent.stdout is not None
+        child = int(agent.stdout.readline())
+        assert Path(f"/proc/{child}").exists()
+        agent.kill()  # SIGKILL: no cleanup code of the agent runs
+        agent.wait()
+        deadline = time.monotonic() + 5
+        # Gone, and not a zombie either (init reaps it once orphaned).
+        while Path(f"/proc/{child}").exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert not Path(f"/proc/{child}").exists(), "the child outlived the killed agent"
+    finally:
+        agent.kill()
+        agent.wait()

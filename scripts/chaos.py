@@ -1,0 +1,455 @@
+"""`scripts/chaos [--minutes N] [--seed S] [--check]`: the real stack under a steady load while
+faults strike at random moments, then a table of what was kept and what was lost.
+
+Load (one operator, a persistent MQTT session): settings at 20/s, a picture every second,
+recordings of 5 s back to back, a `stream restart` every 20 s. Faults, one at a time, every
+6-12 s: the broker restarted, MediaMTX restarted, the pusher SIGKILLed, the agent SIGKILLed
+and restarted, the agent stopped and restarted, the captures disk (a small tmpfs) filled for a
+few seconds. When the time is up the faults stop, everything still outstanding gets time to
+settle, and the agent is stopped.
+
+`--check` (what CI runs, in a short form, as tests/test_chaos.py) exits 1 unless every command
+was answered (once, apart from copies flagged `duplicate`), every job's terminal event arrived
+with one outcome, no `internal_error` was published, the retained state stayed small, and no
+process of the agent outlived it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import errno
+import json
+import os
+import queue
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from devstack import Broker, MediaServer
+
+from pki.authority import CertificateAuthority
+from tests.support import AgentProcess, Probe, Received
+
+ANSWERS = frozenset({
+    "settings.applied", "settings.rejected", "action.rejected", "job.queued", "job.stopping",
+    "jobs.listed", "stream.started", "stream.stopped", "stream.restarted",
+})  # fmt: skip
+TERMINAL = frozenset({"job.succeeded", "job.failed", "job.cancelled"})
+RECORD_S = 5.0
+STATE_LIMIT_BYTES = 64 * 1024  # far below the broker's 256 KiB packet limit
+SETTLE_S = 90.0
+FILLER = "zz-chaos-filler"
+
+
+@dataclass
+class Tally:
+    """What the operator sent and what came back, from its own subscription."""
+
+    sent: dict[str, str] = field(default_factory=dict)  # command id -> kind
+    answers: dict[str, list[dict[str, Any]]] = field(default_factory=lambda: defaultdict(list))
+    job_of: dict[str, str] = field(default_factory=dict)  # job id -> command id
+    kind_of: dict[str, str] = field(default_factory=dict)  # job id -> kind
+    terminal: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
+    terminal_events: dict[str, dict[str, Any]] = field(default_factory=dict)
+    deliveries: Counter[str] = field(default_factory=Counter)  # job id -> terminal messages
+    internal_errors: list[str] = field(default_factory=list)
+    max_state_bytes: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def take(self, message: Received) -> None:
+        if message.topic == "camera/state":
+            self.max_state_bytes = max(self.max_state_bytes, len(message.payload))
+            return
+        if message.topic != "camera/status":
+            return
+        body = message.json()
+        with self.lock:
+            if body.get("error", {}).get("code") == "internal_error":
+                self.internal_errors.append(message.payload.decode(errors="replace"))
+            name, command_id, job = body["event"], body.get("id"), body.get("job")
+            if name in ANSWERS and command_id in self.sent:
+                self.answers[command_id].append(body)
+                if name == "job.queued" and job:
+                    self.job_of[job] = command_id
+                    self.kind_of[job] = self.sent[command_id]
+            if name in TERMINAL and job:
+                self.deliveries[job] += 1
+                # A redelivery repeats the same message; another outcome would be a second end.
+                self.terminal[job].add(f"{name} {body['ts']}")
+                self.terminal_events[job] = body
+
+    def outstanding(self) -> tuple[list[str], list[str]]:
+        """(commands without an answer, jobs without a terminal event)."""
+        with self.lock:
+            unanswered = [i for i in self.sent if not self.answers.get(i)]
+            open_jobs = [j for j in self.job_of if not self.terminal.get(j)]
+        return unanswered, open_jobs
+
+    def record_open(self) -> bool:
+        with self.lock:
+            for command_id, kind in self.sent.items():
+                if kind != "record":
+                    continue
+                answers = self.answers.get(command_id)
+                if not answers:
+                    return True  # not answered yet
+                job = answers[0].get("job")
+                if answers[0]["event"] == "job.queued" and job and not self.terminal.get(job):
+                    return True
+        return False
+
+
+class Load:
+    """The operator's steady traffic, on a thread; every command has an id of its own."""
+
+    def __init__(self, operator: Probe, tally: Tally) -> None:
+        self._operator = operator
+        self._tally = tally
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._n = 0
+
+    def _send(self, topic: str, kind: str, body: dict[str, Any]) -> None:
+        self._n += 1
+        command_id = f"{kind}-{self._n}"
+        with self._tally.lock:
+            self._tally.sent[command_id] = kind
+        # QoS 1 on a persistent session: paho keeps it while the broker is away.
+        self._operator.publish(topic, json.dumps({"id": command_id, **body}), wait=False)
+
+    def _run(self) -> None:
+        tick = 0
+        while not self._stop.wait(0.05):
+            tick += 1
+            brightness = round(((tick % 40) - 20) / 40, 3)
+            self._send("camera/control/settings", "settings", {"set": {"brightness": brightness}})
+            if tick % 20 == 0:
+                self._send("camera/control/action", "picture", {"action": "picture"})
+            if tick % 10 == 0 and not self._tally.record_open():
+                self._send(
+                    "camera/control/action", "record", {"action": "record", "duration": RECORD_S}
+                )
+            if tick % 400 == 0:
+                self._send("camera/control/action", "stream", {"action": "stream", "op": "restart"})
+
+    def __enter__(self) -> Load:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+@dataclass
+class Stack:
+    root: Path
+    broker: Broker
+    media: MediaServer
+    agent: AgentProcess
+    disk: Path | None  # the captures tmpfs, when one could be mounted
+    faults: list[tuple[float, str]] = field(default_factory=list)
+    agent_starts: int = 1
+    agent_pids: set[int] = field(default_factory=set)
+
+    def agent_pid(self) -> int | None:
+        process = self.agent.process
+        return process.pid if process is not None and process.poll() is None else None
+
+
+def children_of(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            if int(fields[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def processes_mentioning(text: str) -> list[int]:
+    """Live processes whose command line contains ``text`` (the run's own directory)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) != os.getpid():
+            with contextlib.suppress(OSError):
+                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+                state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+                if text in cmdline and state != "Z":
+                    found.append(int(entry.name))
+    return found
+
+
+def fill_disk(disk: Path, hold_s: float) -> None:
+    filler = disk / FILLER
+    try:
+        with filler.open("wb") as handle:
+            chunk = b"\0" * (1 << 20)
+            while True:
+                handle.write(chunk)
+                handle.flush()
+    except OSError as err:
+        if err.errno != errno.ENOSPC:
+            raise
+    time.sleep(hold_s)
+    filler.unlink(missing_ok=True)
+
+
+def make_faults(stack: Stack, rng: random.Random) -> dict[str, Callable[[], None]]:
+    def restart_broker() -> None:
+        stack.broker.stop()
+        time.sleep(rng.uniform(0.5, 3))
+        stack.broker.start()
+
+    def restart_mediamtx() -> None:
+        stack.media.stop()
+        time.sleep(rng.uniform(0.5, 2))
+        stack.media.start()
+
+    def kill_pusher() -> None:
+        pid = stack.agent_pid()
+        for child in children_of(pid) if pid else []:
+            with contextlib.suppress(OSError):
+                if b"ffmpeg" in Path(f"/proc/{child}/cmdline").read_bytes():
+                    os.kill(child, signal.SIGKILL)
+
+    def kill_agent() -> None:
+        stack.agent.kill()
+        time.sleep(rng.uniform(0.5, 2))
+        start_agent(stack)
+
+    def restart_agent() -> None:
+        stack.agent.stop()
+        start_agent(stack)
+
+    faults = {
+        "broker restart": restart_broker,
+        "MediaMTX restart": restart_mediamtx,
+        "pusher SIGKILL": kill_pusher,
+        "agent SIGKILL": kill_agent,
+        "agent restart": restart_agent,
+    }
+    if stack.disk is not None:
+        disk = stack.disk
+        faults["disk full"] = lambda: fill_disk(disk, rng.uniform(2, 5))
+    return faults
+
+
+def start_agent(stack: Stack) -> None:
+    stack.agent.start()
+    stack.agent_starts += 1
+    if (pid := stack.agent_pid()) is not None:
+        stack.agent_pids.add(pid)
+
+
+@contextlib.contextmanager
+def running_stack(root: Path) -> Iterator[Stack]:
+    ca = CertificateAuthority(root / "pki")
+    ca.init()
+    broker = Broker(root / "pki", root / "broker")
+    media = MediaServer(root / "mediamtx")
+    env = {
+        "CAMERA_AGENT_STREAM__RESTART_MIN_S": "0.1",
+        "CAMERA_AGENT_STREAM__RESTART_MAX_S": "1",
+        "CAMERA_AGENT_MQTT__RECONNECT_MAX_S": "2",
+    }
+    agent = AgentProcess(broker, root / "agent", media=media, env=env)
+    captures = root / "agent" / "captures"
+    captures.mkdir(parents=True, exist_ok=True)
+    mounted = (
+        subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=96m", "tmpfs", str(captures)],
+            capture_output=True,
+            check=False,
+        ).returncode
+        == 0
+    )
+    broker.start()
+    media.start()
+    stack = Stack(root, broker, media, agent, captures if mounted else None)
+    try:
+        agent.start()
+        if (pid := stack.agent_pid()) is not None:
+            stack.agent_pids.add(pid)
+        yield stack
+    finally:
+        agent.stop()
+        media.stop()
+        broker.stop()
+        if mounted:
+            subprocess.run(["umount", "-l", str(captures)], check=False)
+
+
+def drain(operator: Probe, tally: Tally, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while (remaining := deadline - time.monotonic()) > 0:
+        try:
+            message = operator.messages.get(timeout=min(remaining, 0.2))
+        except queue.Empty:
+            continue
+        tally.take(message)
+
+
+@dataclass
+class Report:
+    rows: list[tuple[str, str]]
+    failures: list[str]
+
+
+def run_chaos(root: Path, minutes: float, seed: int) -> Report:
+    rng = random.Random(seed)  # noqa: S311 -- a reproducible schedule, not a secret
+    tally = Tally()
+    with running_stack(root) as stack:
+        operator = Probe(stack.broker, "operator", session_expiry_s=3600)
+        operator.subscribe("camera/status")
+        operator.subscribe("camera/state")
+        rss_peak = 0
+        faults = make_faults(stack, rng)
+        try:
+            drain(operator, tally, 5)  # the stream comes up
+            end = time.monotonic() + minutes * 60
+            with Load(operator, tally):
+                while time.monotonic() < end:
+                    drain(operator, tally, rng.uniform(6, 12))
+                    rss_peak = max(rss_peak, rss_of(stack.agent_pid()))
+                    name = rng.choice(sorted(faults))
+                    stack.faults.append((time.time(), name))
+                    print(f"{time.strftime('%H:%M:%S')} fault: {name}", flush=True)
+                    threading.Thread(target=faults[name], daemon=True).start()
+                    drain(operator, tally, 1)
+                    wait_for_agent(stack, operator, tally)
+            settle_deadline = time.monotonic() + SETTLE_S
+            while time.monotonic() < settle_deadline and any(tally.outstanding()):
+                drain(operator, tally, 1)
+            rss_peak = max(rss_peak, rss_of(stack.agent_pid()))
+        finally:
+            operator.close()
+        log_text = stack.agent.log_text()
+        stack.agent.stop()
+        time.sleep(0.5)  # the kernel delivers the death signals of the last run's children
+        leftovers = processes_mentioning(str(root / "agent"))
+    return summarize(stack, tally, rss_peak, leftovers, log_text)
+
+
+def wait_for_agent(stack: Stack, operator: Probe, tally: Tally) -> None:
+    """A fault that restarts the agent runs on its own thread; the next waits for it."""
+    for _ in range(100):
+        if stack.agent.process is not None:
+            return
+        drain(operator, tally, 0.1)
+
+
+def rss_of(pid: int | None) -> int:
+    if pid is None:
+        return 0
+    with contextlib.suppress(OSError):
+        pages = int(Path(f"/proc/{pid}/statm").read_text().split()[1])
+        return pages * os.sysconf("SC_PAGE_SIZE")
+    return 0
+
+
+def summarize(
+    stack: Stack, tally: Tally, rss_peak: int, leftovers: list[int], log_text: str
+) -> Report:
+    unanswered, open_jobs = tally.outstanding()
+    twice = [
+        i for i, answers in tally.answers.items()
+        if sum(1 for a in answers if not a.get("duplicate")) > 1
+    ]  # fmt: skip
+    two_outcomes = [j for j, ends in tally.terminal.items() if len(ends) > 1]
+    redelivered = sum(n - 1 for n in tally.deliveries.values() if n > 1)
+    outcomes = Counter(e["event"] for e in tally.terminal_events.values())
+    codes = Counter(
+        e.get("error", {}).get("code") for e in tally.terminal_events.values() if not e["ok"]
+    )
+    requested = kept = 0.0
+    for job, body in tally.terminal_events.items():
+        if tally.kind_of.get(job) != "record":
+            continue
+        requested += RECORD_S
+        result = body["data"].get("result") or {}
+        kept += float(result.get("duration_s") or 0)
+    causes = Counter(
+        gap.get("cause", "?")
+        for body in tally.terminal_events.values()
+        for gap in ((body["data"].get("result") or {}).get("gaps") or [])
+    )
+    fault_counts = Counter(name for _, name in stack.faults)
+    rows = [
+        ("faults", ", ".join(f"{n} {name}" for name, n in sorted(fault_counts.items())) or "none"),
+        ("commands sent", str(len(tally.sent))),
+        ("answered", str(len(tally.sent) - len(unanswered))),
+        ("answered twice (not flagged duplicate)", str(len(twice))),
+        ("jobs started", str(len(tally.job_of))),
+        ("terminal events delivered", str(len(tally.job_of) - len(open_jobs))),
+        ("terminal outcomes", ", ".join(f"{n} {e}" for e, n in sorted(outcomes.items()))),
+        ("failure codes", ", ".join(f"{n} {c}" for c, n in sorted(codes.items(), key=str))),
+        ("jobs with two different ends", str(len(two_outcomes))),
+        ("terminal events redelivered (same message)", str(redelivered)),
+        ("recording s requested / kept / lost", f"{requested:.0f} / {kept:.1f} / "
+                                                f"{max(0.0, requested - kept):.1f}"),
+        ("gaps by cause", ", ".join(f"{n} {c}" for c, n in sorted(causes.items())) or "none"),
+        ("agent starts", str(stack.agent_starts)),
+        ("peak agent RSS MiB", f"{rss_peak / 2**20:.1f}"),
+        ("largest retained state KiB", f"{tally.max_state_bytes / 1024:.1f}"),
+        ("internal_error published", str(len(tally.internal_errors))),
+        ("processes left behind", str(len(leftovers))),
+        ("captures disk faults", "on (tmpfs)" if stack.disk else "off (no tmpfs mount)"),
+    ]  # fmt: skip
+    failures = []
+    if unanswered:
+        failures.append(f"{len(unanswered)} commands never answered: {unanswered[:10]}")
+    if twice:
+        failures.append(f"answered twice without the duplicate flag: {twice[:10]}")
+    if open_jobs:
+        failures.append(f"jobs without a terminal event: {open_jobs[:10]}")
+    if two_outcomes:
+        failures.append(f"jobs that ended twice: {two_outcomes[:10]}")
+    if tally.internal_errors:
+        failures.append(f"internal_error published: {tally.internal_errors[:3]}")
+    if tally.max_state_bytes > STATE_LIMIT_BYTES:
+        failures.append(f"retained state reached {tally.max_state_bytes} bytes")
+    if leftovers:
+        failures.append(f"processes left behind: {leftovers}")
+    if "Traceback" in log_text:
+        failures.append("the agent logged a traceback (see its log)")
+    return Report(rows, failures)
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="scripts/chaos", description=__doc__)
+    parser.add_argument("--minutes", type=float, default=5.0)
+    parser.add_argument("--seed", type=int, default=int(time.time()))
+    parser.add_argument("--check", action="store_true", help="exit 1 if an invariant broke")
+    parser.add_argument("--keep", type=Path, help="work in this directory and keep it (logs)")
+    args = parser.parse_args(argv)
+    print(f"chaos: {args.minutes:g} min, seed {args.seed}", flush=True)
+    if args.keep is not None:
+        args.keep.mkdir(parents=True, exist_ok=True)
+        report = run_chaos(args.keep.resolve(), args.minutes, args.seed)
+    else:
+        with tempfile.TemporaryDirectory(prefix="camera-chaos-") as tmp:
+            report = run_chaos(Path(tmp), args.minutes, args.seed)
+    width = max(len(name) for name, _ in report.rows)
+    print()
+    for name, value in report.rows:
+        print(f"{name:<{width}}  {value}")
+    for failure in report.failures:
+        print(f"FAILED: {failure}")
+    return 1 if args.check and report.failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
