@@ -27,7 +27,7 @@ class ErrorCode(StrEnum):
     INVALID_SETTINGS = "invalid_settings"  # several problems of different kinds; see `problems`
     UNKNOWN_ACTION = "unknown_action"
     INVALID_ARGUMENT = "invalid_argument"  # an action's argument is missing or wrong
-    NOT_AVAILABLE = "not_available"  # the action exists but its machinery is not in this release
+    NOT_AVAILABLE = "not_available"  # the action cannot run now (the stream is stopped...)
     BUSY = "busy"
     NOT_FOUND = "not_found"
     INVALID_PATH = "invalid_path"

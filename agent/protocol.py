@@ -34,10 +34,6 @@ class ActionCommand:
     params: dict[str, Any] = field(default_factory=dict)
     id: str | None = None
 
-    def describe(self) -> str:
-        args = " ".join(f"{k}={v}" for k, v in self.params.items() if v is not None)
-        return f"{self.action} {args}".strip()
-
 
 def decode_payload(payload: bytes, limit: int) -> str:
     if len(payload) > limit:

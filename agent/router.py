@@ -28,6 +28,7 @@ from agent.errors import CameraError, CommandError, ErrorCode
 from agent.messaging import InboundMessage, Publisher
 from agent.mqtt.topics import Topics
 from agent.protocol import (
+    ACTION_PARSERS,
     ActionCommand,
     decode_payload,
     event,
@@ -105,6 +106,9 @@ class CommandRouter:
         self._topics = topics
         self._publisher = publisher
         self._controls = controls
+        missing = set(ACTION_PARSERS) - set(actions)
+        if missing:  # a parsed action with nowhere to go would be a bug found only in the field
+            raise ValueError(f"no handler for the actions {sorted(missing)}")
         self._actions = actions
         self._max_payload_bytes = max_payload_bytes
         self._answers = AnswerCache()
@@ -254,11 +258,4 @@ class CommandRouter:
 
     async def _action(self, text: str) -> tuple[str | None, Answer]:
         command = parse_action(text)
-        handler = self._actions.get(command.action)
-        if handler is None:
-            raise CommandError(
-                ErrorCode.NOT_AVAILABLE,
-                f"{command.action} is not available yet in this release"
-                f" (requested: {command.describe()})",
-            )
-        return command.id, await handler(command)
+        return command.id, await self._actions[command.action](command)

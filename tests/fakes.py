@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agent.messaging import Delivery
+from agent.protocol import ACTION_PARSERS, ActionCommand
+from agent.router import ActionHandler, Answer
 from tests.support import Received
 
 
@@ -39,3 +41,13 @@ class InMemoryBus:
 
     def on(self, topic: str) -> list[Any]:
         return [m.json() for m in self.published if m.topic == topic]
+
+
+def every_action(**handlers: ActionHandler) -> dict[str, ActionHandler]:
+    """A handler for every action the protocol knows (the router insists): the given ones, and
+    for the rest one that answers with the parameters it got."""
+
+    async def echo(command: ActionCommand) -> Answer:
+        return Answer(f"{command.action}.done", "SUCCESS", {"params": command.params})
+
+    return {name: handlers.get(name, echo) for name in ACTION_PARSERS}

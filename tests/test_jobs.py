@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import hashlib
 import itertools
@@ -14,8 +15,9 @@ from typing import Any
 from devstack import MediaServer
 
 from agent.stream.ffmpeg_args import STAMP_HEIGHT, decode_stamp
+from agent.stream.mediamtx import MediaMtxPlayback
 from tests.conftest import start_agent
-from tests.support import AgentProcess, Probe
+from tests.support import AgentProcess, Probe, wait_until
 
 ACTION = "camera/control/action"
 FRAME_MS = 1000 / 30
@@ -205,10 +207,17 @@ def test_record_is_the_cameras_h264_from_a_keyframe_with_its_duration(
     assert progress and progress[-1]["data"]["progress"]["elapsed_s"] >= 2
 
 
+def recorded_seconds(media: MediaServer) -> float:
+    """How much of the stream MediaMTX's recorder holds now (its playback server's list)."""
+    playback = MediaMtxPlayback(media.playback_url, "agent", media.credentials.agent)
+    return sum(end - start for start, end in asyncio.run(playback.spans("cam_recorded")))
+
+
 def test_preroll_contains_frames_from_before_the_command(
-    streaming_agent: AgentProcess, operator: Probe
+    streaming_agent: AgentProcess, media: MediaServer, operator: Probe
 ) -> None:
-    time.sleep(2.5)  # let the recorder hold more than the pre-roll asked for
+    # The recorder must hold more than the pre-roll asked for.
+    wait_until(lambda: recorded_seconds(media) >= 2.5, timeout=20, what="2.5 s recorded")
     sent = time.time() * 1000
     done = run_job(
         operator, {"id": "pre", "action": "record", "duration": 1, "preroll": 2}, timeout=30

@@ -17,7 +17,7 @@ from agent.messaging import InboundMessage
 from agent.mqtt.topics import Topics
 from agent.router import CommandRouter
 from tests.conftest import start_agent
-from tests.fakes import InMemoryBus
+from tests.fakes import InMemoryBus, every_action
 from tests.support import AgentProcess, Probe
 
 TOPICS = Topics("camera")
@@ -29,7 +29,9 @@ def router_with_store(
     bus = InMemoryBus()
     store = ControlStore(path, delay_s=delay_s)
     controls = CameraControls(TestPatternCamera(640, 480, 25), store, None, lambda: None)
-    router = CommandRouter("cam", TOPICS, bus, controls, actions={}, max_payload_bytes=1024)
+    router = CommandRouter(
+        "cam", TOPICS, bus, controls, actions=every_action(), max_payload_bytes=1024
+    )
     return router, bus, store
 
 

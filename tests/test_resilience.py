@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from devstack import Broker
 from hypothesis import HealthCheck, given, settings
@@ -23,8 +24,12 @@ def online(probe: Probe) -> None:
 
 
 def test_broker_restart_reconnects_resubscribes_and_runs_queued_command_once(
-    agent: AgentProcess, broker: Broker, operator: Probe
+    broker: Broker, operator: Probe, tmp_path: Path
 ) -> None:
+    # The agent waits 3 s before reconnecting, so the command below surely reaches the broker
+    # while the agent is away, and waits in its persistent session.
+    env = {"CAMERA_AGENT_MQTT__RECONNECT_MIN_S": "3", "CAMERA_AGENT_MQTT__RECONNECT_MAX_S": "3"}
+    agent = start_agent(AgentProcess(broker, tmp_path / "agent", env=env), operator)
     # paho would reconnect the fixture's probe, which would then fight the new one below for
     # the `operator` session (the broker uses the certificate CN as client id).
     operator.close()
@@ -33,9 +38,8 @@ def test_broker_restart_reconnects_resubscribes_and_runs_queued_command_once(
     operator = Probe(broker, "operator")
     try:
         operator.subscribe("camera/#")
-        # Sent while the agent may still be backing off: the broker queues it in the agent's
-        # persistent session.
         operator.publish(SETTINGS, json.dumps({"id": "while-away", "set": {"gamma": 2.0}}))
+        assert "reconnected" not in agent.log_text()  # queued, not delivered to a live agent
         answer = operator.wait_event(id="while-away", timeout=30)
         assert answer["ok"] is True
         online(operator)  # republished after the reconnect
@@ -50,6 +54,7 @@ def test_broker_restart_reconnects_resubscribes_and_runs_queued_command_once(
         assert ids.count("while-away") == 0  # the one answer was consumed above
     finally:
         operator.close()
+        agent.stop()
     assert "reconnected" in agent.log_text()
 
 
@@ -160,17 +165,26 @@ def test_random_payloads_are_each_answered_and_the_agent_stays_up(
 
     @settings(max_examples=2000, deadline=None, suppress_health_check=list(HealthCheck))
     @given(topic=st.sampled_from([SETTINGS, ACTION]), payload=payloads)
-    def send(topic: str, payload: bytes) -> None:
+    def generate(topic: str, payload: bytes) -> None:
         sent.append((topic, payload))
-        operator.publish(topic, payload, wait=False)
 
-    send()
-    # Commands run concurrently, so answers come in any order: wait for as many as were sent
-    # (a payload with a repeated id gets its answer again, flagged duplicate).
-    answers = [
-        operator.wait_for(lambda m: m.topic == "camera/status", timeout=60, what="an answer").json()
-        for _ in sent
-    ]
+    generate()
+    answers: list[dict[str, Any]] = []
+    # In bursts of 200, each answered before the next: the broker queues at most
+    # max_queued_messages (1000) commands for the agent and drops what is beyond (a command is
+    # acknowledged only once answered, so the queue drains at the agent's pace).
+    for start in range(0, len(sent), 200):
+        burst = sent[start : start + 200]
+        for topic, payload in burst:
+            operator.publish(topic, payload, wait=False)
+        # Commands run concurrently, so answers come in any order (a payload with a repeated
+        # id gets its answer again, flagged duplicate).
+        answers += [
+            operator.wait_for(
+                lambda m: m.topic == "camera/status", timeout=30, what="an answer"
+            ).json()
+            for _ in burst
+        ]
     operator.publish(ACTION, json.dumps({"id": "sentinel", "action": "dance"}))
     operator.wait_event(id="sentinel")
     assert not [m for m in operator.history if m.topic == "camera/status"]  # none more

@@ -104,6 +104,9 @@ class BrokerLink:
         # killed in the middle of stays in its broker session and comes again at restart.
         # aiomqtt does not expose paho's manual acknowledgement; its paho client does.
         client._client.manual_ack_set(True)
+        # Answers are pipelined (PUBACKs awaited in parallel): many pending publishes are the
+        # normal case under load, not the sign of trouble aiomqtt warns about beyond ten.
+        client.pending_calls_threshold = s.outbox_limit
         return client
 
     async def run(self, on_connected: ConnectedHook, on_message: MessageHandler) -> None:
@@ -124,6 +127,11 @@ class BrokerLink:
                         await on_connected()
                         async for message in client.messages:
                             await self._dispatch(message, on_message)
+                            if not client._client.is_connected():
+                                # aiomqtt reports a lost connection only once its queue is
+                                # empty; under a flood of commands that can take long. What is
+                                # left unacknowledged comes again on the next connection.
+                                raise aiomqtt.MqttError("connection lost")
                     finally:
                         self.connected.clear()
                         sender.cancel()
@@ -244,7 +252,8 @@ class BrokerLink:
             )
         except aiomqtt.MqttError as err:
             # Kept in the outbox: the next connection sends it again.
-            level = logging.WARNING if self.connected.is_set() else logging.DEBUG
+            connected = self._paho is not None and self._paho.is_connected()
+            level = logging.WARNING if connected else logging.DEBUG
             log.log(
                 level, "no PUBACK for %s (%s); kept for the next connection", message.topic, err
             )

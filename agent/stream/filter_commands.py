@@ -2,11 +2,18 @@
 
 The filter answers each command with `<code> <text>` ("0 Success"). A REQ socket that missed a
 reply is stuck by ZeroMQ's design, so after a timeout the socket is replaced.
+
+Every wait on the socket has a deadline of its own and ends in an answer or an error, never in
+silence: pyzmq's `recv_string` never completes when its socket is closed under it (the pipeline
+stopping, while a control change waits for ffmpeg's reply; its chained future raises inside a
+callback instead), and that change would hold the pipeline lock, and every later one, forever.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from typing import Any
 
 import zmq
 import zmq.asyncio
@@ -37,11 +44,15 @@ class FilterCommandChannel:
     async def send(self, command: str) -> None:
         if self._socket is None:
             self._socket = self._connect()
+        sock = self._socket
         try:
-            await self._socket.send_string(command)
-            reply = await self._socket.recv_string()
-        except zmq.ZMQError as err:
-            self.close()
+            await _settled(asyncio.ensure_future(sock.send(command.encode())))
+            reply = bytes(await _settled(asyncio.ensure_future(sock.recv()))).decode(
+                errors="replace"
+            )
+        except (zmq.ZMQError, FilterCommandError) as err:
+            if self._socket is sock:
+                self.close()
             raise FilterCommandError(f"no answer from ffmpeg to {command!r}: {err}") from err
         if not reply.startswith("0 "):
             raise FilterCommandError(f"ffmpeg refused {command!r}: {reply}")
@@ -50,3 +61,18 @@ class FilterCommandChannel:
         if self._socket is not None:
             self._socket.close(linger=0)
             self._socket = None
+
+
+async def _settled(future: asyncio.Future[Any]) -> Any:
+    """The future's result; an error when it times out or is cancelled by the socket's close."""
+    try:
+        done, _ = await asyncio.wait({future}, timeout=REPLY_TIMEOUT_MS / 1000 + 0.5)
+    except asyncio.CancelledError:
+        future.cancel()  # our caller is cancelled: leave nothing waiting on the socket
+        raise
+    if not done:
+        future.cancel()
+        raise FilterCommandError("timed out")
+    if future.cancelled():
+        raise FilterCommandError("the pipeline stopped before ffmpeg answered")
+    return future.result()
