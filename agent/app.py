@@ -245,6 +245,8 @@ class AgentApp:
                 recover_task.cancel()  # still waiting for a broker that never came
                 await self.router.close(COMMAND_GRACE_S)
                 await self.jobs.shutdown()
+                if self._background:  # job ends and stream events on their way to the outbox
+                    await asyncio.wait(set(self._background), timeout=COMMAND_GRACE_S)
                 stream_task.cancel()  # its cleanup stops the pusher's process group
                 status_task.cancel()
                 if self.link.connected.is_set():

@@ -60,19 +60,25 @@ ActionHandler = Callable[[ActionCommand], Awaitable[Answer]]
 class AnswerCache:
     """The last answers by command id, so that a redelivered command is answered, not re-run."""
 
-    def __init__(self, size: int = ANSWER_CACHE_SIZE, ttl_s: float = ANSWER_CACHE_TTL_S) -> None:
+    def __init__(
+        self,
+        size: int = ANSWER_CACHE_SIZE,
+        ttl_s: float = ANSWER_CACHE_TTL_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._size = size
         self._ttl_s = ttl_s
+        self._clock = clock
         self._entries: OrderedDict[tuple[str, str], tuple[float, dict[str, Any]]] = OrderedDict()
 
     def get(self, kind: str, command_id: str) -> dict[str, Any] | None:
         entry = self._entries.get((kind, command_id))
-        if entry is None or time.monotonic() - entry[0] > self._ttl_s:
+        if entry is None or self._clock() - entry[0] > self._ttl_s:
             return None
         return entry[1]
 
     def put(self, kind: str, command_id: str, answer: dict[str, Any]) -> None:
-        self._entries[(kind, command_id)] = (time.monotonic(), answer)
+        self._entries[(kind, command_id)] = (self._clock(), answer)
         self._entries.move_to_end((kind, command_id))
         while len(self._entries) > self._size:
             self._entries.popitem(last=False)
@@ -114,6 +120,7 @@ class CommandRouter:
         self._answers = AnswerCache()
         self._slots = asyncio.Semaphore(MAX_CONCURRENT_COMMANDS)
         self._running: set[asyncio.Task[None]] = set()
+        self._closing = False
         # Commands by id while they run: a copy arriving meanwhile waits for the one answer.
         self._in_progress: dict[tuple[str, str], asyncio.Future[dict[str, Any]]] = {}
         self._routes: dict[
@@ -126,6 +133,11 @@ class CommandRouter:
     async def submit(self, message: InboundMessage) -> None:
         """Start handling ``message`` beside the commands already running; returns at once
         unless MAX_CONCURRENT_COMMANDS are running."""
+        if self._closing:
+            # Not run and not acknowledged: the broker keeps it in the agent's session and
+            # delivers it again when the agent is back (a job started now could not finish).
+            log.info("stopping: a command on %s is left for the next start", message.topic)
+            return
         await self._slots.acquire()
         task = asyncio.create_task(self.handle(message), name=f"command {message.topic}")
         self._running.add(task)
@@ -137,7 +149,9 @@ class CommandRouter:
 
     async def close(self, grace_s: float) -> None:
         """Before a stop: let running commands finish for ``grace_s``, then cancel the rest
-        (each is still answered, with not_available)."""
+        (each is still answered, with not_available). Commands arriving from now on are left
+        to the broker, for the next start."""
+        self._closing = True
         if not self._running:
             return
         _, pending = await asyncio.wait(set(self._running), timeout=grace_s)

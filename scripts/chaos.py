@@ -5,8 +5,8 @@ Load (one operator, a persistent MQTT session): settings at 20/s, a picture ever
 recordings of 5 s back to back, a `stream restart` every 20 s. Faults, one at a time, every
 6-12 s: the broker restarted, MediaMTX restarted, the pusher SIGKILLed, the agent SIGKILLed
 and restarted, the agent stopped and restarted, the captures disk (a small tmpfs) filled for a
-few seconds. When the time is up the faults stop, everything still outstanding gets time to
-settle, and the agent is stopped.
+few seconds; each kind once, in a random order, before any comes again. When the time is up
+the faults stop, everything still outstanding gets time to settle, and the agent is stopped.
 
 `--check` (what CI runs, in a short form, as tests/test_chaos.py) exits 1 unless every command
 was answered (once, apart from copies flagged `duplicate`), every job's terminal event arrived
@@ -317,6 +317,7 @@ def run_chaos(root: Path, minutes: float, seed: int) -> Report:
         operator.subscribe("camera/state")
         rss_peak = 0
         faults = make_faults(stack, rng)
+        bag: list[str] = []
         try:
             drain(operator, tally, 5)  # the stream comes up
             end = time.monotonic() + minutes * 60
@@ -324,7 +325,9 @@ def run_chaos(root: Path, minutes: float, seed: int) -> Report:
                 while time.monotonic() < end:
                     drain(operator, tally, rng.uniform(6, 12))
                     rss_peak = max(rss_peak, rss_of(stack.agent_pid()))
-                    name = rng.choice(sorted(faults))
+                    if not bag:  # every kind once, in a random order, then again
+                        bag = rng.sample(sorted(faults), len(faults))
+                    name = bag.pop()
                     stack.faults.append((time.time(), name))
                     print(f"{time.strftime('%H:%M:%S')} fault: {name}", flush=True)
                     threading.Thread(target=faults[name], daemon=True).start()

@@ -129,3 +129,31 @@ async def test_a_job_the_agent_died_in_is_reported_failed_interrupted_at_the_nex
     assert second_life.snapshot()[0]["state"] == "failed"
     assert second_life.report_interrupted() == []  # once
     assert list(ledger_dir.iterdir()) == []
+
+
+async def test_stop_cancels_a_running_picture_and_says_so() -> None:
+    events: list[tuple[str, str]] = []
+    ended = asyncio.Event()
+
+    def report(job: Any, name: str, ok: bool, message: str) -> None:
+        events.append((name, message))
+        if name == "job.cancelled":
+            ended.set()
+
+    def holding(params: dict[str, Any]) -> Any:
+        async def run(context: JobContext) -> dict[str, Any]:
+            await asyncio.Event().wait()
+            return {}
+
+        return run
+
+    jobs = JobManager({"picture": JobKind(holding, 5)}, report, lambda: None)
+    job = jobs.submit("picture", {}, "p1")
+    await asyncio.sleep(0)  # running
+    answer = await JobActions(jobs).stop(parse_action(f"stop {job.id}"))
+    assert answer.event == "job.stopping"
+    await asyncio.wait_for(ended.wait(), 5)
+    assert events[-1] == ("job.cancelled", f"picture {job.id} cancelled")
+    assert jobs.snapshot()[0]["state"] == "cancelled"
+    with pytest.raises(CommandError, match="already cancelled"):
+        jobs.stop(job.id)

@@ -439,3 +439,36 @@ def test_trim_refuses_paths_outside_the_captures_directory(
     failed = operator.wait_event(event="job.failed")
     assert failed["error"]["code"] == "invalid_argument"
     assert secret.read_bytes() == b"not yours"
+
+
+def test_a_recording_without_a_duration_stops_at_max_record_s(
+    broker: Any, media: MediaServer, operator: Probe, tmp_path: Path
+) -> None:
+    env = {"CAMERA_AGENT_JOBS__MAX_RECORD_S": "2"}
+    agent = start_agent(AgentProcess(broker, tmp_path / "agent", media=media, env=env), operator)
+    try:
+        operator.wait_event(event="stream.online", timeout=15)
+        done = run_job(operator, {"id": "open-ended", "action": "record"}, timeout=30)
+        assert done["ok"] is True, done.get("error")
+        assert 1.5 <= done["data"]["result"]["duration_s"] <= 3.0
+    finally:
+        agent.stop()
+
+
+def test_partial_captures_a_crash_left_are_swept_at_start_and_finished_ones_kept(
+    broker: Any, operator: Probe, tmp_path: Path
+) -> None:
+    agent = AgentProcess(broker, tmp_path / "agent")
+    captures = captures_dir(agent)
+    captures.mkdir(parents=True)
+    leftover = captures / ".picture-20260101T000000.000Z.jpg.partial"
+    leftover.write_bytes(b"half a jpeg")
+    finished = captures / "picture-20260101T000000.000Z.jpg"
+    finished.write_bytes(b"a whole jpeg")
+    start_agent(agent, operator)
+    try:
+        assert not leftover.exists()
+        assert finished.read_bytes() == b"a whole jpeg"
+        assert f"removed {leftover.name}, left unfinished by an earlier run" in agent.log_text()
+    finally:
+        agent.stop()

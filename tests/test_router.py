@@ -19,7 +19,7 @@ from agent.errors import CameraError, CommandError, ErrorCode
 from agent.messaging import InboundMessage
 from agent.mqtt.topics import Topics
 from agent.protocol import ActionCommand
-from agent.router import ActionHandler, Answer, CommandRouter
+from agent.router import ActionHandler, Answer, AnswerCache, CommandRouter
 from tests import fake_picamera2
 from tests.fakes import InMemoryBus, every_action
 
@@ -307,3 +307,27 @@ async def test_commands_still_running_at_a_stop_are_answered_not_dropped() -> No
     assert answer["id"] == "slow"
     assert answer["error"]["code"] == "not_available"
     assert "stopping" in answer["error"]["detail"]
+
+
+async def test_a_command_arriving_while_the_agent_stops_is_left_for_the_next_start() -> None:
+    router, bus, _ = make_router()
+    await router.close(1)
+    acknowledged: list[bool] = []
+    message = InboundMessage(TOPICS.settings, b"hue 5", done=lambda: acknowledged.append(True))
+    await router.submit(message)
+    # Neither run nor answered nor acknowledged: the broker delivers it again after the restart
+    # (a job started now could not report its end).
+    assert bus.on("site/cam1/status") == []
+    assert acknowledged == []
+
+
+def test_the_answer_cache_forgets_after_its_ttl_and_keeps_only_the_newest() -> None:
+    now = [0.0]
+    cache = AnswerCache(size=3, ttl_s=3600, clock=lambda: now[0])
+    for n in range(4):
+        cache.put("settings", f"s{n}", {"n": n})
+    assert cache.get("settings", "s0") is None  # the oldest made room
+    assert [cache.get("settings", f"s{n}") for n in (1, 2, 3)] == [{"n": 1}, {"n": 2}, {"n": 3}]
+    assert cache.get("action", "s1") is None  # per kind: an action may reuse a settings id
+    now[0] = 3600.5
+    assert cache.get("settings", "s3") is None  # an hour on, a retry runs again

@@ -95,7 +95,10 @@ class MediaMtxPlayback:
         try:
             return await asyncio.to_thread(self._spans, stream_path)
         except urllib.error.HTTPError as err:
-            if err.code == 404:
+            # 404: no segment yet. 400 with a missing directory: the recorder has not written
+            # its first segment since MediaMTX started (on_list.go answers FindSegments' other
+            # errors with 400).
+            if err.code == 404 or (err.code == 400 and b"no such file" in err.read().lower()):
                 return []
             raise
 

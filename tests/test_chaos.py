@@ -1,0 +1,22 @@
+"""The short form of `scripts/chaos`: a minute of load and faults against the real stack, then
+the invariants. Slow (about two and a half minutes), so it runs with the pod tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from chaos import run_chaos
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
+
+
+def test_under_load_and_faults_nothing_is_lost_and_nothing_leaks(tmp_path: Path) -> None:
+    report = run_chaos(tmp_path, minutes=1.2, seed=12)
+    table = "\n".join(f"{name}: {value}" for name, value in report.rows)
+    print(table)
+    assert not report.failures, f"{report.failures}\n{table}"
+    # Every kind of fault struck (each comes once before any comes twice).
+    faults = dict(report.rows)["faults"]
+    for kind in ("broker restart", "MediaMTX restart", "pusher SIGKILL", "agent SIGKILL"):
+        assert kind in faults, faults
