@@ -37,7 +37,7 @@ from agent.mqtt.topics import Topics
 from agent.process import CommandRunner, run_command
 from agent.protocol import ActionCommand
 from agent.router import Answer, CommandRouter
-from agent.status import AgentStatus
+from agent.status import AgentStatus, HealthSource, StateChanges
 from agent.stream.mediamtx import MediaMtxApi, MediaMtxPlayback
 from agent.stream.supervisor import (
     StreamReport,
@@ -92,21 +92,12 @@ async def selftest(config: AgentConfig) -> list[Step]:
 class AgentApp:
     """Owns the components; `run` starts them in order and stops them in reverse."""
 
-    def __init__(self, config: AgentConfig) -> None:
+    def __init__(self, config: AgentConfig, backend: CameraBackend, warnings: list[str]) -> None:
+        """Every component, made with what it depends on, in dependency order."""
         self._config = config
         self._stop = asyncio.Event()
         self._background: set[asyncio.Task[None]] = set()
-
-    def request_stop(self) -> None:
-        self._stop.set()
-
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.create_task(coro)
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
-
-    def _build(self, backend: CameraBackend, warnings: list[str]) -> None:
-        config = self._config
+        state_dir = config.storage.state_dir
         self.backend = backend
         self.topics = topics = Topics(config.mqtt.base_topic)
         # First: it says which certificate file is missing, in words a user can act on.
@@ -121,21 +112,10 @@ class AgentApp:
             subscriptions=(topics.settings, topics.action, topics.state),
             will_topic=topics.availability,
         )
-        self.status = AgentStatus(config.camera.id, identity, topics, self.link, self.backend)
-        self.status.warnings.extend(warnings)
-        self.stream = build_supervisor(
-            config, self.backend, self._report_stream, self.status.mark_changed
-        )
-        self.status.stream_snapshot = self.stream.snapshot
-        self.status.health_file = health_path(config.storage.state_dir)
-        self.status.health_source = lambda: HealthReport(
-            time.time(), self.link.connected.is_set(), self.stream.wanted, str(self.stream.state)
-        )
+        changes = StateChanges()
+        self.stream = build_supervisor(config, backend, self._report_stream, changes.mark)
         self.controls = CameraControls(
-            self.backend,
-            ControlStore(config.storage.state_dir / "controls.json"),
-            self.stream,
-            on_change=self.status.mark_changed,
+            backend, ControlStore(state_dir / "controls.json"), self.stream, changes.mark
         )
         self.captures = Captures(config.storage.captures_dir)
         password = config.stream.password.get_secret_value()
@@ -144,14 +124,15 @@ class AgentApp:
             MediaMtxPlayback(config.stream.playback_url, config.stream.username, password),
             stream_target(config).recorded_path,
             self.captures,
-            RecordJournal(config.storage.state_dir / "jobs"),
+            RecordJournal(state_dir / "jobs"),
             config.jobs.max_record_s,
             config.jobs.max_preroll_s,
         )
-        picture = picture_runner(self.backend, self.stream, self.captures)
         self.jobs = JobManager(
             {
-                "picture": JobKind(picture, config.jobs.picture_limit),
+                "picture": JobKind(
+                    picture_runner(backend, self.stream, self.captures), config.jobs.picture_limit
+                ),
                 "record": JobKind(
                     self.recorder.runner,
                     config.jobs.record_limit,
@@ -162,10 +143,21 @@ class AgentApp:
                 "trim": JobKind(Trimmer(self.captures).runner, 1),
             },
             self._report_job,
-            self.status.mark_changed,
-            JobLedger(config.storage.state_dir / "running"),
+            changes.mark,
+            JobLedger(state_dir / "running"),
         )
-        self.status.jobs_snapshot = self.jobs.snapshot
+        self.status = AgentStatus(
+            config.camera.id,
+            identity,
+            topics,
+            self.link,
+            backend,
+            changes,
+            stream_snapshot=self.stream.snapshot,
+            jobs_snapshot=self.jobs.snapshot,
+            health=HealthSource(health_path(state_dir), self._health_report),
+            warnings=list(warnings),
+        )
         job_actions = JobActions(self.jobs)
         self.router = CommandRouter(
             config.camera.id,
@@ -184,6 +176,19 @@ class AgentApp:
             },
             max_payload_bytes=config.mqtt.max_payload_bytes,
             recording=self.recorder.recording,
+        )
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    def _health_report(self) -> HealthReport:
+        return HealthReport(
+            time.time(), self.link.connected.is_set(), self.stream.wanted, str(self.stream.state)
         )
 
     def _report_stream(self, name: str, ok: bool, message: str, data: dict[str, Any]) -> None:
@@ -220,7 +225,6 @@ class AgentApp:
             self.jobs.adopt(job, runner)
 
     async def run(self) -> None:
-        self._build(*await select_backend(self._config))
         self.captures.ensure()
         for leftover in self.captures.sweep_partials():
             log.warning("removed %s, left unfinished by an earlier run", leftover)
@@ -349,7 +353,7 @@ class StreamActions:
 
 
 async def run_agent(config: AgentConfig) -> None:
-    app = AgentApp(config)
+    app = AgentApp(config, *await select_backend(config))
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError):

@@ -8,6 +8,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,35 @@ def describe_controls(backend: CameraBackend) -> list[dict[str, Any]]:
     return [d.to_json(values) for d in backend.descriptors()]
 
 
+class StateChanges:
+    """ "Something in `state` or `controls` changed": marked by the stream, the jobs and the
+    controls, awaited by AgentStatus, which republishes. Made first, so that each of them gets
+    it at construction and AgentStatus can be made last, with what it reports on."""
+
+    def __init__(self) -> None:
+        self._event = asyncio.Event()
+
+    def mark(self) -> None:
+        self._event.set()
+
+    def is_set(self) -> bool:
+        return self._event.is_set()
+
+    def clear(self) -> None:
+        self._event.clear()
+
+    async def wait(self) -> None:
+        await self._event.wait()
+
+
+@dataclass(frozen=True)
+class HealthSource:
+    """Where the health file goes, and how to take the current report."""
+
+    path: Path
+    report: Callable[[], HealthReport]
+
+
 class AgentStatus:
     def __init__(
         self,
@@ -45,21 +75,26 @@ class AgentStatus:
         topics: Topics,
         publisher: Publisher,
         backend: CameraBackend,
+        changes: StateChanges,
+        *,
+        stream_snapshot: Callable[[], dict[str, Any]],
+        jobs_snapshot: Callable[[], list[dict[str, Any]]],
+        health: HealthSource | None,
+        warnings: list[str],
     ) -> None:
         self._camera_id = camera_id
         self._identity = identity
         self._topics = topics
         self._publisher = publisher
         self._backend = backend
+        self._changed = changes
+        self._stream_snapshot = stream_snapshot
+        self._jobs_snapshot = jobs_snapshot
+        self._health = health
+        self.warnings = warnings
         self._started_at = utc_now()
         # Tells this process's retained state apart from another agent's with the same identity.
         self.instance = uuid.uuid4().hex
-        self.warnings: list[str] = []
-        self._changed = asyncio.Event()
-        self.stream_snapshot: Callable[[], dict[str, Any]] = lambda: {"state": "disabled"}
-        self.jobs_snapshot: Callable[[], list[dict[str, Any]]] = list
-        self.health_file: Path | None = None
-        self.health_source: Callable[[], HealthReport] | None = None
         self._health_facts: tuple[bool, bool, str] | None = None  # as last written
         self._health_at = 0.0
 
@@ -73,8 +108,8 @@ class AgentStatus:
             "instance": self.instance,
             "backend": self._backend.info(),
             "controls": self._backend.values(),
-            "stream": self.stream_snapshot(),
-            "jobs": self.jobs_snapshot(),
+            "stream": self._stream_snapshot(),
+            "jobs": self._jobs_snapshot(),
             "warnings": self.warnings,
         }
 
@@ -131,7 +166,7 @@ class AgentStatus:
 
     def mark_changed(self) -> None:
         """Schedule a republish of state and controls (see `run`)."""
-        self._changed.set()
+        self._changed.mark()
 
     async def run(self) -> None:
         """Republish state and controls after changes, coalescing bursts into one message.
@@ -155,16 +190,16 @@ class AgentStatus:
         """In a worker thread: the write syncs to disk, which must not stall the loop. Only
         when the verdict's inputs changed or the heartbeat is due: a burst of settings would
         otherwise sync the file dozens of times a second (wearing an SD card for nothing)."""
-        if self.health_file is None or self.health_source is None:
+        if self._health is None:
             return
-        report = self.health_source()
+        report = self._health.report()
         facts = (report.mqtt_connected, report.stream_wanted, report.stream_state)
         if facts == self._health_facts and report.ts - self._health_at < HEARTBEAT_S:
             return
         try:
-            await asyncio.to_thread(write_health, self.health_file, report)
+            await asyncio.to_thread(write_health, self._health.path, report)
         except OSError as err:
-            log.warning("cannot write %s: %s", self.health_file, err)
+            log.warning("cannot write %s: %s", self._health.path, err)
             return
         self._health_facts, self._health_at = facts, report.ts
 
@@ -186,13 +221,13 @@ class AgentStatus:
 
     def write_stopped_health(self) -> None:
         """A clean stop is unhealthy at once, not only once the last report goes stale."""
-        if self.health_file is None:
+        if self._health is None:
             return
         try:
             # On the way out, nothing else waits on the loop any more.
-            write_health(self.health_file, HealthReport(time.time(), False, False, "stopped"))
+            write_health(self._health.path, HealthReport(time.time(), False, False, "stopped"))
         except OSError as err:
-            log.warning("cannot write %s: %s", self.health_file, err)
+            log.warning("cannot write %s: %s", self._health.path, err)
 
     async def publish_offline(self) -> None:
         await self._retain(self._topics.availability, "offline")

@@ -14,10 +14,8 @@ CRL during the TLS handshake and by the ACL should the CRL ever be stale.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from pki.authority import Identity
+from pki.model import Identity
 
 # Topics an agent publishes under its base; the agent's MQTT contract names the same set.
 REPORT_TOPICS = ("status", "state", "availability", "controls")

@@ -19,28 +19,51 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import json
-import re
 import secrets
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field
-from enum import StrEnum
+from dataclasses import asdict
 from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import pkcs12
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from agent.atomicfile import write_atomic
 from pki.acl import render_acl
+from pki.certs import (
+    Issuer,
+    PrivateKey,
+    ca_key_usage,
+    cert_builder,
+    cert_pem,
+    key_pem,
+    leaf_key_usage,
+    new_key,
+    sign,
+    utc_now,
+    x509_name,
+)
+from pki.model import (
+    DEFAULT_BASE_TOPIC,
+    Identity,
+    KeyType,
+    Paths,
+    PkiError,
+    Registry,
+    Role,
+    validate_identity_name,
+    validate_topic_base,
+)
 
-ORGANIZATION = "camera-agent"
+# Re-exported: callers (the CLI, the tests, the benchmarks) import these from here.
+__all__ = ["CertificateAuthority", "Identity", "KeyType", "PkiError", "Role"]
+
 # Names the broker is reached by: loopback for the native run, the service names for the pod and
 # for the Podman-network variant (see podman-compose.yml).
 DEFAULT_SERVER_DNS = ("localhost", "broker", "mosquitto", "camera-broker")
 DEFAULT_SERVER_IPS = ("127.0.0.1", "::1")
-DEFAULT_BASE_TOPIC = "camera"
 
 ROOT_DAYS = 3650
 INTERMEDIATE_DAYS = 1825
@@ -50,197 +73,6 @@ LEAF_DAYS = (
 # OpenSSL refuses every client once the CRL is past its next-update date, so it must outlive the
 # gaps between `camera-pki crl` runs by a wide margin. `camera-pki list` warns 30 days ahead.
 CRL_DAYS = 365
-
-IDENTITY_NAME = re.compile(r"[a-z0-9][a-z0-9_-]*")
-# A topic base is a plain MQTT topic: no wildcards, no empty levels, not under $SYS.
-TOPIC_LEVEL = re.compile(r"[A-Za-z0-9_.-]+")
-
-
-class PkiError(Exception):
-    """A PKI operation that cannot be carried out; the message says why, for the CLI user."""
-
-
-class Role(StrEnum):
-    AGENT = "agent"  # a camera: reads its commands, writes its reports
-    OPERATOR = "operator"  # commands cameras and reads everything they report
-    VIEWER = "viewer"  # reads reports only
-
-
-class KeyType(StrEnum):
-    ECDSA = "ecdsa"
-    RSA = "rsa"
-
-
-@dataclass
-class Identity:
-    """One issued client certificate, as recorded in identities.json."""
-
-    name: str
-    role: Role
-    serial: int
-    not_after: str
-    camera: str | None = None
-    base_topic: str | None = None  # agents: the topic base they serve; others: the one they may use
-    revoked_at: str | None = None
-
-    def status(self, now: dt.datetime) -> str:
-        if self.revoked_at:
-            return "revoked"
-        if dt.datetime.fromisoformat(self.not_after) < now:
-            return "expired"
-        return "valid"
-
-
-@dataclass
-class Registry:
-    key_type: KeyType
-    identities: list[Identity] = field(default_factory=list)
-
-    def find_active(self, name: str) -> Identity | None:
-        """The unrevoked certificate of ``name``; revoked ones stay recorded for the CRL."""
-        return next((i for i in self.identities if i.name == name and i.revoked_at is None), None)
-
-
-@dataclass(frozen=True)
-class Paths:
-    root: Path
-
-    @property
-    def ca_chain(self) -> Path:
-        return self.root / "ca_chain.pem"
-
-    @property
-    def crl(self) -> Path:
-        return self.root / "crl.pem"
-
-    @property
-    def registry(self) -> Path:
-        return self.root / "identities.json"
-
-    @property
-    def root_cert(self) -> Path:
-        return self.root / "ca" / "root.pem"
-
-    @property
-    def root_key(self) -> Path:
-        return self.root / "ca" / "root.key"
-
-    @property
-    def intermediate_cert(self) -> Path:
-        return self.root / "ca" / "intermediate.pem"
-
-    @property
-    def intermediate_key(self) -> Path:
-        return self.root / "ca" / "intermediate.key"
-
-    @property
-    def server_cert(self) -> Path:
-        return self.root / "server" / "cert.pem"
-
-    @property
-    def server_key(self) -> Path:
-        return self.root / "server" / "key.pem"
-
-    @property
-    def acl(self) -> Path:
-        return self.root / "server" / "acl"
-
-    def client_dir(self, name: str) -> Path:
-        return self.root / "clients" / name
-
-
-PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
-
-
-def _now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
-
-
-def _new_key(key_type: KeyType) -> PrivateKey:
-    if key_type is KeyType.RSA:
-        return rsa.generate_private_key(public_exponent=65537, key_size=3072)
-    return ec.generate_private_key(ec.SECP256R1())
-
-
-def _key_pem(key: PrivateKey) -> bytes:
-    return key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-
-
-def _cert_pem(*certs: x509.Certificate) -> bytes:
-    return b"".join(c.public_bytes(serialization.Encoding.PEM) for c in certs)
-
-
-def _name(common_name: str, unit: str) -> x509.Name:
-    return x509.Name(
-        [
-            x509.NameAttribute(NameOID.ORGANIZATION_NAME, ORGANIZATION),
-            x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, unit),
-            x509.NameAttribute(NameOID.COMMON_NAME, common_name),
-        ]
-    )
-
-
-def _builder(
-    subject: x509.Name,
-    issuer: x509.Name,
-    public_key: ec.EllipticCurvePublicKey | rsa.RSAPublicKey,
-    not_before: dt.datetime,
-    not_after: dt.datetime,
-) -> x509.CertificateBuilder:
-    return (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(issuer)
-        .public_key(public_key)
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(not_before)
-        .not_valid_after(not_after)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
-    )
-
-
-def _ca_key_usage() -> x509.KeyUsage:
-    # A CA signs certificates and CRLs and nothing else.
-    return x509.KeyUsage(
-        digital_signature=False,
-        content_commitment=False,
-        key_encipherment=False,
-        data_encipherment=False,
-        key_agreement=False,
-        key_cert_sign=True,
-        crl_sign=True,
-        encipher_only=False,
-        decipher_only=False,
-    )
-
-
-def _leaf_key_usage(key_type: KeyType) -> x509.KeyUsage:
-    # TLS 1.2 RSA key exchange needs keyEncipherment; ECDSA leaves only sign the handshake.
-    return x509.KeyUsage(
-        digital_signature=True,
-        content_commitment=False,
-        key_encipherment=key_type is KeyType.RSA,
-        data_encipherment=False,
-        key_agreement=False,
-        key_cert_sign=False,
-        crl_sign=False,
-        encipher_only=False,
-        decipher_only=False,
-    )
-
-
-def _sign(builder: x509.CertificateBuilder, key: PrivateKey) -> x509.Certificate:
-    return builder.sign(key, hashes.SHA256())
-
-
-@dataclass
-class _Issuer:
-    cert: x509.Certificate
-    key: PrivateKey
 
 
 class CertificateAuthority:
@@ -277,14 +109,14 @@ class CertificateAuthority:
         write_atomic(self.paths.registry, (json.dumps(body, indent=2) + "\n").encode())
         write_atomic(self.paths.acl, render_acl(registry.identities).encode())
 
-    def _intermediate(self) -> _Issuer:
+    def _intermediate(self) -> Issuer:
         cert = x509.load_pem_x509_certificate(self.paths.intermediate_cert.read_bytes())
         key = serialization.load_pem_private_key(
             self.paths.intermediate_key.read_bytes(), password=None
         )
         if not isinstance(key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey):
             raise PkiError("the intermediate CA key is neither ECDSA nor RSA")
-        return _Issuer(cert, key)
+        return Issuer(cert, key)
 
     # -- init --------------------------------------------------------------------------------
 
@@ -302,24 +134,24 @@ class CertificateAuthority:
             return False
         validate_topic_base(base_topic)
         ips = [_parse_ip(ip) for ip in (*DEFAULT_SERVER_IPS, *server_ips)]
-        now = _now()
+        now = utc_now()
 
-        root_key = _new_key(key_type)
-        root_name = _name("camera-agent Root CA", "ca")
-        root_cert = _sign(
-            _builder(
+        root_key = new_key(key_type)
+        root_name = x509_name("camera-agent Root CA", "ca")
+        root_cert = sign(
+            cert_builder(
                 root_name, root_name, root_key.public_key(), now, now + dt.timedelta(ROOT_DAYS)
             )
             # Path length 1: the root may sign one intermediate CA that signs only leaves.
             .add_extension(x509.BasicConstraints(ca=True, path_length=1), critical=True)
-            .add_extension(_ca_key_usage(), critical=True),
+            .add_extension(ca_key_usage(), critical=True),
             root_key,
         )
 
-        inter_key = _new_key(key_type)
-        inter_cert = _sign(
-            _builder(
-                _name("camera-agent Intermediate CA", "ca"),
+        inter_key = new_key(key_type)
+        inter_cert = sign(
+            cert_builder(
+                x509_name("camera-agent Intermediate CA", "ca"),
                 root_name,
                 inter_key.public_key(),
                 now,
@@ -327,7 +159,7 @@ class CertificateAuthority:
             )
             # Path length 0: the intermediate signs leaves, never another CA.
             .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-            .add_extension(_ca_key_usage(), critical=True)
+            .add_extension(ca_key_usage(), critical=True)
             .add_extension(
                 x509.AuthorityKeyIdentifier.from_issuer_public_key(root_key.public_key()),
                 critical=False,
@@ -335,12 +167,12 @@ class CertificateAuthority:
             root_key,
         )
         p = self.paths
-        write_atomic(p.root_key, _key_pem(root_key), 0o600)
-        write_atomic(p.root_cert, _cert_pem(root_cert))
-        write_atomic(p.intermediate_key, _key_pem(inter_key), 0o600)
-        write_atomic(p.intermediate_cert, _cert_pem(inter_cert))
-        write_atomic(p.ca_chain, _cert_pem(inter_cert, root_cert))
-        issuer = _Issuer(inter_cert, inter_key)
+        write_atomic(p.root_key, key_pem(root_key), 0o600)
+        write_atomic(p.root_cert, cert_pem(root_cert))
+        write_atomic(p.intermediate_key, key_pem(inter_key), 0o600)
+        write_atomic(p.intermediate_cert, cert_pem(inter_cert))
+        write_atomic(p.ca_chain, cert_pem(inter_cert, root_cert))
+        issuer = Issuer(inter_cert, inter_key)
 
         dns = list(dict.fromkeys((*DEFAULT_SERVER_DNS, *server_dns)))
         self._issue_server(issuer, key_type, dns, ips)
@@ -354,29 +186,29 @@ class CertificateAuthority:
 
     def _issue_server(
         self,
-        issuer: _Issuer,
+        issuer: Issuer,
         key_type: KeyType,
         dns: Iterable[str],
         ips: Iterable[ipaddress.IPv4Address | ipaddress.IPv6Address],
     ) -> None:
-        key = _new_key(key_type)
-        now = _now()
+        key = new_key(key_type)
+        now = utc_now()
         sans: list[x509.GeneralName] = [x509.DNSName(d) for d in dns]
         sans += [x509.IPAddress(ip) for ip in ips]
-        cert = _sign(
+        cert = sign(
             self._leaf_builder(issuer, "mqtt-broker", "server", key, now, LEAF_DAYS)
-            .add_extension(_leaf_key_usage(key_type), critical=True)
+            .add_extension(leaf_key_usage(key_type), critical=True)
             # serverAuth only: the broker's certificate cannot be used to log in as a client.
             .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
             .add_extension(x509.SubjectAlternativeName(sans), critical=False),
             issuer.key,
         )
-        write_atomic(self.paths.server_key, _key_pem(key), 0o600)
-        write_atomic(self.paths.server_cert, _cert_pem(cert, issuer.cert))
+        write_atomic(self.paths.server_key, key_pem(key), 0o600)
+        write_atomic(self.paths.server_cert, cert_pem(cert, issuer.cert))
 
     @staticmethod
     def _leaf_builder(
-        issuer: _Issuer,
+        issuer: Issuer,
         common_name: str,
         unit: str,
         key: PrivateKey,
@@ -384,8 +216,8 @@ class CertificateAuthority:
         days: int,
     ) -> x509.CertificateBuilder:
         return (
-            _builder(
-                _name(common_name, unit),
+            cert_builder(
+                x509_name(common_name, unit),
                 issuer.cert.subject,
                 key.public_key(),
                 not_before,
@@ -437,7 +269,7 @@ class CertificateAuthority:
 
     def _issue_client(
         self,
-        issuer: _Issuer,
+        issuer: Issuer,
         registry: Registry,
         name: str,
         role: Role,
@@ -446,11 +278,11 @@ class CertificateAuthority:
         days: int,
         not_before: dt.datetime | None = None,
     ) -> Identity:
-        key = _new_key(registry.key_type)
-        start = not_before or _now()
-        cert = _sign(
+        key = new_key(registry.key_type)
+        start = not_before or utc_now()
+        cert = sign(
             self._leaf_builder(issuer, name, str(role), key, start, days)
-            .add_extension(_leaf_key_usage(registry.key_type), critical=True)
+            .add_extension(leaf_key_usage(registry.key_type), critical=True)
             # clientAuth only: a stolen client key cannot impersonate the broker.
             .add_extension(
                 x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False
@@ -458,8 +290,8 @@ class CertificateAuthority:
             issuer.key,
         )
         directory = self.paths.client_dir(name)
-        write_atomic(directory / "key.pem", _key_pem(key), 0o600)
-        write_atomic(directory / "cert.pem", _cert_pem(cert, issuer.cert))
+        write_atomic(directory / "key.pem", key_pem(key), 0o600)
+        write_atomic(directory / "cert.pem", cert_pem(cert, issuer.cert))
         identity = Identity(
             name=name,
             role=role,
@@ -502,7 +334,7 @@ class CertificateAuthority:
             if revoked:
                 raise PkiError(f"{name!r} was revoked already, at {revoked[-1].revoked_at}")
             raise PkiError(f"no certificate named {name!r} in {self.paths.root}")
-        identity.revoked_at = _now().isoformat()
+        identity.revoked_at = utc_now().isoformat()
         self._write_crl(self._intermediate(), registry)
         self._save_registry(registry)
         return identity
@@ -515,8 +347,8 @@ class CertificateAuthority:
         crl = x509.load_pem_x509_crl(self.paths.crl.read_bytes())
         return crl.next_update_utc
 
-    def _write_crl(self, issuer: _Issuer, registry: Registry) -> None:
-        now = _now()
+    def _write_crl(self, issuer: Issuer, registry: Registry) -> None:
+        now = utc_now()
         builder = (
             x509.CertificateRevocationListBuilder()
             .issuer_name(issuer.cert.subject)
@@ -542,28 +374,6 @@ class CertificateAuthority:
 
 
 # Topic levels the agent's contract uses under a base; a camera named like one would collide.
-RESERVED_CAMERA_IDS = frozenset(
-    {"control", "status", "state", "availability", "controls", "response"}
-)
-
-
-def validate_identity_name(name: str, what: str = "name") -> None:
-    if what == "camera id" and name in RESERVED_CAMERA_IDS:
-        raise PkiError(f"invalid camera id {name!r}: it is a topic name of the agent's contract")
-    if not IDENTITY_NAME.fullmatch(name) or len(name) > 64:
-        raise PkiError(
-            f"invalid {what} {name!r}: use 1-64 characters of a-z, 0-9, '_' and '-', "
-            "starting with a letter or digit (it becomes part of MQTT topics and ACL rules)"
-        )
-
-
-def validate_topic_base(topic: str) -> None:
-    levels = topic.split("/")
-    if not all(TOPIC_LEVEL.fullmatch(level) for level in levels):
-        raise PkiError(
-            f"invalid topic base {topic!r}: levels separated by '/', each of A-Z a-z 0-9 _ . -"
-            " (no wildcards, no empty levels)"
-        )
 
 
 def _parse_ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
