@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import itertools
 import json
+import socket
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -201,3 +205,36 @@ def test_agent_stops_cleanly_while_the_broker_is_unreachable(pki_dir: Path, tmp_
     agent.wait_for_log("cannot connect to broker")
     # 0, not -9: it stopped on SIGTERM by itself instead of being killed after the grace period.
     assert agent.stop() == 0
+
+
+def test_reconnect_attempts_back_off_doubling_up_to_the_cap(pki_dir: Path, tmp_path: Path) -> None:
+    # A port where something accepts and hangs up at once: each attempt is seen, and fails.
+    attempts: list[float] = []
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+
+    def hang_up_on_everyone() -> None:
+        while True:
+            try:
+                connection, _ = server.accept()
+            except OSError:
+                return
+            attempts.append(time.monotonic())
+            connection.close()
+
+    threading.Thread(target=hang_up_on_everyone, daemon=True).start()
+    broker = Broker(pki_dir, tmp_path / "broker", port=port)  # configured, never started
+    env = {"CAMERA_AGENT_MQTT__RECONNECT_MIN_S": "0.2", "CAMERA_AGENT_MQTT__RECONNECT_MAX_S": "0.8"}
+    agent = AgentProcess(broker, tmp_path / "agent", env=env)
+    agent.start()
+    try:
+        wait_until(lambda: len(attempts) >= 6, timeout=30, what="six connection attempts")
+    finally:
+        agent.stop()
+        server.close()
+    gaps = [later - earlier for earlier, later in itertools.pairwise(attempts)]
+    # 0.2, 0.4, 0.8, then capped; the upper bounds leave room for the TLS handshake and a busy
+    # machine.
+    for gap, delay in zip(gaps, (0.2, 0.4, 0.8, 0.8, 0.8), strict=False):
+        assert delay <= gap < delay + 0.5, (gaps, delay)
+    assert agent.log_text().count("cannot connect to broker") == 1  # once per outage
