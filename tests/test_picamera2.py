@@ -3,20 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import sys
 import time
 from pathlib import Path
 
 import pytest
+from devstack import Broker, agent_config_toml
 
+from agent.app import AgentApp
 from agent.camera.detect import libcamera_cameras
 from agent.camera.libcamera_controls import CropGeometry, crop_descriptors, pack_yuv420
 from agent.camera.picamera2_backend import Picamera2Camera
 from agent.camera.settings import plan_change
+from agent.config import load_config
 from agent.errors import CameraError, ErrorCode, SettingsRejected
 from agent.stream.target import StreamTarget
 from tests import fake_picamera2
 from tests.fake_picamera2 import USB_WEBCAM_INFO, picamera2_fixtures
+from tests.support import Probe
 
 TARGET = StreamTarget("rtsp://127.0.0.1:8554/cam", "agent", "s3cret")
 FIXTURES = [f.name for f in picamera2_fixtures()]
@@ -350,3 +355,36 @@ async def test_pictures_at_once_each_get_a_frame_file_of_their_own_removed_after
     assert sizes(first.path, second.path) == [None, 1280 * 720 * 3 // 2]
     second.release()
     await pusher.stop()
+
+
+async def test_colour_gains_travel_over_mqtt_through_the_real_broker(
+    monkeypatch: pytest.MonkeyPatch, broker: Broker, operator: Probe, tmp_path: Path
+) -> None:
+    """The agent in this process (the fake picamera2 is in-process), the real broker between it
+    and the operator: the JSON pair form of colour_gains is applied and reported in state."""
+    fake_picamera2.install(monkeypatch)
+    config_path = tmp_path / "agent.toml"
+    config_path.write_text(agent_config_toml(broker.pki_dir, broker.port, tmp_path))
+    app = AgentApp(load_config(config_path), Picamera2Camera(0, 1280, 720, 30), [])
+    running = asyncio.create_task(app.run())
+    try:
+        await asyncio.to_thread(
+            operator.wait_for,
+            lambda m: m.topic == "camera/availability" and m.payload == b"online",
+            20,
+        )
+        change = {"id": "gains", "set": {"auto_white_balance": False, "colour_gains": [1.5, 2.0]}}
+        await asyncio.to_thread(operator.publish, "camera/control/settings", json.dumps(change))
+        answer = await asyncio.to_thread(operator.wait_event, 10, id="gains")
+        assert answer["ok"] is True, answer
+        assert answer["data"]["applied"]["colour_gains"] == [1.5, 2.0]
+        await asyncio.to_thread(
+            operator.wait_for,
+            lambda m: (
+                m.topic == "camera/state" and m.json()["controls"]["colour_gains"] == [1.5, 2.0]
+            ),
+            10,
+        )
+    finally:
+        app.request_stop()
+        await asyncio.wait_for(running, 30)
