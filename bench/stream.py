@@ -4,7 +4,7 @@ Real Mosquitto, MediaMTX, ffmpeg and agent on loopback; frames are read back by 
 decoder (tests.support.RtspReader) and timed by the wall clock the pipeline burns into them.
 Each figure stands beside a baseline measured in the same run:
 
-- stream ready: `camera-agent run` until the path answers RTSP DESCRIBE, against a bare ffmpeg
+- stream ready: `camera-agent run` until MediaMTX reports the path online, against a bare ffmpeg
   pusher started by hand (what the agent's own start-up costs on top);
 - glass-to-glass at 1280x720 30 fps: the agent's pipeline against the same source pushed by an
   ffmpeg with libx264's defaults (what the latency tuning buys);
@@ -18,8 +18,8 @@ Usage: `scripts/bench stream [--runs N] [--seconds S]`.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -29,6 +29,7 @@ from pathlib import Path
 
 from devstack import Broker, MediaServer, terminate_group
 
+from agent.stream.mediamtx import MediaMtxApi
 from bench.control_plane import process_usage, quantile
 from bench.stack import local_stack
 from tests.support import AgentProcess, Frame, Probe, RtspReader
@@ -36,21 +37,12 @@ from tests.support import AgentProcess, Frame, Probe, RtspReader
 WIDTH, HEIGHT, FPS = 1280, 720, 30
 
 
-def rtsp_describe_ok(media: MediaServer) -> bool:
-    """One RTSP DESCRIBE with the viewer's credentials; True on 200 (the path is readable)."""
-    import base64  # noqa: PLC0415
-
-    auth = base64.b64encode(f"viewer:{media.credentials.viewer}".encode()).decode()
-    request = (
-        f"DESCRIBE {media.rtsp_url} RTSP/1.0\r\nCSeq: 1\r\nAccept: application/sdp\r\n"
-        f"Authorization: Basic {auth}\r\n\r\n"
-    )
-    try:
-        with socket.create_connection(("127.0.0.1", media.rtsp_port), timeout=1) as sock:
-            sock.sendall(request.encode())
-            return sock.recv(64).startswith(b"RTSP/1.0 200")
-    except OSError:
-        return False
+def publisher_online(media: MediaServer) -> bool:
+    """MediaMTX reports a publisher on the viewers' path. (Not an RTSP DESCRIBE: the path is
+    alwaysAvailable, so it answers 200 with its placeholder even when no camera publishes.)"""
+    api = MediaMtxApi(media.api_url, "agent", media.credentials.agent)
+    status = asyncio.run(api.path(media.path))
+    return status is not None and status.online
 
 
 def time_until(ready: Callable[[], bool], timeout: float = 20) -> float:
@@ -68,10 +60,10 @@ def stream_ready(broker: Broker, media: MediaServer, work: Path, runs: int) -> l
         agent = AgentProcess(broker, work / f"ready-{run}", media=media)
         started = time.monotonic()
         agent.start()
-        time_until(lambda: rtsp_describe_ok(media))
+        time_until(lambda: publisher_online(media))
         samples.append(time.monotonic() - started)
         agent.stop()
-        time_until(lambda: not rtsp_describe_ok(media))
+        time_until(lambda: not publisher_online(media))
     return samples
 
 
@@ -98,10 +90,10 @@ def bare_ready(media: MediaServer, runs: int) -> list[float]:
     for _ in range(runs):
         started = time.monotonic()
         pusher = bare_pusher(media, tuned=True)
-        time_until(lambda: rtsp_describe_ok(media))
+        time_until(lambda: publisher_online(media))
         samples.append(time.monotonic() - started)
         terminate_group(pusher)
-        time_until(lambda: not rtsp_describe_ok(media))
+        time_until(lambda: not publisher_online(media))
     return samples
 
 
@@ -187,10 +179,10 @@ def main(argv: list[str]) -> int:
         ready_agent = stream_ready(broker, media, root, args.runs)
 
         pusher = bare_pusher(media, tuned=False)
-        time_until(lambda: rtsp_describe_ok(media))
+        time_until(lambda: publisher_online(media))
         g2g_default = latencies(read_for(media, args.seconds))
         terminate_group(pusher)
-        time_until(lambda: not rtsp_describe_ok(media))
+        time_until(lambda: not publisher_online(media))
 
         g2g_agent, cpu_agent, cpu_ffmpeg, controls = measure_agent(
             broker, media, root, args.seconds, max(10, args.runs * 4)
