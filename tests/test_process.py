@@ -56,7 +56,8 @@ async def test_a_cancelled_picture_leaves_no_encoder_behind(
 
     class Stream:
         async def latest_frame(self) -> RawFrame:
-            return RawFrame(str(still), 16, 16, "yuv420p", time.time())
+            # NV12: a layout the in-process encoder leaves to ffmpeg.
+            return RawFrame(str(still), 16, 16, "nv12", time.time())
 
     # An "encoder" that takes its time, so the picture is cancelled while it runs.
     monkeypatch.setattr("agent.jobs.picture.still_to_jpeg_args", lambda *a: ["sleep", "30"])

@@ -11,6 +11,7 @@ from agent.atomicfile import write_atomic
 from agent.camera.base import CameraBackend
 from agent.errors import CameraError, CommandError, ErrorCode
 from agent.jobs.captures import Captures, describe_file
+from agent.jobs.jpeg import ENCODABLE, encode_yuv420p
 from agent.jobs.manager import JobContext, JobRunner
 from agent.process import ManagedProcess
 from agent.stream.ffmpeg_args import still_to_jpeg_args
@@ -59,8 +60,18 @@ async def take_picture(
 
 
 async def _encode(frame: RawFrame, final: Path, captures: Captures, quality: int) -> None:
-    """The frame as a JPEG under ``final`` (atomically), by an ffmpeg of its own."""
+    """The frame as a JPEG under ``final`` (atomically): in process when its layout allows,
+    else by an ffmpeg of its own."""
     async with captures.writing(final) as partial:
+        if frame.pix_fmt in ENCODABLE:
+            try:
+                data = await asyncio.to_thread(
+                    encode_yuv420p, frame.path, frame.width, frame.height, quality
+                )
+            except (OSError, ValueError) as err:
+                raise CommandError(ErrorCode.CAMERA_ERROR, f"JPEG encoding failed: {err}") from err
+            await asyncio.to_thread(partial.write_bytes, data)
+            return
         encoder = ManagedProcess(
             still_to_jpeg_args(
                 frame.path, frame.width, frame.height, frame.pix_fmt, quality, str(partial)
