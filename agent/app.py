@@ -24,6 +24,7 @@ from agent.errors import CameraError, CommandError, ConfigError, ErrorCode
 from agent.health import HealthReport, health_path
 from agent.jobs.actions import JobActions
 from agent.jobs.captures import Captures
+from agent.jobs.jpeg import Jpeg
 from agent.jobs.ledger import JobLedger
 from agent.jobs.manager import JobKind, JobManager
 from agent.jobs.model import Job
@@ -131,7 +132,14 @@ class AgentApp:
         self.jobs = JobManager(
             {
                 "picture": JobKind(
-                    picture_runner(backend, self.stream, self.captures), config.jobs.picture_limit
+                    picture_runner(
+                        backend,
+                        self.stream,
+                        self.captures,
+                        config.mqtt.max_picture_bytes,
+                        self._show_picture,
+                    ),
+                    config.jobs.picture_limit,
                 ),
                 "record": JobKind(
                     self.recorder.runner,
@@ -185,6 +193,10 @@ class AgentApp:
         task = asyncio.create_task(coro)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+
+    async def _show_picture(self, preview: Jpeg | None, result: dict[str, Any]) -> None:
+        # Through the app: the pictures' runner is made before the status it reports to.
+        await self.status.show_picture(preview, result)
 
     def _health_report(self) -> HealthReport:
         return HealthReport(

@@ -43,6 +43,13 @@ class MqttSettings(Section):
     max_payload_bytes: int = Field(
         65536, ge=256, le=262144, description="larger commands are refused (payload_too_large)"
     )
+    max_picture_bytes: int = Field(
+        256 * 1024,
+        ge=16 * 1024,
+        le=1024 * 1024,
+        description="largest JPEG published on BASE/picture; a larger picture is sent downscaled"
+        " (keep it under the broker's max_packet_size)",
+    )
     outbox_limit: int = Field(
         1000,
         ge=10,

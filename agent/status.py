@@ -16,6 +16,7 @@ from agent import __version__
 from agent.camera.base import CameraBackend
 from agent.errors import CommandError
 from agent.health import HEARTBEAT_S, HealthReport, write_health
+from agent.jobs.jpeg import Jpeg
 from agent.messaging import Delivery, Publisher
 from agent.mqtt.topics import Topics
 from agent.protocol import event, utc_now
@@ -163,6 +164,35 @@ class AgentStatus:
         await self._publisher.publish(
             self._topics.status, json.dumps(body).encode(), delivery=delivery_of(name)
         )
+
+    async def show_picture(self, preview: Jpeg | None, result: dict[str, Any]) -> None:
+        """The latest picture on `BASE/picture` (its JPEG, retained: what MQTT image and camera
+        entities show) and what it is on `BASE/picture/info`, the JPEG first."""
+        shown = None
+        if preview is not None:
+            await self._publisher.publish(
+                self._topics.picture, preview.data, retain=True, delivery=Delivery.EVENT
+            )
+            shown = {
+                "resolution": f"{preview.width}x{preview.height}",
+                "bytes": len(preview.data),
+                "downscaled": f"{preview.width}x{preview.height}" != result.get("resolution"),
+            }
+        info = {
+            "ts": utc_now(),
+            "camera": self._camera_id,
+            "file": result["path"],
+            "time": result.get("frame_time"),
+            "size": result["size"],
+            "sha256": result["sha256"],
+            "resolution": result.get("resolution"),
+            # None: not even a thumbnail fitted mqtt.max_picture_bytes; the file is the picture.
+            "preview": shown,
+        }
+        await self._publisher.publish(
+            self._topics.picture_info, json.dumps(info).encode(), retain=True,
+            delivery=Delivery.EVENT,
+        )  # fmt: skip
 
     def mark_changed(self) -> None:
         """Schedule a republish of state and controls (see `run`)."""

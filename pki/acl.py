@@ -18,7 +18,7 @@ from collections.abc import Iterable, Sequence
 from pki.model import Identity
 
 # Topics an agent publishes under its base; the agent's MQTT contract names the same set.
-REPORT_TOPICS = ("status", "state", "availability", "controls")
+REPORT_TOPICS = ("status", "state", "availability", "controls", "picture", "picture/info")
 RESPONSE_SUBTREE = "response/#"
 
 

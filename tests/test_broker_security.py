@@ -122,6 +122,7 @@ def test_agent_cannot_publish_another_cameras_status(broker: Broker, operator: P
     cam_a = Probe(broker, "cam-a")
     try:
         cam_a.publish("camera/b/status", b'{"forged": true}')
+        cam_a.publish("camera/b/picture", b"\xff\xd8 a forged picture")
         cam_a.publish("camera/b/control/settings", b"brightness 1")
         cam_a.publish("camera/a/status", b'{"sentinel": true}')  # its own: allowed
     finally:

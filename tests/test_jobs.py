@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import simplejpeg
 from devstack import MediaServer
 
 from agent.stream.ffmpeg_args import STAMP_HEIGHT, decode_stamp
@@ -472,3 +473,45 @@ def test_partial_captures_a_crash_left_are_swept_at_start_and_finished_ones_kept
         assert f"removed {leftover.name}, left unfinished by an earlier run" in agent.log_text()
     finally:
         agent.stop()
+
+
+def test_the_latest_picture_is_on_mqtt_retained_with_its_info(
+    streaming_agent: AgentProcess, broker: Any, operator: Probe
+) -> None:
+    done = run_job(operator, {"id": "shown", "action": "picture"})
+    result = done["data"]["result"]
+    # A viewer subscribing afterwards gets both, retained: what an MQTT image entity reads.
+    viewer = Probe(broker, "viewer")
+    try:
+        viewer.subscribe("camera/picture/#")
+        viewer.subscribe("camera/picture")
+        jpeg = viewer.wait_for(lambda m: m.topic == "camera/picture", what="the picture")
+        info = viewer.wait_for(lambda m: m.topic == "camera/picture/info", what="its info").json()
+    finally:
+        viewer.close()
+    assert jpeg.retain
+    assert simplejpeg.decode_jpeg_header(jpeg.payload)[:2] == (720, 1280)  # (height, width)
+    assert hashlib.sha256(jpeg.payload).hexdigest() == result["sha256"]  # the file itself
+    assert info["file"] == result["path"]
+    assert info["preview"] == {"resolution": "1280x720", "bytes": len(jpeg.payload),
+                               "downscaled": False}  # fmt: skip
+
+
+def test_a_picture_larger_than_max_picture_bytes_is_shown_downscaled(
+    broker: Any, media: MediaServer, operator: Probe, tmp_path: Path
+) -> None:
+    env = {"CAMERA_AGENT_MQTT__MAX_PICTURE_BYTES": str(20 * 1024)}
+    agent = start_agent(AgentProcess(broker, tmp_path / "agent", media=media, env=env), operator)
+    try:
+        operator.wait_event(event="stream.online", timeout=15)
+        done = run_job(operator, {"id": "big", "action": "picture", "quality": 95})
+        jpeg = operator.wait_for(lambda m: m.topic == "camera/picture", what="the preview")
+        info = operator.wait_for(lambda m: m.topic == "camera/picture/info").json()
+    finally:
+        agent.stop()
+    assert done["data"]["result"]["size"] > 20 * 1024  # the file itself is full size
+    assert len(jpeg.payload) <= 20 * 1024
+    height, width = simplejpeg.decode_jpeg_header(jpeg.payload)[:2]
+    assert width < 1280 and abs(width / height - 1280 / 720) < 0.05
+    assert info["preview"] == {"resolution": f"{width}x{height}", "bytes": len(jpeg.payload),
+                               "downscaled": True}  # fmt: skip

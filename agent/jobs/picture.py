@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -11,20 +12,37 @@ from agent.atomicfile import write_atomic
 from agent.camera.base import CameraBackend
 from agent.errors import CameraError, CommandError, ErrorCode
 from agent.jobs.captures import Captures, describe_file
-from agent.jobs.jpeg import ENCODABLE, encode_yuv420p
+from agent.jobs.jpeg import ENCODABLE, Jpeg, encode, preview, read_yuv420p
 from agent.jobs.manager import JobContext, JobRunner
 from agent.process import ManagedProcess
 from agent.stream.ffmpeg_args import still_to_jpeg_args
 from agent.stream.still import RawFrame
 from agent.stream.supervisor import StreamSupervisor
 
+PictureShown = Callable[[Jpeg | None, dict[str, Any]], Awaitable[None]]
 
-def picture_runner(backend: CameraBackend, stream: StreamSupervisor, captures: Captures) -> Any:
+
+async def _nowhere(preview: Jpeg | None, result: dict[str, Any]) -> None:
+    return None
+
+
+def picture_runner(
+    backend: CameraBackend,
+    stream: StreamSupervisor,
+    captures: Captures,
+    preview_limit: int = 256 * 1024,
+    shown: PictureShown = _nowhere,
+) -> Any:
+    """Picture jobs; each finished picture is handed to ``shown`` with its preview (the JPEG
+    itself, or a downscaled one within ``preview_limit`` bytes) for BASE/picture."""
+
     def factory(params: dict[str, Any]) -> JobRunner:
         async def run(context: JobContext) -> dict[str, Any]:
-            return await take_picture(
-                backend, stream, captures, params["quality"], params["sidecar"]
+            result, small = await take_picture(
+                backend, stream, captures, params["quality"], params["sidecar"], preview_limit
             )
+            await shown(small, result)
+            return result
 
         return run
 
@@ -37,7 +55,9 @@ async def take_picture(
     captures: Captures,
     quality: int,
     sidecar: bool,
-) -> dict[str, Any]:
+    preview_limit: int = 256 * 1024,
+) -> tuple[dict[str, Any], Jpeg | None]:
+    """The picture's result, and its preview (None when none fits ``preview_limit``)."""
     try:
         frame = await stream.latest_frame()  # the running pipeline's
     except CameraError as err:
@@ -45,7 +65,7 @@ async def take_picture(
     try:
         values = backend.values()  # the controls in effect for this frame
         final = captures.new_name("picture", ".jpg")
-        await _encode(frame, final, captures, quality)
+        small = await _encode(frame, final, captures, quality, preview_limit)
     finally:
         frame.release()
     media = {"width": frame.width, "height": frame.height, "codec": "mjpeg", "duration_s": None}
@@ -56,22 +76,32 @@ async def take_picture(
         body = {"picture": result["path"], "frame_time": frame.made_at, "controls": values}
         await asyncio.to_thread(write_atomic, side, (json.dumps(body, indent=1) + "\n").encode())
         result["sidecar"] = captures.relative(side)
-    return result
+    return result, small
 
 
-async def _encode(frame: RawFrame, final: Path, captures: Captures, quality: int) -> None:
+def _encode_with_preview(
+    frame: RawFrame, quality: int, preview_limit: int
+) -> tuple[Jpeg, Jpeg | None]:
+    planes = read_yuv420p(frame.path, frame.width, frame.height)
+    full = encode(planes, quality)
+    return full, preview(planes, full, quality, preview_limit)
+
+
+async def _encode(
+    frame: RawFrame, final: Path, captures: Captures, quality: int, preview_limit: int
+) -> Jpeg | None:
     """The frame as a JPEG under ``final`` (atomically): in process when its layout allows,
-    else by an ffmpeg of its own."""
+    else by an ffmpeg of its own. Returns the preview for BASE/picture."""
     async with captures.writing(final) as partial:
         if frame.pix_fmt in ENCODABLE:
             try:
-                data = await asyncio.to_thread(
-                    encode_yuv420p, frame.path, frame.width, frame.height, quality
+                full, shown = await asyncio.to_thread(
+                    _encode_with_preview, frame, quality, preview_limit
                 )
             except (OSError, ValueError) as err:
                 raise CommandError(ErrorCode.CAMERA_ERROR, f"JPEG encoding failed: {err}") from err
-            await asyncio.to_thread(partial.write_bytes, data)
-            return
+            await asyncio.to_thread(partial.write_bytes, full.data)
+            return shown
         encoder = ManagedProcess(
             still_to_jpeg_args(
                 frame.path, frame.width, frame.height, frame.pix_fmt, quality, str(partial)
@@ -88,3 +118,6 @@ async def _encode(frame: RawFrame, final: Path, captures: Captures, quality: int
             raise CommandError(
                 ErrorCode.CAMERA_ERROR, f"JPEG encoding failed: {encoder.stderr_text(5)}"
             )
+        # ffmpeg's JPEG is the preview when it fits; no downscaling without the raw planes.
+        data = await asyncio.to_thread(partial.read_bytes)
+        return Jpeg(data, frame.width, frame.height) if len(data) <= preview_limit else None

@@ -36,6 +36,15 @@ class Topics:
         return f"{self.base}/controls"
 
     @property
+    def picture(self) -> str:
+        """The latest picture's JPEG, retained (what MQTT image/camera entities read)."""
+        return f"{self.base}/picture"
+
+    @property
+    def picture_info(self) -> str:
+        return f"{self.base}/picture/info"
+
+    @property
     def response_prefix(self) -> str:
         # The broker ACL (pki/acl.py) lets an agent publish replies here and nowhere else.
         return f"{self.base}/response/"
