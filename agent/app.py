@@ -24,6 +24,7 @@ from agent.errors import CameraError, CommandError, ConfigError, ErrorCode
 from agent.health import HealthReport, health_path
 from agent.jobs.actions import JobActions
 from agent.jobs.captures import Captures
+from agent.jobs.files import FileActions
 from agent.jobs.jpeg import Jpeg
 from agent.jobs.ledger import JobLedger
 from agent.jobs.manager import JobKind, JobManager
@@ -167,6 +168,7 @@ class AgentApp:
             warnings=list(warnings),
         )
         job_actions = JobActions(self.jobs)
+        file_actions = FileActions(self.captures, self.jobs)
         self.router = CommandRouter(
             config.camera.id,
             topics,
@@ -181,6 +183,8 @@ class AgentApp:
                 "trim": job_actions.submitter("trim"),
                 "stop": job_actions.stop,
                 "jobs": job_actions.history,
+                "files": file_actions.listing,
+                "delete": file_actions.delete,
             },
             max_payload_bytes=config.mqtt.max_payload_bytes,
             recording=self.recorder.recording,

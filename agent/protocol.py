@@ -285,6 +285,36 @@ def _jobs(args: list[str], body: dict[str, Any]) -> dict[str, Any]:
     return {"offset": offset, "limit": limit}
 
 
+FILES_PAGE_MAX = 200
+
+
+def _files(args: list[str], body: dict[str, Any]) -> dict[str, Any]:
+    if len(args) > 1:
+        raise CommandError(ErrorCode.INVALID_ARGUMENT, "usage: files [prefix]")
+    prefix = args[0] if args else body.pop("prefix", "")
+    before = body.pop("before", None)
+    raw_limit = body.pop("limit", 50)
+    for value, what in ((prefix, "prefix"), (before, "before")):
+        if value is not None and (not isinstance(value, str) or "/" in value or "\x00" in value):
+            raise CommandError(
+                ErrorCode.INVALID_ARGUMENT, f"{what} must be a file name (part), without '/'"
+            )
+    if isinstance(raw_limit, bool) or not isinstance(raw_limit, int):
+        raise CommandError(ErrorCode.INVALID_ARGUMENT, "limit must be a whole number")
+    if not 1 <= raw_limit <= FILES_PAGE_MAX:
+        raise CommandError(ErrorCode.INVALID_ARGUMENT, f"limit must be 1 to {FILES_PAGE_MAX}")
+    return {"prefix": prefix, "before": before, "limit": raw_limit}
+
+
+def _delete(args: list[str], body: dict[str, Any]) -> dict[str, Any]:
+    if len(args) > 1:
+        raise CommandError(ErrorCode.INVALID_ARGUMENT, "usage: delete <file>")
+    file = args[0] if args else body.pop("file", None)
+    if not isinstance(file, str) or not file:
+        raise CommandError(ErrorCode.INVALID_ARGUMENT, "delete needs a file name")
+    return {"file": file}
+
+
 ActionParser = Callable[[list[str], dict[str, Any]], dict[str, Any]]
 ACTION_PARSERS: dict[str, ActionParser] = {
     "picture": _picture,
@@ -293,6 +323,8 @@ ACTION_PARSERS: dict[str, ActionParser] = {
     "trim": _trim,
     "stream": _stream,
     "jobs": _jobs,
+    "files": _files,
+    "delete": _delete,
 }
 
 

@@ -11,6 +11,8 @@ import pytest
 
 from agent.errors import CommandError
 from agent.jobs.actions import JobActions
+from agent.jobs.captures import Captures
+from agent.jobs.files import FileActions
 from agent.jobs.ledger import JobLedger
 from agent.jobs.manager import HISTORY_MAX, STATE_FINISHED, JobContext, JobKind, JobManager
 from agent.protocol import parse_action
@@ -157,3 +159,33 @@ async def test_stop_cancels_a_running_picture_and_says_so() -> None:
     assert jobs.snapshot()[0]["state"] == "cancelled"
     with pytest.raises(CommandError, match="already cancelled"):
         jobs.stop(job.id)
+
+
+async def test_a_file_a_running_job_uses_cannot_be_deleted(tmp_path: Path) -> None:
+    def holding(params: dict[str, Any]) -> Any:
+        async def run(context: JobContext) -> dict[str, Any]:
+            await asyncio.Event().wait()
+            return {}
+
+        return run
+
+    captures = Captures(tmp_path)
+    (tmp_path / "record-a.mp4").write_bytes(b"video")
+    ended = asyncio.Event()
+
+    def report(job: Any, name: str, ok: bool, message: str) -> None:
+        if name == "job.cancelled":
+            ended.set()
+
+    jobs = JobManager({"trim": JobKind(holding, 1)}, report, lambda: None)
+    trimming = jobs.submit("trim", {"file": "record-a.mp4"}, None)
+    files = FileActions(captures, jobs)
+    with pytest.raises(CommandError) as refused:
+        await files.delete(parse_action("delete record-a.mp4"))
+    assert refused.value.code == "busy"
+    assert (tmp_path / "record-a.mp4").exists()
+    jobs.stop(trimming.id)
+    await asyncio.wait_for(ended.wait(), 5)
+    answer = await files.delete(parse_action("delete record-a.mp4"))
+    assert answer.data == {"file": "record-a.mp4", "size": 5}
+    assert not (tmp_path / "record-a.mp4").exists()

@@ -515,3 +515,37 @@ def test_a_picture_larger_than_max_picture_bytes_is_shown_downscaled(
     assert width < 1280 and abs(width / height - 1280 / 720) < 0.05
     assert info["preview"] == {"resolution": f"{width}x{height}", "bytes": len(jpeg.payload),
                                "downscaled": True}  # fmt: skip
+
+
+def ask(operator: Probe, command: dict[str, Any]) -> dict[str, Any]:
+    operator.publish(ACTION, json.dumps(command))
+    return operator.wait_event(id=command["id"])
+
+
+def test_files_lists_the_captures_newest_first_and_delete_removes_one(
+    streaming_agent: AgentProcess, operator: Probe
+) -> None:
+    first = run_job(operator, {"id": "f1", "action": "picture", "sidecar": True})
+    second = run_job(operator, {"id": "f2", "action": "picture"})
+    (captures_dir(streaming_agent) / ".x.jpg.partial").write_bytes(b"unfinished")
+    listed = ask(operator, {"id": "ls", "action": "files", "prefix": "picture-"})
+    names = [f["name"] for f in listed["data"]["files"]]
+    assert names[0] == second["data"]["result"]["path"]  # newest first
+    assert set(names) == {first["data"]["result"]["path"], second["data"]["result"]["path"],
+                          first["data"]["result"]["sidecar"]}  # fmt: skip
+    assert {f["kind"] for f in listed["data"]["files"]} == {"picture", "sidecar"}
+    page = ask(operator, {"id": "p1", "action": "files", "limit": 1})
+    assert [f["name"] for f in page["data"]["files"]] == [names[0]]
+    assert page["data"]["next_before"] == names[0]
+    rest = ask(operator, {"id": "p2", "action": "files", "limit": 50, "before": names[0]})
+    assert [f["name"] for f in rest["data"]["files"]] == names[1:]
+
+    gone = ask(operator, {"id": "rm", "action": "delete", "file": names[0]})
+    assert gone["ok"] is True and gone["event"] == "file.deleted"
+    assert not (captures_dir(streaming_agent) / names[0]).exists()
+    again = ask(operator, {"id": "rm2", "action": "delete", "file": names[0]})
+    assert again["error"]["code"] == "not_found"
+    for n, bad in enumerate(["../agent.toml", "/etc/passwd", ".x.jpg.partial", "a/../../x"]):
+        refused = ask(operator, {"id": f"bad{n}", "action": "delete", "file": bad})
+        assert refused["error"]["code"] in ("invalid_path", "not_found"), refused
+    assert (streaming_agent.work_dir / "agent.toml").exists()  # nothing outside touched

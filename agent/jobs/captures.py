@@ -90,6 +90,33 @@ class Captures:
             with contextlib.suppress(FileNotFoundError):
                 partial.unlink()
 
+    def listing(self, prefix: str) -> list[dict[str, Any]]:
+        """The finished captures whose names start with ``prefix``, newest first (blocking).
+        Temporary files, hidden files and symbolic links are not captures."""
+        found = []
+        for entry in os.scandir(self.root):
+            if entry.name.startswith(".") or not entry.name.startswith(prefix):
+                continue
+            if entry.is_symlink() or not entry.is_file(follow_symlinks=False):
+                continue
+            info = entry.stat(follow_symlinks=False)
+            found.append((info.st_mtime_ns, entry.name, info.st_size))
+        found.sort(reverse=True)
+        return [
+            {"name": name, "kind": _kind(name), "size": size, "time": mtime_ns / 1e9}
+            for mtime_ns, name, size in found
+        ]
+
+    def delete(self, name: str) -> int:
+        """Remove the capture ``name`` (strict path rules); returns its size (blocking)."""
+        path = self.resolve_existing(name)
+        size = path.stat().st_size
+        try:
+            path.unlink()
+        except OSError as err:
+            raise io_error(err, f"cannot delete {name}") from err
+        return size
+
     def sweep_partials(self) -> list[str]:
         """Remove temporary files a crash left behind; returns their names."""
         swept = []
@@ -99,6 +126,16 @@ class Captures:
                 leftover.unlink()
                 swept.append(leftover.name)
         return swept
+
+
+def _kind(name: str) -> str:
+    """What a capture is, from the name the agent gave it."""
+    if name.endswith(".json"):
+        return "sidecar"
+    if "-trim-" in name:
+        return "trim"
+    stem = name.split("-", 1)[0]
+    return stem if stem in ("picture", "record") else "other"
 
 
 def _commit(partial: Path, final: Path) -> None:

@@ -192,8 +192,23 @@ class JobManager:
         if self._kinds[job.kind].stop_finishes:
             self._contexts[job.id].stop_requested.set()
         else:
-            self._tasks[job.id].cancel()
+            self._cancel(job)
         return job
+
+    def _cancel(self, job: Job) -> None:
+        self._tasks[job.id].cancel()
+        if job.state is JobState.QUEUED:
+            # Cancelled before its task took its first step: `_run` never runs, so the job
+            # ends here (it would otherwise stay queued, with no terminal event, for ever).
+            self._finish(job, JobState.CANCELLED, "job.cancelled", f"{job.kind} {job.id} cancelled")
+
+    def files_in_use(self) -> set[str]:
+        """Captures that running jobs read or write (a trim's source), by name."""
+        return {
+            str(job.params["file"])
+            for job in self._jobs.values()
+            if not job.state.finished and isinstance(job.params.get("file"), str)
+        }
 
     def snapshot(self) -> list[dict[str, Any]]:
         """For `BASE/state`: every running job and the last STATE_FINISHED finished ones."""
@@ -226,7 +241,7 @@ class JobManager:
             if self._kinds[self._jobs[job_id].kind].stop_finishes:
                 context.stop_requested.set()
             else:
-                self._tasks[job_id].cancel()
+                self._cancel(self._jobs[job_id])
         tasks = list(self._tasks.values())
         if tasks:
             _, late = await asyncio.wait(tasks, timeout=grace_s)

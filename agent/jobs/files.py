@@ -1,0 +1,50 @@
+"""`files` and `delete`: the captures directory, managed over MQTT."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import PurePosixPath
+
+from agent.errors import CommandError, ErrorCode
+from agent.jobs.captures import Captures
+from agent.jobs.manager import JobManager
+from agent.protocol import ActionCommand
+from agent.router import Answer
+
+
+class FileActions:
+    def __init__(self, captures: Captures, jobs: JobManager) -> None:
+        self._captures = captures
+        self._jobs = jobs
+
+    async def listing(self, command: ActionCommand) -> Answer:
+        """`files [prefix]`: captures newest first, a page of `limit` after the file `before`."""
+        prefix, before, limit = (command.params[k] for k in ("prefix", "before", "limit"))
+        files = await asyncio.to_thread(self._captures.listing, prefix)
+        start = 0
+        if before is not None:
+            names = [f["name"] for f in files]
+            if before not in names:
+                raise CommandError(
+                    ErrorCode.NOT_FOUND, f"no capture named {before!r} to page from (deleted?)"
+                )
+            start = names.index(before) + 1
+        page = files[start : start + limit]
+        more = start + limit < len(files)
+        return Answer(
+            "files.listed",
+            f"SUCCESS: {len(page)} of {len(files)} files" + (" (more)" if more else ""),
+            {
+                "files": page,
+                "total": len(files),
+                "next_before": page[-1]["name"] if more and page else None,
+            },
+        )
+
+    async def delete(self, command: ActionCommand) -> Answer:
+        """`delete <file>`: remove a capture, unless a running job reads or writes it."""
+        name = command.params["file"]
+        if str(PurePosixPath(name)) in self._jobs.files_in_use():
+            raise CommandError(ErrorCode.BUSY, f"{name} is in use by a running job; try later")
+        size = await asyncio.to_thread(self._captures.delete, name)
+        return Answer("file.deleted", f"SUCCESS: deleted {name}", {"file": name, "size": size})
