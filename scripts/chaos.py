@@ -37,8 +37,9 @@ from typing import Any
 
 from devstack import Broker, MediaServer
 
+from bench.control_plane import process_usage
 from pki.authority import CertificateAuthority
-from tests.support import AgentProcess, Probe, Received
+from tests.support import AgentProcess, Probe, Received, children_of
 
 ANSWERS = frozenset({
     "settings.applied", "settings.rejected", "action.rejected", "job.queued", "job.stopping",
@@ -165,18 +166,6 @@ class Stack:
     def agent_pid(self) -> int | None:
         process = self.agent.process
         return process.pid if process is not None and process.poll() is None else None
-
-
-def children_of(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        with contextlib.suppress(OSError):
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            if int(fields[1]) == pid:
-                found.append(int(entry.name))
-    return found
 
 
 def processes_mentioning(text: str) -> list[int]:
@@ -341,8 +330,13 @@ def run_chaos(root: Path, minutes: float, seed: int) -> Report:
             operator.close()
         log_text = stack.agent.log_text()
         stack.agent.stop()
-        time.sleep(0.5)  # the kernel delivers the death signals of the last run's children
-        leftovers = processes_mentioning(str(root / "agent"))
+        # The last run's children die from its death signal, a moment after it; what is
+        # still there after a few seconds was left behind.
+        deadline = time.monotonic() + 5
+        while (leftovers := processes_mentioning(str(root / "agent"))) and (
+            time.monotonic() < deadline
+        ):
+            time.sleep(0.05)
     return summarize(stack, tally, rss_peak, leftovers, log_text)
 
 
@@ -357,9 +351,8 @@ def wait_for_agent(stack: Stack, operator: Probe, tally: Tally) -> None:
 def rss_of(pid: int | None) -> int:
     if pid is None:
         return 0
-    with contextlib.suppress(OSError):
-        pages = int(Path(f"/proc/{pid}/statm").read_text().split()[1])
-        return pages * os.sysconf("SC_PAGE_SIZE")
+    with contextlib.suppress(OSError):  # the agent was just killed by a fault
+        return process_usage(pid)[1]
     return 0
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import queue
@@ -177,6 +178,16 @@ class Probe:
     def close(self) -> None:
         self.client.loop_stop()
         self.client.disconnect()
+
+
+def children_of(pid: int) -> list[int]:
+    """The child processes of ``pid`` (of all its threads); [] once it is gone."""
+    found: list[int] = []
+    with contextlib.suppress(OSError):
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            with contextlib.suppress(OSError):
+                found += [int(c) for c in (task / "children").read_text().split()]
+    return found
 
 
 def wait_until(condition: Callable[[], Any], timeout: float = WAIT_S, what: str = "") -> Any:

@@ -18,6 +18,7 @@ from agent.jobs.captures import Captures
 from agent.jobs.picture import take_picture
 from agent.process import ManagedProcess
 from agent.stream.still import RawFrame
+from tests.support import children_of
 
 
 async def test_a_wait_cancelled_while_a_grandchild_holds_stderr_stays_cancelled() -> None:
@@ -66,24 +67,13 @@ async def test_a_cancelled_picture_leaves_no_encoder_behind(
     backend = TestPatternCamera(16, 16, 5)
     task = asyncio.create_task(take_picture(backend, Stream(), captures, 80, False))  # type: ignore[arg-type]
     async with asyncio.timeout(5):  # until the encoder runs; /proc offers no event to await
-        while not (sleepers := [p for p in children(os.getpid()) if comm(p) == "sleep"]):  # noqa: ASYNC110
+        while not (sleepers := [p for p in children_of(os.getpid()) if comm(p) == "sleep"]):  # noqa: ASYNC110
             await asyncio.sleep(0.01)
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
     assert not [p for p in sleepers if alive(p)]
     assert list(captures.root.iterdir()) == []  # and no partial file
-
-
-def children(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError):
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-                if int(fields[1]) == pid:
-                    found.append(int(entry.name))
-    return found
 
 
 def alive(pid: int) -> bool:

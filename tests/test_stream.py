@@ -19,7 +19,7 @@ from devstack import Broker, MediaServer
 
 from agent.stream.ffmpeg_args import TestPatternParams, pattern_pusher_args
 from tests.conftest import start_agent
-from tests.support import AgentProcess, Probe, RtspReader
+from tests.support import AgentProcess, Probe, RtspReader, children_of
 
 SETTINGS = "camera/control/settings"
 ACTION = "camera/control/action"
@@ -49,13 +49,6 @@ def path_status(media: MediaServer, path: str) -> dict[str, Any]:
     return body
 
 
-def children(pid: int) -> list[int]:
-    found: list[int] = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        found += [int(c) for c in (task / "children").read_text().split()]
-    return found
-
-
 def process_state(pid: int) -> str:
     return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
 
@@ -63,7 +56,7 @@ def process_state(pid: int) -> str:
 def pusher_pid(agent: AgentProcess) -> int:
     assert agent.process is not None
     pushers = [
-        c for c in children(agent.process.pid)
+        c for c in children_of(agent.process.pid)
         if Path(f"/proc/{c}/comm").read_text().strip() == "ffmpeg" and process_state(c) != "Z"
     ]  # fmt: skip
     assert len(pushers) == 1, pushers
@@ -149,7 +142,7 @@ def test_killed_pusher_is_restarted_with_backoff_and_never_leaks(
         up = operator.wait_event(event="stream.online", timeout=15)
         assert up["data"]["downtime_s"] > 0, (kill, up)
     probe_stream(media.viewer_url())
-    kids = children(agent_pid)
+    kids = children_of(agent_pid)
     assert [k for k in kids if process_state(k) == "Z"] == []  # no zombies
     assert len([k for k in kids if Path(f"/proc/{k}/comm").read_text().strip() == "ffmpeg"]) == 1
 
