@@ -39,7 +39,7 @@ from agent.mqtt.topics import Topics
 from agent.process import CommandRunner, run_command
 from agent.protocol import ActionCommand
 from agent.router import Answer, CommandRouter
-from agent.status import AgentStatus, HealthSource, StateChanges
+from agent.status import AgentStatus, HealthSource
 from agent.stream.mediamtx import MediaMtxApi, MediaMtxPlayback
 from agent.stream.supervisor import (
     StreamReport,
@@ -114,10 +114,13 @@ class AgentApp:
             subscriptions=(topics.settings, topics.action, topics.state),
             will_topic=topics.availability,
         )
-        changes = StateChanges()
-        self.stream = build_supervisor(config, backend, self._report_stream, changes.mark)
+        # "Something in state or controls changed": set by the stream, the jobs and the
+        # controls, awaited by AgentStatus (made last, with what it reports on), which
+        # republishes.
+        changes = asyncio.Event()
+        self.stream = build_supervisor(config, backend, self._report_stream, changes.set)
         self.controls = CameraControls(
-            backend, ControlStore(state_dir / "controls.json"), self.stream, changes.mark
+            backend, ControlStore(state_dir / "controls.json"), self.stream, changes.set
         )
         self.captures = Captures(config.storage.captures_dir)
         password = config.stream.password.get_secret_value()
@@ -152,7 +155,7 @@ class AgentApp:
                 "trim": JobKind(Trimmer(self.captures).runner, 1),
             },
             self._report_job,
-            changes.mark,
+            changes.set,
             JobLedger(state_dir / "running"),
         )
         self.status = AgentStatus(

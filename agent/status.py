@@ -39,27 +39,6 @@ def describe_controls(backend: CameraBackend) -> list[dict[str, Any]]:
     return [d.to_json(values) for d in backend.descriptors()]
 
 
-class StateChanges:
-    """ "Something in `state` or `controls` changed": marked by the stream, the jobs and the
-    controls, awaited by AgentStatus, which republishes. Made first, so that each of them gets
-    it at construction and AgentStatus can be made last, with what it reports on."""
-
-    def __init__(self) -> None:
-        self._event = asyncio.Event()
-
-    def mark(self) -> None:
-        self._event.set()
-
-    def is_set(self) -> bool:
-        return self._event.is_set()
-
-    def clear(self) -> None:
-        self._event.clear()
-
-    async def wait(self) -> None:
-        await self._event.wait()
-
-
 @dataclass(frozen=True)
 class HealthSource:
     """Where the health file goes, and how to take the current report."""
@@ -76,7 +55,7 @@ class AgentStatus:
         topics: Topics,
         publisher: Publisher,
         backend: CameraBackend,
-        changes: StateChanges,
+        changes: asyncio.Event,
         *,
         stream_snapshot: Callable[[], dict[str, Any]],
         jobs_snapshot: Callable[[], list[dict[str, Any]]],
@@ -196,7 +175,7 @@ class AgentStatus:
 
     def mark_changed(self) -> None:
         """Schedule a republish of state and controls (see `run`)."""
-        self._changed.mark()
+        self._changed.set()
 
     async def run(self) -> None:
         """Republish state and controls after changes, coalescing bursts into one message.
