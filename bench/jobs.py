@@ -66,7 +66,7 @@ def encode_latencies(
     work: Path, width: int, height: int, count: int
 ) -> tuple[list[float], list[float]]:
     """(in process, ffmpeg process) milliseconds to encode one raw frame of this size."""
-    from agent.jobs.jpeg import encode_yuv420p  # noqa: PLC0415
+    from agent.jobs.jpeg import encode, read_yuv420p  # noqa: PLC0415
     from agent.stream.ffmpeg_args import still_to_jpeg_args  # noqa: PLC0415
 
     raw = work / f"frame-{width}x{height}.yuv"
@@ -75,7 +75,7 @@ def encode_latencies(
     ours, theirs = [], []
     for i in range(count + 2):
         started = time.perf_counter()
-        encode_yuv420p(raw, width, height, 90)
+        encode(read_yuv420p(raw, width, height), 90)
         elapsed = (time.perf_counter() - started) * 1000
         started = time.perf_counter()
         argv = still_to_jpeg_args(str(raw), width, height, "yuv420p", 90, str(work / "f.jpg"))

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import simplejpeg
 
-from agent.jobs.jpeg import encode_yuv420p
+from agent.jobs.jpeg import encode, read_yuv420p
 
 
 def yuv_frame(path: Path, width: int, height: int) -> None:
@@ -24,7 +24,7 @@ def yuv_frame(path: Path, width: int, height: int) -> None:
 def test_the_jpeg_has_the_frames_size_and_content(tmp_path: Path, width: int, height: int) -> None:
     raw = tmp_path / "frame.yuv"
     yuv_frame(raw, width, height)
-    data = encode_yuv420p(raw, width, height, quality=90)
+    data = encode(read_yuv420p(raw, width, height), quality=90).data
     jpeg = tmp_path / "frame.jpg"
     jpeg.write_bytes(data)
     probe = subprocess.run(
@@ -44,4 +44,4 @@ def test_a_short_frame_file_is_an_error_not_a_garbled_picture(tmp_path: Path) ->
     raw = tmp_path / "frame.yuv"
     raw.write_bytes(bytes(100))
     with pytest.raises(ValueError, match="yuv420p frame has"):
-        encode_yuv420p(raw, 64, 64, quality=90)
+        read_yuv420p(raw, 64, 64)

@@ -65,7 +65,7 @@ async def test_a_cancelled_picture_leaves_no_encoder_behind(
     captures = Captures(tmp_path / "captures")
     captures.ensure()
     backend = TestPatternCamera(16, 16, 5)
-    task = asyncio.create_task(take_picture(backend, Stream(), captures, 80, False))  # type: ignore[arg-type]
+    task = asyncio.create_task(take_picture(backend, Stream(), captures, 80, False, 1 << 18))  # type: ignore[arg-type]
     async with asyncio.timeout(5):  # until the encoder runs; /proc offers no event to await
         while not (sleepers := [p for p in children_of(os.getpid()) if comm(p) == "sleep"]):  # noqa: ASYNC110
             await asyncio.sleep(0.01)

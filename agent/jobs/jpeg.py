@@ -54,11 +54,6 @@ def encode(planes: Planes, quality: int) -> Jpeg:
     return Jpeg(data, y.shape[1], y.shape[0])
 
 
-def encode_yuv420p(path: str | Path, width: int, height: int, quality: int) -> bytes:
-    """The frame file ``path`` (yuv420p, width x height) as JPEG bytes (blocking: a thread)."""
-    return encode(read_yuv420p(path, width, height), quality).data
-
-
 def _halve(planes: Planes) -> Planes:
     y, u, v = planes
     # Luma cropped to a multiple of 4, so that the halved luma is even and the chroma exactly

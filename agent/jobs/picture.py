@@ -22,16 +22,12 @@ from agent.stream.supervisor import StreamSupervisor
 PictureShown = Callable[[Jpeg | None, dict[str, Any]], Awaitable[None]]
 
 
-async def _nowhere(preview: Jpeg | None, result: dict[str, Any]) -> None:
-    return None
-
-
 def picture_runner(
     backend: CameraBackend,
     stream: StreamSupervisor,
     captures: Captures,
-    preview_limit: int = 256 * 1024,
-    shown: PictureShown = _nowhere,
+    preview_limit: int,
+    shown: PictureShown,
 ) -> Any:
     """Picture jobs; each finished picture is handed to ``shown`` with its preview (the JPEG
     itself, or a downscaled one within ``preview_limit`` bytes) for BASE/picture."""
@@ -55,7 +51,7 @@ async def take_picture(
     captures: Captures,
     quality: int,
     sidecar: bool,
-    preview_limit: int = 256 * 1024,
+    preview_limit: int,
 ) -> tuple[dict[str, Any], Jpeg | None]:
     """The picture's result, and its preview (None when none fits ``preview_limit``)."""
     try:

@@ -127,7 +127,7 @@ class BrokerLink:
                         await on_connected()
                         async for message in client.messages:
                             await self._dispatch(message, on_message)
-                            if not client._client.is_connected():
+                            if not self._paho.is_connected():
                                 # aiomqtt reports a lost connection only once its queue is
                                 # empty; under a flood of commands that can take long. What is
                                 # left unacknowledged comes again on the next connection.
