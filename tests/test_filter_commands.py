@@ -14,23 +14,30 @@ from agent.stream.filter_commands import FilterCommandChannel, FilterCommandErro
 
 
 @pytest.fixture
-def silent_filter(tmp_path: Path) -> Iterator[str]:
-    """An endpoint that takes commands and never answers (an ffmpeg busy or dying)."""
+def silent_peer(tmp_path: Path) -> Iterator[zmq.Socket[bytes]]:
+    """A socket that takes commands and never answers (an ffmpeg busy or dying)."""
     endpoint = f"ipc://{tmp_path / 'filter.sock'}"
     context: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
     peer = context.socket(zmq.REP)
     peer.setsockopt(zmq.LINGER, 0)
     peer.bind(endpoint)
-    yield endpoint
+    yield peer
     peer.close(linger=0)
 
 
+@pytest.fixture
+def silent_filter(silent_peer: zmq.Socket[bytes]) -> str:
+    endpoint: str = silent_peer.getsockopt_string(zmq.LAST_ENDPOINT)
+    return endpoint
+
+
 async def test_closing_the_channel_under_a_waiting_command_ends_it_with_an_error(
-    silent_filter: str,
+    silent_peer: zmq.Socket[bytes], silent_filter: str
 ) -> None:
     channel = FilterCommandChannel(silent_filter)
     waiting = asyncio.create_task(channel.send("drawbox@cam x 10"))
-    await asyncio.sleep(0.1)  # the command is sent, its reply awaited
+    # Once the peer has it, the channel waits for the reply.
+    assert await asyncio.to_thread(silent_peer.recv) == b"drawbox@cam x 10"
     channel.close()  # the pipeline stops meanwhile
     with pytest.raises(FilterCommandError, match="no answer"):
         await asyncio.wait_for(waiting, 3)  # it used to wait for ever
