@@ -122,7 +122,7 @@ class AgentApp:
         self.controls = CameraControls(
             backend, ControlStore(state_dir / "controls.json"), self.stream, changes.set
         )
-        self.captures = Captures(config.storage.captures_dir)
+        self.captures = Captures(config.storage.captures_dir, config.storage.public_url)
         password = config.stream.password.get_secret_value()
         self.recorder = Recorder(
             self.stream,

@@ -6,11 +6,12 @@ Every key can also be set as `CAMERA_AGENT_<SECTION>__<KEY>` (for example
 
 from __future__ import annotations
 
+import socket
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from agent.errors import ConfigError
@@ -104,6 +105,18 @@ class StorageSettings(Section):
         Path("/var/lib/camera-agent/captures"), description="pictures and recordings"
     )
     state_dir: Path = Field(Path("/var/lib/camera-agent/state"), description="persistent state")
+    public_url: str = Field(
+        "",
+        pattern=r"^(https?://[^\s?#]+/)?$",
+        description="where nginx serves the captures directory, ending in `/`: the `url` of"
+        " results, picture info and listings; empty: https://<host name>:8443/captures/",
+    )
+
+    @field_validator("public_url")
+    @classmethod
+    def _default_public_url(cls, value: str) -> str:
+        # The host's own name, which `camera-pki init` puts in the server certificate.
+        return value or f"https://{socket.gethostname().lower()}:8443/captures/"
 
 
 class JobSettings(Section):

@@ -161,6 +161,7 @@ class AgentStatus:
             "ts": utc_now(),
             "camera": self._camera_id,
             "file": result["path"],
+            "url": result.get("url"),
             "time": result.get("frame_time"),
             "size": result["size"],
             "sha256": result["sha256"],

@@ -3,9 +3,9 @@
 Layout of a PKI directory (external tools and the pod's mounts rely on it)::
 
     DIR/ca_chain.pem             intermediate + root: what the broker and clients trust
-    DIR/crl.pem                  revocation list, issued by the intermediate
+    DIR/crl.pem                  revocation lists of the intermediate and of the root
     DIR/identities.json          every issued certificate with its role (renders the ACL)
-    DIR/ca/root.pem, root.key    Root CA (path length 1); its key only signs the intermediate
+    DIR/ca/root.pem, root.key    Root CA (path length 1); signs only the intermediate and its CRL
     DIR/ca/intermediate.pem, .key Intermediate CA (path length 0); signs everything else
     DIR/server/cert.pem, key.pem the broker's certificate (leaf + intermediate), serverAuth only
     DIR/server/acl               the Mosquitto ACL rendered from identities.json
@@ -19,7 +19,9 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import json
+import re
 import secrets
+import socket
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -33,6 +35,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 from agent.atomicfile import write_atomic
 from pki.acl import render_acl
 from pki.certs import (
+    ALL_CAMERAS,
     Issuer,
     PrivateKey,
     ca_key_usage,
@@ -62,6 +65,7 @@ __all__ = ["CertificateAuthority", "Identity", "KeyType", "PkiError", "Role"]
 
 # Names the broker is reached by: loopback for the native run, the service names for the pod and
 # for the Podman-network variant (see podman-compose.yml).
+# The machine's own name is added at init, for URLs such as storage.public_url's default.
 DEFAULT_SERVER_DNS = ("localhost", "broker", "mosquitto", "camera-broker")
 DEFAULT_SERVER_IPS = ("127.0.0.1", "::1")
 
@@ -110,12 +114,17 @@ class CertificateAuthority:
         write_atomic(self.paths.acl, render_acl(registry.identities).encode())
 
     def _intermediate(self) -> Issuer:
-        cert = x509.load_pem_x509_certificate(self.paths.intermediate_cert.read_bytes())
-        key = serialization.load_pem_private_key(
-            self.paths.intermediate_key.read_bytes(), password=None
-        )
+        return self._load_issuer(self.paths.intermediate_cert, self.paths.intermediate_key)
+
+    def _root(self) -> Issuer:
+        return self._load_issuer(self.paths.root_cert, self.paths.root_key)
+
+    @staticmethod
+    def _load_issuer(cert_path: Path, key_path: Path) -> Issuer:
+        cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
+        key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
         if not isinstance(key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey):
-            raise PkiError("the intermediate CA key is neither ECDSA nor RSA")
+            raise PkiError(f"the CA key {key_path} is neither ECDSA nor RSA")
         return Issuer(cert, key)
 
     # -- init --------------------------------------------------------------------------------
@@ -173,11 +182,12 @@ class CertificateAuthority:
         write_atomic(p.intermediate_cert, cert_pem(inter_cert))
         write_atomic(p.ca_chain, cert_pem(inter_cert, root_cert))
         issuer = Issuer(inter_cert, inter_key)
+        root = Issuer(root_cert, root_key)
 
-        dns = list(dict.fromkeys((*DEFAULT_SERVER_DNS, *server_dns)))
+        dns = list(dict.fromkeys((*DEFAULT_SERVER_DNS, *_host_names(), *server_dns)))
         self._issue_server(issuer, key_type, dns, ips)
         registry = Registry(key_type=key_type)
-        self._write_crl(issuer, registry)
+        self._write_crl(registry, issuer, root)
         self._issue_client(issuer, registry, "agent", Role.AGENT, None, base_topic, LEAF_DAYS)
         # Without a camera the operator is fleet-wide: the ACL grants it every recorded camera.
         self._issue_client(issuer, registry, "operator", Role.OPERATOR, None, None, LEAF_DAYS)
@@ -214,10 +224,11 @@ class CertificateAuthority:
         key: PrivateKey,
         not_before: dt.datetime,
         days: int,
+        scope: str | None = None,
     ) -> x509.CertificateBuilder:
         return (
             cert_builder(
-                x509_name(common_name, unit),
+                x509_name(common_name, unit, scope),
                 issuer.cert.subject,
                 key.public_key(),
                 not_before,
@@ -281,7 +292,7 @@ class CertificateAuthority:
         key = new_key(registry.key_type)
         start = not_before or utc_now()
         cert = sign(
-            self._leaf_builder(issuer, name, str(role), key, start, days)
+            self._leaf_builder(issuer, name, str(role), key, start, days, base_topic or ALL_CAMERAS)
             .add_extension(leaf_key_usage(registry.key_type), critical=True)
             # clientAuth only: a stolen client key cannot impersonate the broker.
             .add_extension(
@@ -335,45 +346,60 @@ class CertificateAuthority:
                 raise PkiError(f"{name!r} was revoked already, at {revoked[-1].revoked_at}")
             raise PkiError(f"no certificate named {name!r} in {self.paths.root}")
         identity.revoked_at = utc_now().isoformat()
-        self._write_crl(self._intermediate(), registry)
+        self._write_crl(registry, self._intermediate(), self._root())
         self._save_registry(registry)
         return identity
 
     def refresh_crl(self) -> None:
         """Re-sign the CRL with a fresh next-update date (run well within CRL_DAYS)."""
-        self._write_crl(self._intermediate(), self.load_registry())
+        self._write_crl(self.load_registry(), self._intermediate(), self._root())
 
     def crl_next_update(self) -> dt.datetime | None:
         crl = x509.load_pem_x509_crl(self.paths.crl.read_bytes())
         return crl.next_update_utc
 
-    def _write_crl(self, issuer: Issuer, registry: Registry) -> None:
-        now = utc_now()
-        builder = (
-            x509.CertificateRevocationListBuilder()
-            .issuer_name(issuer.cert.subject)
-            .last_update(now)
-            .next_update(now + dt.timedelta(CRL_DAYS))
-            .add_extension(
-                x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer.key.public_key()),
-                critical=False,
-            )
-            .add_extension(x509.CRLNumber(secrets.randbits(63)), critical=False)
+    def _write_crl(self, registry: Registry, intermediate: Issuer, root: Issuer) -> None:
+        """crl.pem: the intermediate's CRL (the client certificates it revoked), then the root's
+        (empty: no intermediate has been revoked). Mosquitto checks the client's issuer only;
+        nginx checks every CA of the chain and refuses every client without a CRL for each."""
+        revoked = [
+            (identity.serial, dt.datetime.fromisoformat(identity.revoked_at))
+            for identity in registry.identities
+            if identity.revoked_at is not None
+        ]
+        write_atomic(self.paths.crl, _crl(intermediate, revoked) + _crl(root, []))
+
+
+def _crl(issuer: Issuer, revoked: Iterable[tuple[int, dt.datetime]]) -> bytes:
+    now = utc_now()
+    builder = (
+        x509.CertificateRevocationListBuilder()
+        .issuer_name(issuer.cert.subject)
+        .last_update(now)
+        .next_update(now + dt.timedelta(CRL_DAYS))
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer.key.public_key()),
+            critical=False,
         )
-        for identity in registry.identities:
-            if identity.revoked_at is None:
-                continue
-            builder = builder.add_revoked_certificate(
-                x509.RevokedCertificateBuilder()
-                .serial_number(identity.serial)
-                .revocation_date(dt.datetime.fromisoformat(identity.revoked_at))
-                .build()
-            )
-        crl = builder.sign(issuer.key, hashes.SHA256())
-        write_atomic(self.paths.crl, crl.public_bytes(serialization.Encoding.PEM))
+        .add_extension(x509.CRLNumber(secrets.randbits(63)), critical=False)
+    )
+    for serial, at in revoked:
+        builder = builder.add_revoked_certificate(
+            x509.RevokedCertificateBuilder().serial_number(serial).revocation_date(at).build()
+        )
+    return builder.sign(issuer.key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
 
 
 # Topic levels the agent's contract uses under a base; a camera named like one would collide.
+
+
+def _host_names() -> list[str]:
+    """This machine's host name, when it is a valid DNS name."""
+    name = socket.gethostname().lower()
+    valid = re.fullmatch(
+        r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*", name
+    )
+    return [name] if valid else []
 
 
 def _parse_ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:

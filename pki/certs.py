@@ -40,14 +40,26 @@ def cert_pem(*certs: x509.Certificate) -> bytes:
     return b"".join(c.public_bytes(serialization.Encoding.PEM) for c in certs)
 
 
-def x509_name(common_name: str, unit: str) -> x509.Name:
-    return x509.Name(
-        [
-            x509.NameAttribute(NameOID.ORGANIZATION_NAME, ORGANIZATION),
-            x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, unit),
-            x509.NameAttribute(NameOID.COMMON_NAME, common_name),
-        ]
-    )
+# A client certificate names the cameras it may reach, as a second OU, so that a server which
+# sees only the certificate (nginx serving the captures) can tell. Fleet-wide certificates say
+# so explicitly: a certificate without this OU (issued before it existed) is refused there.
+SCOPE_PREFIX = "scope:"
+ALL_CAMERAS = "*"
+
+
+def x509_name(common_name: str, unit: str, scope: str | None = None) -> x509.Name:
+    """O=camera-agent, OU=<role>, [OU=scope:<topic base or *>], CN=<name>; RFC 2253 prints it
+    in reverse: `CN=alice,OU=scope:camera/cam1,OU=viewer,O=camera-agent`."""
+    attributes = [
+        x509.NameAttribute(NameOID.ORGANIZATION_NAME, ORGANIZATION),
+        x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, unit),
+    ]
+    if scope is not None:
+        attributes.append(
+            x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, SCOPE_PREFIX + scope)
+        )
+    attributes.append(x509.NameAttribute(NameOID.COMMON_NAME, common_name))
+    return x509.Name(attributes)
 
 
 def cert_builder(

@@ -27,7 +27,10 @@ REPO = Path(__file__).resolve().parent.parent
 BROKER_CONF = REPO / "broker" / "mosquitto.conf"
 MEDIAMTX_CONF = REPO / "mediamtx" / "mediamtx.yml"
 MEDIAMTX_CONTAINERFILE = REPO / "mediamtx" / "Containerfile"
+WEB_CONF = REPO / "web" / "nginx.conf"
 CONTAINER_PKI = "/mosquitto/certs"
+WEB_CONTAINER_PKI = "/etc/nginx/certs"
+WEB_CONTAINER_CAPTURES = "/srv/captures/"
 
 
 def free_port() -> int:
@@ -131,13 +134,86 @@ class Broker:
         return ""
 
 
+def render_web_config(
+    pki_dir: Path, captures_dir: Path, work_dir: Path, port: int, host: str = "127.0.0.1"
+) -> str:
+    """The shipped nginx.conf with its listener moved to host:port, the PKI and captures paths
+    made local, its pid and temporary files in work_dir, and `user root` (started as root,
+    nginx's workers would run as nobody, who cannot enter the tests' private directories)."""
+    text = WEB_CONF.read_text()
+    text = text.replace("listen 8443 ssl;", f"listen {host}:{port} ssl;")
+    text = text.replace(WEB_CONTAINER_PKI, str(pki_dir))
+    text = text.replace(WEB_CONTAINER_CAPTURES, f"{captures_dir}/")
+    text = text.replace("/tmp/nginx", f"{work_dir}/nginx")
+    return "user root;\n" + text
+
+
+@dataclass
+class WebServer:
+    """A real nginx running the shipped web/nginx.conf: the captures over mutual TLS."""
+
+    pki_dir: Path
+    captures_dir: Path
+    work_dir: Path
+    port: int = field(default_factory=free_port)
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def config_path(self) -> Path:
+        return self.work_dir / "nginx.conf"
+
+    @property
+    def log_path(self) -> Path:
+        return self.work_dir / "nginx.log"
+
+    @property
+    def captures_url(self) -> str:
+        return f"https://localhost:{self.port}/captures/"
+
+    def start(self) -> None:
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        self.captures_dir.mkdir(parents=True, exist_ok=True)
+        self.config_path.write_text(
+            render_web_config(self.pki_dir, self.captures_dir, self.work_dir, self.port)
+        )
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                # -e: not even a first line to the compiled-in /var/log/nginx/error.log
+                ["nginx", "-e", "stderr", "-p", str(self.work_dir), "-c", str(self.config_path),
+                 "-g", "daemon off;"],
+                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            )  # fmt: skip
+        try:
+            wait_for_port("127.0.0.1", self.port)
+        except OSError:
+            self.stop()
+            raise RuntimeError(f"nginx did not start; log:\n{self.log_text()}") from None
+
+    def reload(self) -> None:
+        """SIGHUP: nginx re-reads its config, certificates and CRL (new workers take over)."""
+        if self.process is None:
+            raise RuntimeError("nginx is not running")
+        self.process.send_signal(signal.SIGHUP)
+
+    def stop(self) -> None:
+        if self.process is not None:
+            terminate_group(self.process)
+            self.process = None
+
+    def log_text(self) -> str:
+        with contextlib.suppress(FileNotFoundError):
+            return self.log_path.read_text(errors="replace")
+        return ""
+
+
 def agent_config_toml(
     pki_dir: Path,
     broker_port: int,
     state_root: Path,
     media: MediaServer | None = None,
+    web: WebServer | None = None,
 ) -> str:
-    """A camera-agent config for a local broker and MediaMTX (native run and tests)."""
+    """A camera-agent config for a local broker, MediaMTX and nginx (native run and tests)."""
     client_dir = pki_dir / "clients" / "agent"
     stream = (
         f"""
@@ -170,6 +246,7 @@ backend = "testsrc"
 captures_dir = "{state_root / "captures"}"
 state_dir = "{state_root / "state"}"
 """
+        + (f'public_url = "{web.captures_url}"\n' if web is not None else "")
     )
 
 
@@ -371,7 +448,8 @@ def terminate_group(process: subprocess.Popen[bytes], timeout: float = 10.0) -> 
 
 
 def main(argv: list[str]) -> int:
-    """`scripts/run`: PKI on first run, broker, then the agent in the foreground."""
+    """`scripts/run`: PKI on first run, broker, MediaMTX, nginx, then the agent in the
+    foreground."""
     import argparse  # noqa: PLC0415 - only the command line needs it
 
     from pki.authority import CertificateAuthority, Role  # noqa: PLC0415
@@ -379,6 +457,7 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="scripts/run")
     parser.add_argument("home", type=Path, help="work directory (PKI, broker data, captures)")
     parser.add_argument("--port", type=int, default=8883, help="broker port on 127.0.0.1")
+    parser.add_argument("--web-port", type=int, default=8443, help="nginx port on 127.0.0.1")
     args = parser.parse_args(argv)
     home: Path = args.home.resolve()
     pki_dir = home / "pki"
@@ -396,14 +475,17 @@ def main(argv: list[str]) -> int:
         rtsp_port=8554, rtp_port=8000, hls_port=8888, webrtc_port=8889,
         webrtc_udp_port=8189, api_port=9997, playback_port=9996,
     )  # fmt: skip
+    web = WebServer(pki_dir, home / "captures", home / "web", port=args.web_port)
     broker.start()
     try:
         media.start()
+        web.start()
     except BaseException:
+        media.stop()
         broker.stop()
         raise
     config = home / "agent.toml"
-    config.write_text(agent_config_toml(pki_dir, broker.port, home, media=media))
+    config.write_text(agent_config_toml(pki_dir, broker.port, home, media=media, web=web))
 
     def tls(identity: str) -> str:
         client = pki_dir / "clients" / identity
@@ -411,6 +493,8 @@ def main(argv: list[str]) -> int:
             f"-h 127.0.0.1 -p {broker.port} --cafile {pki_dir}/ca_chain.pem"
             f" --cert {client}/cert.pem --key {client}/key.pem"
         )
+
+    viewer = pki_dir / "clients" / "viewer"
 
     print(
         f"broker on 127.0.0.1:{broker.port} (log: {broker.log_path}),"
@@ -421,7 +505,9 @@ def main(argv: list[str]) -> int:
         f" user viewer, password {media.credentials.viewer}\n"
         f"events:  mosquitto_sub {tls('viewer')} -t 'camera/#' -v\n"
         f"command: mosquitto_pub {tls('operator')} -t camera/control/settings"
-        " -m 'brightness 0.3'\n",
+        " -m 'brightness 0.3'\n"
+        f"files:   curl --cacert {pki_dir}/ca_chain.pem --cert {viewer}/cert.pem"
+        f" --key {viewer}/key.pem {web.captures_url}  (nginx log: {web.log_path})\n",
         flush=True,
     )
     agent = subprocess.Popen(
@@ -437,6 +523,7 @@ def main(argv: list[str]) -> int:
     except KeyboardInterrupt:
         return terminate_group(agent)
     finally:
+        web.stop()
         media.stop()
         broker.stop()
 

@@ -21,6 +21,8 @@ def pki_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     ca.issue("cli", Role.OPERATOR)  # for the command-line clients, beside the `operator` probe
     ca.issue("cam-a", Role.AGENT, camera="a")
     ca.issue("cam-b", Role.AGENT, camera="b")
+    ca.issue("viewer-b", Role.VIEWER, camera="b")  # a viewer of another camera only
+    ca.issue("viewer-here", Role.VIEWER, base_topic="camera")  # of this camera only
     return directory
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
-from devstack import Broker, MediaServer, agent_config_toml, terminate_group
+from devstack import Broker, MediaServer, WebServer, agent_config_toml, terminate_group
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
@@ -210,8 +210,10 @@ class AgentProcess:
         media: MediaServer | None = None,
         env: dict[str, str] | None = None,
         wrapper: list[str] | None = None,
+        web: WebServer | None = None,
     ) -> None:
-        """``wrapper``: a command the agent runs under (strace, for the benchmark)."""
+        """``wrapper``: a command the agent runs under (strace, for the benchmark); ``web``:
+        the nginx serving its captures (its `storage.public_url`)."""
         self.wrapper = wrapper or []
         self.broker = broker
         self.work_dir = work_dir
@@ -219,7 +221,7 @@ class AgentProcess:
         self.log_path = work_dir / "agent.log"
         work_dir.mkdir(parents=True, exist_ok=True)
         self.config_path.write_text(
-            agent_config_toml(broker.pki_dir, broker.port, work_dir, media=media)
+            agent_config_toml(broker.pki_dir, broker.port, work_dir, media=media, web=web)
         )
         self.process: subprocess.Popen[bytes] | None = None
         self.env = {**os.environ, **(env or {})}

@@ -19,6 +19,7 @@ import time
 from collections.abc import AsyncIterator
 from pathlib import Path, PurePosixPath
 from typing import Any
+from urllib.parse import quote
 
 from agent.errors import CommandError, ErrorCode
 
@@ -31,8 +32,13 @@ def io_error(err: OSError, what: str) -> CommandError:
 
 
 class Captures:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, public_url: str = "") -> None:
         self.root = root
+        self._public_url = public_url
+
+    def url(self, name: str) -> str | None:
+        """Where nginx serves the capture ``name`` (storage.public_url), or None without one."""
+        return self._public_url + quote(name) if self._public_url else None
 
     def ensure(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
@@ -103,7 +109,13 @@ class Captures:
             found.append((info.st_mtime_ns, entry.name, info.st_size))
         found.sort(reverse=True)
         return [
-            {"name": name, "kind": _kind(name), "size": size, "time": mtime_ns / 1e9}
+            {
+                "name": name,
+                "kind": _kind(name),
+                "size": size,
+                "time": mtime_ns / 1e9,
+                "url": self.url(name),
+            }
             for mtime_ns, name, size in found
         ]
 
@@ -190,8 +202,10 @@ def describe_file(
     ``media`` spares the ffprobe run when the caller knows the facts already (pictures).
     """
     media = probe_media(path) if media is None else media
+    relative = captures.relative(path)
     return {
-        "path": captures.relative(path),
+        "path": relative,
+        "url": captures.url(relative),
         "size": path.stat().st_size,
         "sha256": sha256_file(path),
         "duration_s": media.get("duration_s"),

@@ -203,12 +203,13 @@ class JobManager:
             self._finish(job, JobState.CANCELLED, "job.cancelled", f"{job.kind} {job.id} cancelled")
 
     def files_in_use(self) -> set[str]:
-        """Captures that running jobs read or write (a trim's source), by name."""
-        return {
-            str(job.params["file"])
-            for job in self._jobs.values()
-            if not job.state.finished and isinstance(job.params.get("file"), str)
+        """Captures that running jobs read (a trim's source) or will write (a recording's
+        file), by name."""
+        running = [job for job in self._jobs.values() if not job.state.finished]
+        reads = {
+            str(job.params["file"]) for job in running if isinstance(job.params.get("file"), str)
         }
+        return reads.union(*(job.writes for job in running))
 
     def snapshot(self) -> list[dict[str, Any]]:
         """For `BASE/state`: every running job and the last STATE_FINISHED finished ones."""

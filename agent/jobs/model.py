@@ -37,6 +37,8 @@ class Job:
     started: float | None = None
     finished: float | None = None
     progress: dict[str, Any] = field(default_factory=dict)
+    # Captures the job will write, by name, before they exist: `delete` of one is `busy`.
+    writes: set[str] = field(default_factory=set)
     result: dict[str, Any] | None = None
     error: dict[str, str] | None = None
 

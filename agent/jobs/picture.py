@@ -72,6 +72,7 @@ async def take_picture(
         body = {"picture": result["path"], "frame_time": frame.made_at, "controls": values}
         await asyncio.to_thread(write_atomic, side, (json.dumps(body, indent=1) + "\n").encode())
         result["sidecar"] = captures.relative(side)
+        result["sidecar_url"] = captures.url(result["sidecar"])
     return result, small
 
 

@@ -138,14 +138,18 @@ class Recorder:
         began = time.time()
         entry = JournalEntry(job.id, job.request_id, job.params, began - preroll, began, began)
         limit = duration if duration is not None else self._max_record_s
+        # Named after its start from the beginning, so a client can tell it apart and a
+        # `delete` of it while it records is refused.
+        first = self._captures.new_name("record", ".mp4", at=entry.start)
+        job.writes.add(first.name)
         try:
             await self._write_journal(entry)
             self._running += 1
             try:
-                await self._wait_for_the_end(context, entry, began, limit, duration)
+                await self._wait_for_the_end(context, entry, began, limit, duration, first.name)
             finally:
                 self._running -= 1
-            return await self._cut(entry.start, time.time(), preroll)
+            return await self._cut(entry.start, time.time(), preroll, first)
         finally:
             # Whatever happened: a journal left behind would make the next start "recover" a
             # recording that already ended (or failed).
@@ -165,6 +169,7 @@ class Recorder:
         began: float,
         limit: float,
         duration: float | None,
+        file: str,
     ) -> None:
         while not context.stop_requested.is_set():
             elapsed = time.time() - began
@@ -176,15 +181,21 @@ class Recorder:
                 )
             entry.heartbeat = time.time()
             await self._write_journal(entry)
-            context.progress(elapsed_s=round(entry.heartbeat - began, 1), duration_s=duration)
+            context.progress(
+                elapsed_s=round(entry.heartbeat - began, 1), duration_s=duration, file=file
+            )
 
-    async def _cut(self, start: float, end: float, preroll: float) -> dict[str, Any]:
+    async def _cut(
+        self, start: float, end: float, preroll: float, first: Path | None = None
+    ) -> dict[str, Any]:
         """Fetch what the recorder has of [start, end] into the captures directory: one file
-        per run of compatible parts (atomically), and what is missing, with its cause."""
+        per run of compatible parts (atomically), and what is missing, with its cause. The
+        first file is ``first`` (default: named after ``start``)."""
         parts = await self._recorded_parts(start, end)
         if not parts:
             raise CommandError(ErrorCode.STREAM_ERROR, "MediaMTX recorded nothing for this time")
-        first = self._captures.new_name("record", ".mp4", at=start)
+        if first is None or await asyncio.to_thread(first.exists):  # never replace a capture
+            first = self._captures.new_name("record", ".mp4", at=start)
         # Each part beside the first file's temporary name, where start-up sweeps leftovers.
         partial = self._captures.partial_for(first)
         pieces = [

@@ -1,0 +1,237 @@
+"""The captures over HTTPS: a real nginx running the shipped web/nginx.conf with our PKI, fetched
+with curl and client certificates like a user would, beside the real agent, broker and MediaMTX."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from devstack import Broker, MediaServer, WebServer
+
+from pki.authority import CertificateAuthority, Role
+from tests.conftest import start_agent
+from tests.support import AgentProcess, Probe, wait_until
+from tests.test_jobs import ask, run_job
+
+
+@dataclass(frozen=True)
+class Fetched:
+    status: int  # 0: no HTTP answer at all (the TLS handshake was refused)
+    headers: dict[str, str]
+    body: bytes
+    error: str
+
+
+def curl(url: str, pki_dir: Path, identity: str | None, *extra: str) -> Fetched:
+    """GET ``url`` with curl, as ``identity`` (a client of pki_dir; None: no certificate)."""
+    client = ["--cert", f"{pki_dir}/clients/{identity}/cert.pem",
+              "--key", f"{pki_dir}/clients/{identity}/key.pem"] if identity else []  # fmt: skip
+    with tempfile.TemporaryDirectory() as work:
+        headers, body = Path(work) / "headers", Path(work) / "body"
+        done = subprocess.run(
+            ["curl", "-sS", "--path-as-is", "--max-time", "10", "--cacert",
+             f"{pki_dir}/ca_chain.pem", *client, "-D", str(headers), "-o", str(body),
+             "-w", "%{http_code}", *extra, url],
+            capture_output=True, text=True, timeout=20, check=False,
+        )  # fmt: skip
+        lines = headers.read_text().splitlines() if headers.exists() else []
+        return Fetched(
+            status=int(done.stdout or 0),
+            headers={
+                k.strip().lower(): v.strip()
+                for k, _, v in (line.partition(":") for line in lines[1:] if ":" in line)
+            },
+            body=body.read_bytes() if body.exists() else b"",
+            error=done.stderr,
+        )
+
+
+@pytest.fixture
+def web(pki_dir: Path, tmp_path: Path) -> Iterator[WebServer]:
+    """nginx serving the captures of the agent that the fixtures below start in tmp/agent."""
+    server = WebServer(pki_dir, tmp_path / "agent" / "captures", tmp_path / "web")
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def served_agent(
+    broker: Broker, media: MediaServer, web: WebServer, operator: Probe, tmp_path: Path
+) -> Iterator[AgentProcess]:
+    """A streaming agent whose storage.public_url is the nginx above."""
+    agent = start_agent(AgentProcess(broker, tmp_path / "agent", media=media, web=web), operator)
+    operator.wait_event(event="stream.online", timeout=15)
+    yield agent
+    agent.stop()
+
+
+def test_a_viewer_fetches_a_picture_and_a_recording_from_their_urls(
+    served_agent: AgentProcess, web: WebServer, broker: Broker, operator: Probe, pki_dir: Path
+) -> None:
+    viewer = Probe(broker, "viewer")
+    try:
+        viewer.subscribe("camera/picture/info")
+        picture = run_job(operator, {"id": "pic", "action": "picture"})["data"]["result"]
+        info = viewer.wait_for(lambda m: m.topic == "camera/picture/info", what="info").json()
+    finally:
+        viewer.close()
+    record = run_job(operator, {"id": "rec", "action": "record", "duration": 2}, timeout=40)
+    clip = record["data"]["result"]
+    assert picture["url"] == f"{web.captures_url}{picture['path']}" == info["url"]
+    assert clip["url"] == f"{web.captures_url}{clip['path']}"
+
+    for result, content_type in ((picture, "image/jpeg"), (clip, "video/mp4")):
+        got = curl(result["url"], pki_dir, "viewer")
+        assert got.status == 200, got
+        assert hashlib.sha256(got.body).hexdigest() == result["sha256"]
+        assert got.headers["content-type"] == content_type
+        assert got.headers["etag"] and got.headers["last-modified"]
+        # A player seeking: the bytes asked for, and only those.
+        part = curl(result["url"], pki_dir, "viewer", "-H", "Range: bytes=100-1123")
+        assert part.status == 206
+        assert part.headers["content-range"] == f"bytes 100-1123/{result['size']}"
+        assert part.body == got.body[100:1124]
+        # A client that has the file already is told so.
+        again = curl(result["url"], pki_dir, "viewer", "-H", f"If-None-Match: {got.headers['etag']}")
+        assert again.status == 304 and again.body == b""
+
+    # The JSON listing names both, and `files` gives the same urls.
+    listing = curl(web.captures_url, pki_dir, "operator")
+    assert listing.status == 200 and listing.headers["content-type"] == "application/json"
+    listed = {entry["name"]: entry for entry in json.loads(listing.body)}
+    assert {picture["path"], clip["path"]} <= set(listed)
+    assert listed[picture["path"]]["size"] == picture["size"]
+    files = ask(operator, {"id": "ls", "action": "files"})["data"]["files"]
+    assert {f["name"]: f["url"] for f in files} == {
+        picture["path"]: picture["url"], clip["path"]: clip["url"]
+    }
+
+
+def test_only_viewers_and_operators_of_this_camera_are_served(
+    web: WebServer, pki_dir: Path, tmp_path: Path
+) -> None:
+    web.captures_dir.joinpath("picture-1.jpg").write_bytes(b"\xff\xd8 a picture \xff\xd9")
+    url = f"{web.captures_url}picture-1.jpg"
+    for allowed in ("viewer", "operator", "viewer-here"):
+        got = curl(url, pki_dir, allowed)
+        assert (got.status, got.body) == (200, b"\xff\xd8 a picture \xff\xd9"), (allowed, got)
+    # The agent role (this camera's and another's) and a viewer of another camera: 403.
+    for refused in ("agent", "cam-a", "viewer-b"):
+        got = curl(url, pki_dir, refused)
+        assert got.status == 403 and b"picture" not in got.body, (refused, got)
+    # No certificate: nginx answers 400 without serving anything.
+    anonymous = curl(url, pki_dir, None)
+    assert anonymous.status == 400 and b"picture" not in anonymous.body, anonymous
+    # A certificate of another CA with the same names: the handshake fails.
+    other = CertificateAuthority(tmp_path / "other-pki")
+    other.init()
+    other.issue("viewer", Role.VIEWER)
+    foreign = subprocess.run(
+        ["curl", "-sS", "--max-time", "10", "--cacert", f"{pki_dir}/ca_chain.pem",
+         "--cert", f"{other.paths.client_dir('viewer')}/cert.pem",
+         "--key", f"{other.paths.client_dir('viewer')}/key.pem", "-o", "/dev/null",
+         "-w", "%{http_code}", url],
+        capture_output=True, text=True, timeout=20, check=False,
+    )  # fmt: skip
+    assert foreign.stdout in ("000", "400"), foreign
+
+
+def test_a_revoked_certificate_is_refused_once_nginx_reloads(
+    pki_dir: Path, tmp_path: Path
+) -> None:
+    # A PKI of its own: revoking in the session's would change every later test's CRL.
+    pki = tmp_path / "pki"
+    shutil.copytree(pki_dir, pki)
+    ca = CertificateAuthority(pki)
+    ca.issue("lost-phone", Role.VIEWER)
+    server = WebServer(pki, tmp_path / "captures", tmp_path / "web")
+    server.start()
+    try:
+        (tmp_path / "captures" / "picture-1.jpg").write_bytes(b"jpeg")
+        url = f"{server.captures_url}picture-1.jpg"
+        assert curl(url, pki, "lost-phone").status == 200
+        ca.revoke("lost-phone")
+        server.reload()
+        wait_until(lambda: curl(url, pki, "lost-phone").status != 200, what="revocation")
+        refused = curl(url, pki, "lost-phone")
+        assert refused.status in (0, 400) and refused.body != b"jpeg", refused
+        assert curl(url, pki, "viewer").status == 200  # the others still get in
+    finally:
+        server.stop()
+
+
+def test_nothing_outside_the_captures_directory_or_unfinished_is_served(
+    web: WebServer, pki_dir: Path, tmp_path: Path
+) -> None:
+    secret = b"stream password: hunter2"
+    (tmp_path / "agent" / "agent.toml").write_bytes(secret)  # beside the captures directory
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.jpg").write_bytes(secret)
+    captures = web.captures_dir
+    (captures / "picture-1.jpg").write_bytes(b"jpeg")
+    (captures / "leak.jpg").symlink_to(tmp_path / "agent" / "agent.toml")
+    (captures / "linked").symlink_to(outside, target_is_directory=True)
+    (captures / ".record-1.mp4.partial").write_bytes(b"half a recording")
+    (captures / ".hidden").write_bytes(secret)
+    base = web.captures_url
+    root = base.removesuffix("captures/")
+    attempts = [
+        f"{base}../agent.toml",
+        f"{base}%2e%2e/agent.toml",
+        f"{base}..%2fagent.toml",
+        f"{base}%2e%2e%2fagent.toml",
+        f"{base}..%5cagent.toml",
+        f"{root}agent.toml",
+        f"{root}captures/../../outside/secret.jpg",
+        f"{base}leak.jpg",
+        f"{base}linked/secret.jpg",
+        f"{base}.hidden",
+        f"{base}.record-1.mp4.partial",
+    ]
+    for url in attempts:
+        got = curl(url, pki_dir, "operator")
+        assert got.status in (400, 403, 404), (url, got)
+        assert secret not in got.body and b"half" not in got.body, (url, got)
+    listing = json.loads(curl(base, pki_dir, "viewer").body)
+    # Symlinks are listed by autoindex but never served; hidden and partial files are not listed.
+    assert not {entry["name"] for entry in listing} & {".record-1.mp4.partial", ".hidden"}
+    # Read-only: nothing can be written or removed over HTTP.
+    for method in ("PUT", "DELETE", "POST"):
+        got = curl(f"{base}picture-1.jpg", pki_dir, "operator", "-X", method, "-d", "x")
+        assert got.status in (403, 405), (method, got)
+    assert (captures / "picture-1.jpg").read_bytes() == b"jpeg"
+
+
+def test_delete_over_mqtt_stops_nginx_serving_the_file_and_a_recording_is_busy(
+    served_agent: AgentProcess, operator: Probe, pki_dir: Path
+) -> None:
+    picture = run_job(operator, {"id": "pic", "action": "picture"})["data"]["result"]
+    assert curl(picture["url"], pki_dir, "viewer").status == 200
+    gone = ask(operator, {"id": "rm", "action": "delete", "file": picture["path"]})
+    assert gone["ok"] is True, gone
+    assert curl(picture["url"], pki_dir, "viewer").status == 404
+
+    # A recording names its file as it starts; deleting it meanwhile is refused.
+    operator.publish("camera/control/action", json.dumps({"id": "long", "action": "record"}))
+    progress: dict[str, Any] = operator.wait_event(event="job.progress", timeout=10)
+    name = progress["data"]["progress"]["file"]
+    busy = ask(operator, {"id": "rm2", "action": "delete", "file": name})
+    assert busy["error"]["code"] == "busy", busy
+    operator.publish("camera/control/action", json.dumps({"id": "halt", "action": "stop"}))
+    done = operator.wait_for(
+        lambda m: m.topic == "camera/status" and m.json().get("id") == "long"
+        and m.json()["event"] in ("job.succeeded", "job.failed"), timeout=30,
+    ).json()  # fmt: skip
+    assert done["event"] == "job.succeeded", done
+    assert done["data"]["result"]["path"] == name
+    assert curl(done["data"]["result"]["url"], pki_dir, "viewer").status == 200
