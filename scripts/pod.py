@@ -1,16 +1,16 @@
 """`scripts/pod-up` and `scripts/pod-down`: camera-agent as a Podman pod in one command.
 
 pod-up creates the PKI and the stream passwords if missing, gives each service a directory with
-only what it needs (the broker the CA chain, CRL, its certificate, key and ACL; the agent the CA
-chain, its own certificate and key and its config; MediaMTX its config with the password
-hashes), builds the images that are missing, starts the pod with podman-compose (default) or
-`podman kube play` (`--kube`), or the services on a private network instead of in a pod
-(`--network`), and waits until the agent reports healthy.
+only what it needs (the broker the CA chain, CRL, its certificate, key and ACL; nginx the same
+without the ACL; the agent the CA chain, its own certificate and key and its config; MediaMTX
+its config with the password hashes), builds the images that are missing, starts the pod with
+podman-compose (default) or `podman kube play` (`--kube`), or the services on a private network
+instead of in a pod (`--network`), and waits until the agent reports healthy.
 
 Keys are made readable by the uid the service runs as (through `podman unshare` when Podman is
 rootless). Host address and ports come from the environment: CAMERA_POD_BIND (default
 0.0.0.0), CAMERA_MQTT_PORT, CAMERA_RTSP_PORT, CAMERA_HLS_PORT, CAMERA_WEBRTC_PORT,
-CAMERA_WEBRTC_UDP_PORT.
+CAMERA_WEBRTC_UDP_PORT, CAMERA_WEB_PORT.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import argparse
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -33,6 +34,7 @@ from pki.authority import CertificateAuthority, Role
 
 BROKER_UID = 1883  # the official eclipse-mosquitto image's user
 AGENT_UID = 1000  # the agent image's `camera` user
+WEB_UID = 101  # the official nginx image's user
 COMPOSE_FILE = REPO / "podman-compose.yml"
 NETWORK_COMPOSE_FILE = REPO / "deploy/podman-compose.network.yml"
 KUBE_FILE = REPO / "deploy/kube.yaml"
@@ -48,6 +50,7 @@ IMAGES = {
     "localhost/camera-broker:latest": REPO / "broker",
     "localhost/camera-mediamtx:latest": REPO / "mediamtx",
     "localhost/camera-agent:latest": REPO,
+    "localhost/camera-web:latest": REPO / "web",
 }
 
 # In the pod the services share localhost; on a network they have names.
@@ -69,6 +72,7 @@ password = "{password}"
 [storage]
 captures_dir = "/var/lib/camera-agent/captures"
 state_dir = "/var/lib/camera-agent/state"
+public_url = "{public_url}"
 """
 
 
@@ -82,6 +86,7 @@ class HostPorts:
     hls: int = 8888
     webrtc: int = 8889
     webrtc_udp: int = 8189
+    web: int = 8443
 
     @classmethod
     def from_environment(cls, environ: dict[str, str]) -> HostPorts:
@@ -100,14 +105,27 @@ class HostPorts:
             hls=port("CAMERA_HLS_PORT", defaults.hls),
             webrtc=port("CAMERA_WEBRTC_PORT", defaults.webrtc),
             webrtc_udp=port("CAMERA_WEBRTC_UDP_PORT", defaults.webrtc_udp),
+            web=port("CAMERA_WEB_PORT", defaults.web),
         )
 
     def host_port(self, container_port: int) -> int:
         """The host port for one of the pod's container ports."""
         return {
             8883: self.mqtt, 8554: self.rtsp, 8888: self.hls, 8889: self.webrtc,
-            8189: self.webrtc_udp,
+            8189: self.webrtc_udp, 8443: self.web,
         }[container_port]  # fmt: skip
+
+    @property
+    def host(self) -> str:
+        """The name clients reach the published ports by: the bind address, or this machine's
+        name (which `camera-pki init` puts in the server certificate) when bound to all."""
+        if self.bind in {"0.0.0.0", "::", ""}:  # noqa: S104
+            return socket.gethostname().lower()
+        return f"[{self.bind}]" if ":" in self.bind else self.bind
+
+    @property
+    def captures_url(self) -> str:
+        return f"https://{self.host}:{self.web}/captures/"
 
 
 def _chown(path: Path, uid: int) -> None:
@@ -123,7 +141,7 @@ def _copy(source: Path, target: Path, mode: int = 0o644) -> None:
     target.chmod(mode)
 
 
-def prepare(pod_dir: Path) -> StreamCredentials:
+def prepare(pod_dir: Path, ports: HostPorts | None = None) -> StreamCredentials:
     """Each service's directory under pod_dir, from the PKI and passwords (made if missing)."""
     pki = pod_dir / "pki"
     ca = CertificateAuthority(pki)
@@ -138,6 +156,12 @@ def prepare(pod_dir: Path) -> StreamCredentials:
     _copy(pki / "server/key.pem", broker / "server/key.pem", 0o400)
     _chown(broker / "server/key.pem", BROKER_UID)
 
+    web = pod_dir / "web"
+    for name in ("ca_chain.pem", "crl.pem", "server/cert.pem"):
+        _copy(pki / name, web / name)
+    _copy(pki / "server/key.pem", web / "server/key.pem", 0o400)
+    _chown(web / "server/key.pem", WEB_UID)
+
     agent = pod_dir / "agent"
     _copy(pki / "ca_chain.pem", agent / "pki/ca_chain.pem")
     _copy(pki / "clients/agent/cert.pem", agent / "pki/clients/agent/cert.pem")
@@ -147,7 +171,13 @@ def prepare(pod_dir: Path) -> StreamCredentials:
         ("agent.toml", {"broker": "127.0.0.1", "mediamtx": "127.0.0.1"}),
         ("agent-network.toml", {"broker": "broker", "mediamtx": "mediamtx"}),
     ):
-        (agent / name).write_text(AGENT_TOML.format(password=credentials.agent, **hosts))
+        (agent / name).write_text(
+            AGENT_TOML.format(
+                password=credentials.agent,
+                public_url=(ports or HostPorts()).captures_url,
+                **hosts,
+            )
+        )
         (agent / name).chmod(0o400)
         _chown(agent / name, AGENT_UID)
 
@@ -242,7 +272,7 @@ def compose(network: bool) -> list[str]:
 
 def up(pod_dir: Path, kube: bool, network: bool, extra: list[str]) -> int:
     ports = HostPorts.from_environment(dict(os.environ))
-    credentials = prepare(pod_dir)
+    credentials = prepare(pod_dir, ports)
     build_missing_images()
     if kube:
         manifest = pod_dir / "kube.yaml"
@@ -259,9 +289,13 @@ def up(pod_dir: Path, kube: bool, network: bool, extra: list[str]) -> int:
     if why:
         print(f"pod-up: the agent is not healthy: {why}", file=sys.stderr)
         return 1
-    host = "HOST" if ports.bind in {"0.0.0.0", "::"} else ports.bind  # noqa: S104
-    viewer = f"rtsp://viewer:{credentials.viewer}@{host}:{ports.rtsp}/cam"
-    print(f"pod up; MQTT on port {ports.mqtt}; watch: ffplay -rtsp_transport tcp {viewer}")
+    viewer = f"rtsp://viewer:{credentials.viewer}@{ports.host}:{ports.rtsp}/cam"
+    client = pod_dir / "pki/clients/viewer"
+    print(
+        f"pod up; MQTT on port {ports.mqtt}; watch: ffplay -rtsp_transport tcp {viewer}\n"
+        f"files: curl --cacert {pod_dir}/pki/ca_chain.pem --cert {client}/cert.pem"
+        f" --key {client}/key.pem {ports.captures_url}"
+    )
     return 0
 
 

@@ -24,7 +24,7 @@ from pod import (
 from agent.config import load_config
 
 QUADLET = REPO / "deploy/quadlet/camera-agent.kube"
-PUBLISHED = {8883, 8554, 8888, 8889, 8189}
+PUBLISHED = {8883, 8554, 8888, 8889, 8189, 8443}
 
 
 def load(path: Path) -> dict[str, Any]:
@@ -43,7 +43,7 @@ def compose_container_ports(service: dict[str, Any]) -> set[int]:
 
 def test_render_kube_moves_every_host_path_and_port() -> None:
     ports = HostPorts(bind="127.0.0.1", mqtt=1883, rtsp=1554, hls=1888, webrtc=1889,
-                      webrtc_udp=1189)  # fmt: skip
+                      webrtc_udp=1189, web=1443)  # fmt: skip
     rendered = yaml.safe_load(render_kube(Path("/data/cam"), ports))
     host_paths = [v["hostPath"]["path"] for v in rendered["spec"]["volumes"] if "hostPath" in v]
     assert host_paths and all(path.startswith("/data/cam/") for path in host_paths), host_paths
@@ -54,7 +54,7 @@ def test_render_kube_moves_every_host_path_and_port() -> None:
     }
     assert published == {
         (8883, 1883, "127.0.0.1"), (8554, 1554, "127.0.0.1"), (8888, 1888, "127.0.0.1"),
-        (8889, 1889, "127.0.0.1"), (8189, 1189, "127.0.0.1"),
+        (8889, 1889, "127.0.0.1"), (8189, 1189, "127.0.0.1"), (8443, 1443, "127.0.0.1"),
     }  # fmt: skip
     # Nothing else changed: the containers, images and mounts are the shipped ones.
     shipped = load(KUBE_FILE)
@@ -80,7 +80,7 @@ def test_pod_variants_run_the_same_images_mounts_and_ports() -> None:
     kube = {c["name"]: c for c in load(KUBE_FILE)["spec"]["containers"]}
     pod = load(COMPOSE_FILE)["services"]
     network = load(NETWORK_COMPOSE_FILE)["services"]
-    assert set(kube) == set(pod) == set(network) == {"broker", "mediamtx", "agent"}
+    assert set(kube) == set(pod) == set(network) == {"broker", "mediamtx", "agent", "web"}
     for name, container in kube.items():
         assert pod[name]["image"] == network[name]["image"] == container["image"]
         in_container = {m["mountPath"] for m in container["volumeMounts"]}
@@ -92,7 +92,18 @@ def test_pod_variants_run_the_same_images_mounts_and_ports() -> None:
     network_ports = set().union(*(compose_container_ports(s) for s in network.values()))
     assert kube_ports == pod_ports == network_ports == PUBLISHED
     # In the pod the broker owns the namespace; on the network each publishes its own.
-    assert all(pod[name]["network_mode"] == "service:broker" for name in ("mediamtx", "agent"))
+    assert all(
+        pod[name]["network_mode"] == "service:broker" for name in ("mediamtx", "agent", "web")
+    )
+    # nginx reads the captures the agent writes, and only reads them.
+    for variant in (pod, network):
+        agent_captures = next(v for v in variant["agent"]["volumes"] if "captures" in v)
+        web_captures = next(v for v in variant["web"]["volumes"] if "captures" in v)
+        assert web_captures.split(":")[0] == agent_captures.split(":")[0]
+        assert web_captures.endswith(":ro")
+    assert {"name": "captures", "mountPath": "/srv/captures", "readOnly": True} in kube["web"][
+        "volumeMounts"
+    ]
     assert compose_container_ports(network["broker"]) == {8883}
 
 
@@ -105,6 +116,8 @@ def test_the_services_listen_where_the_ports_are_published() -> None:
         mediamtx["webrtcLocalUDPAddress"],
     }  # fmt: skip
     assert listening == {":8554", ":8888", ":8889", ":8189"}
+    nginx = (REPO / "web/nginx.conf").read_text()
+    assert re.findall(r"^\s*listen (\S+)", nginx, re.MULTILINE) == ["8443"]
 
 
 @pytest.mark.parametrize(
@@ -116,7 +129,8 @@ def test_the_agent_config_pod_up_writes_is_valid_and_uses_the_mounts(
     hosts: dict[str, str], variant_file: Path, tmp_path: Path
 ) -> None:
     config_file = tmp_path / "agent.toml"
-    config_file.write_text(AGENT_TOML.format(password="pw", **hosts))
+    public_url = HostPorts(bind="127.0.0.1", web=1443).captures_url
+    config_file.write_text(AGENT_TOML.format(password="pw", public_url=public_url, **hosts))
     settings = load_config(config_file)
     mounts = {mount_target(v) for v in load(variant_file)["services"]["agent"]["volumes"]}
     for path in (settings.mqtt.ca, settings.mqtt.cert, settings.mqtt.key):
@@ -125,11 +139,13 @@ def test_the_agent_config_pod_up_writes_is_valid_and_uses_the_mounts(
     assert str(settings.storage.state_dir) in mounts
     assert settings.mqtt.host == hosts["broker"]
     assert settings.stream.url.startswith(f"rtsp://{hosts['mediamtx']}:8554/")
+    assert settings.storage.public_url == "https://127.0.0.1:1443/captures/"
 
 
 def test_host_ports_from_the_environment_are_checked() -> None:
     ports = HostPorts.from_environment({"CAMERA_MQTT_PORT": "18883", "CAMERA_POD_BIND": "::1"})
     assert (ports.mqtt, ports.rtsp, ports.bind) == (18883, 8554, "::1")
+    assert ports.captures_url == "https://[::1]:8443/captures/"
     with pytest.raises(SystemExit, match="CAMERA_RTSP_PORT='70000' is not a port number"):
         HostPorts.from_environment({"CAMERA_RTSP_PORT": "70000"})
     with pytest.raises(SystemExit, match="CAMERA_MQTT_PORT='x' is not a port number"):

@@ -185,3 +185,50 @@ def test_reissuing_a_revoked_name_keeps_the_old_serial_revoked(fresh_pki: Path) 
     assert crl.get_revoked_certificate_by_serial_number(old) is not None
     assert crl.get_revoked_certificate_by_serial_number(new) is None
     assert "user tablet" in (fresh_pki / "server" / "acl").read_text()
+
+
+def test_client_subjects_name_role_and_scope_as_nginx_prints_them(fresh_pki: Path) -> None:
+    assert pki_main(["issue", str(fresh_pki), "door", "--role", "viewer", "--camera", "door"]) == 0
+    expected = {
+        "agent": "CN=agent,OU=scope:camera,OU=agent,O=camera-agent",
+        "operator": "CN=operator,OU=scope:*,OU=operator,O=camera-agent",
+        "door": "CN=door,OU=scope:camera/door,OU=viewer,O=camera-agent",
+    }
+    for name, subject in expected.items():
+        # openssl's RFC 2253 form is what nginx puts in $ssl_client_s_dn.
+        printed = subprocess.run(
+            ["openssl", "x509", "-noout", "-subject", "-nameopt", "RFC2253",
+             "-in", str(fresh_pki / "clients" / name / "cert.pem")],
+            capture_output=True, text=True, check=True,
+        ).stdout.strip()  # fmt: skip
+        assert printed == f"subject={subject}"
+
+
+def test_crl_file_holds_a_crl_for_each_ca_and_revocations_in_the_intermediates(
+    fresh_pki: Path,
+) -> None:
+    assert pki_main(["revoke", str(fresh_pki), "operator"]) == 0
+    text = (fresh_pki / "crl.pem").read_text()
+    blocks = text.split("-----END X509 CRL-----")[:-1]
+    crls = [x509.load_pem_x509_crl((b + "-----END X509 CRL-----\n").encode()) for b in blocks]
+    (root,) = certs(fresh_pki / "ca" / "root.pem")
+    (inter,) = certs(fresh_pki / "ca" / "intermediate.pem")
+    assert [crl.issuer for crl in crls] == [inter.subject, root.subject]
+    assert crls[0].is_signature_valid(inter.public_key())  # type: ignore[arg-type]
+    assert crls[1].is_signature_valid(root.public_key())  # type: ignore[arg-type]
+    operator = certs(fresh_pki / "clients" / "operator" / "cert.pem")[0]
+    assert crls[0].get_revoked_certificate_by_serial_number(operator.serial_number) is not None
+    assert len(list(crls[1])) == 0
+
+    # openssl checks the whole chain against them: the revoked leaf fails, the others pass.
+    def verify(name: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["openssl", "verify", "-crl_check_all", "-CRLfile", str(fresh_pki / "crl.pem"),
+             "-CAfile", str(fresh_pki / "ca" / "root.pem"),
+             "-untrusted", str(fresh_pki / "ca" / "intermediate.pem"),
+             str(fresh_pki / "clients" / name / "cert.pem")],
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+
+    assert verify("agent").returncode == 0, verify("agent").stderr
+    assert "revoked" in verify("operator").stdout + verify("operator").stderr

@@ -10,6 +10,7 @@ official image remade from our own build of the same version) passed as build ar
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import subprocess
@@ -23,6 +24,7 @@ from pod import PROJECT
 
 from tests.support import Probe, RtspReader
 from tests.test_jobs import assert_clean_timestamps, probe, run_job
+from tests.test_web import curl
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
@@ -83,7 +85,7 @@ def build_mediamtx_base(env: dict[str, str], work: Path) -> None:
 
 @pytest.fixture(scope="module")
 def images(podman_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> None:
-    """Our three images under the names podman-compose.yml and deploy/kube.yaml use."""
+    """Our four images under the names podman-compose.yml and deploy/kube.yaml use."""
     work = tmp_path_factory.mktemp("images")
     build_debian_base(podman_env, work)
     build_mediamtx_base(podman_env, work)
@@ -95,6 +97,7 @@ def images(podman_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory)
     podman(podman_env, "build", "--build-arg", f"MEDIAMTX_IMAGE={MEDIAMTX_BASE}",
            "-t", "localhost/camera-mediamtx:latest", str(REPO / "mediamtx"))  # fmt: skip
     podman(podman_env, *common, *pip_trust, "-t", "localhost/camera-agent:latest", str(REPO))
+    podman(podman_env, *common, "-t", "localhost/camera-web:latest", str(REPO / "web"))
 
 
 class Pod:
@@ -105,6 +108,7 @@ class Pod:
         self.kube = variant == "kube"
         self.mqtt_port = free_port()
         self.rtsp_port = free_port()
+        self.web_port = free_port()
         self.env = {
             **env,
             "CAMERA_POD_BIND": "127.0.0.1",
@@ -113,6 +117,7 @@ class Pod:
             "CAMERA_HLS_PORT": str(free_port()),
             "CAMERA_WEBRTC_PORT": str(free_port()),
             "CAMERA_WEBRTC_UDP_PORT": str(free_port()),
+            "CAMERA_WEB_PORT": str(self.web_port),
         }
         self.variant = [] if variant == "compose" else [f"--{variant}"]
 
@@ -170,7 +175,7 @@ def pod(
 
 def test_pod_takes_a_picture_and_a_recording_and_streams(pod: Pod) -> None:
     containers = pod.containers(running_only=True)
-    assert set(containers) == {"broker", "mediamtx", "agent"}, containers
+    assert set(containers) == {"broker", "mediamtx", "agent", "web"}, containers
 
     # From the host, as an operator: only the mapped MQTT port and the pod's own PKI.
     broker = Broker(pki_dir=pod.pod_dir / "pki", work_dir=pod.pod_dir, port=pod.mqtt_port)
@@ -194,6 +199,14 @@ def test_pod_takes_a_picture_and_a_recording_and_streams(pod: Pod) -> None:
     assert clip["streams"][0]["codec_name"] == "h264"
     assert abs(float(clip["format"]["duration"]) - 2.0) < 0.5, clip["format"]["duration"]
     assert_clean_timestamps(captures / record["data"]["result"]["path"])
+
+    # Both files over HTTPS on the mapped web port, with the viewer's certificate.
+    for result in (picture["data"]["result"], record["data"]["result"]):
+        assert result["url"] == f"https://127.0.0.1:{pod.web_port}/captures/{result['path']}"
+        fetched = curl(result["url"], pod.pod_dir / "pki", "viewer")
+        assert fetched.status == 200, fetched
+        assert hashlib.sha256(fetched.body).hexdigest() == result["sha256"]
+    assert curl(picture["data"]["result"]["url"], pod.pod_dir / "pki", "agent").status == 403
 
     # A player opens the stream on the mapped RTSP port with the viewer's password.
     viewer = StreamCredentials.load_or_create(pod.pod_dir / "stream-credentials.json").viewer

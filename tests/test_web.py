@@ -101,7 +101,9 @@ def test_a_viewer_fetches_a_picture_and_a_recording_from_their_urls(
         assert part.headers["content-range"] == f"bytes 100-1123/{result['size']}"
         assert part.body == got.body[100:1124]
         # A client that has the file already is told so.
-        again = curl(result["url"], pki_dir, "viewer", "-H", f"If-None-Match: {got.headers['etag']}")
+        again = curl(
+            result["url"], pki_dir, "viewer", "-H", f"If-None-Match: {got.headers['etag']}"
+        )
         assert again.status == 304 and again.body == b""
 
     # The JSON listing names both, and `files` gives the same urls.
@@ -112,7 +114,8 @@ def test_a_viewer_fetches_a_picture_and_a_recording_from_their_urls(
     assert listed[picture["path"]]["size"] == picture["size"]
     files = ask(operator, {"id": "ls", "action": "files"})["data"]["files"]
     assert {f["name"]: f["url"] for f in files} == {
-        picture["path"]: picture["url"], clip["path"]: clip["url"]
+        picture["path"]: picture["url"],
+        clip["path"]: clip["url"],
     }
 
 
@@ -145,9 +148,7 @@ def test_only_viewers_and_operators_of_this_camera_are_served(
     assert foreign.stdout in ("000", "400"), foreign
 
 
-def test_a_revoked_certificate_is_refused_once_nginx_reloads(
-    pki_dir: Path, tmp_path: Path
-) -> None:
+def test_a_revoked_certificate_is_refused_once_nginx_reloads(pki_dir: Path, tmp_path: Path) -> None:
     # A PKI of its own: revoking in the session's would change every later test's CRL.
     pki = tmp_path / "pki"
     shutil.copytree(pki_dir, pki)
