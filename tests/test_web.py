@@ -6,6 +6,8 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import socket
+import ssl
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -18,7 +20,7 @@ from devstack import Broker, MediaServer, WebServer
 
 from pki.authority import CertificateAuthority, Role
 from tests.conftest import start_agent
-from tests.support import AgentProcess, Probe, wait_until
+from tests.support import AgentProcess, Probe, tls_context, wait_until
 from tests.test_jobs import ask, run_job
 
 
@@ -146,6 +148,24 @@ def test_only_viewers_and_operators_of_this_camera_are_served(
         capture_output=True, text=True, timeout=20, check=False,
     )  # fmt: skip
     assert foreign.stdout in ("000", "400"), foreign
+
+
+def handshakes(web: WebServer, pki_dir: Path, max_version: ssl.TLSVersion) -> bool:
+    client = pki_dir / "clients" / "viewer"
+    context = tls_context(
+        pki_dir / "ca_chain.pem", client / "cert.pem", client / "key.pem", max_version
+    )
+    with socket.create_connection(("127.0.0.1", web.port), timeout=5) as raw:
+        try:
+            with context.wrap_socket(raw, server_hostname="localhost"):
+                return True
+        except ssl.SSLError:
+            return False
+
+
+def test_tls_1_1_is_refused(web: WebServer, pki_dir: Path) -> None:
+    assert not handshakes(web, pki_dir, ssl.TLSVersion.TLSv1_1)
+    assert handshakes(web, pki_dir, ssl.TLSVersion.TLSv1_2)
 
 
 def test_a_revoked_certificate_is_refused_once_nginx_reloads(pki_dir: Path, tmp_path: Path) -> None:
