@@ -458,6 +458,10 @@ def main(argv: list[str]) -> int:
     parser.add_argument("home", type=Path, help="work directory (PKI, broker data, captures)")
     parser.add_argument("--port", type=int, default=8883, help="broker port on 127.0.0.1")
     parser.add_argument("--web-port", type=int, default=8443, help="nginx port on 127.0.0.1")
+    parser.add_argument(
+        "--any-ports", action="store_true",
+        help="free ports instead of the usual ones, for every server (the tests use it)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     home: Path = args.home.resolve()
     pki_dir = home / "pki"
@@ -468,14 +472,19 @@ def main(argv: list[str]) -> int:
         # session.
         ca.issue("viewer", Role.VIEWER)
         print(f"generated a PKI in {pki_dir}")
-    broker = Broker(pki_dir, home / "broker", port=args.port)
-    media = MediaServer(
-        home / "mediamtx",
-        credentials=StreamCredentials.load_or_create(home / "stream-credentials.json"),
-        rtsp_port=8554, rtp_port=8000, hls_port=8888, webrtc_port=8889,
-        webrtc_udp_port=8189, api_port=9997, playback_port=9996,
-    )  # fmt: skip
-    web = WebServer(pki_dir, home / "captures", home / "web", port=args.web_port)
+    credentials = StreamCredentials.load_or_create(home / "stream-credentials.json")
+    if args.any_ports:
+        broker = Broker(pki_dir, home / "broker")
+        media = MediaServer(home / "mediamtx", credentials=credentials)
+        web = WebServer(pki_dir, home / "captures", home / "web")
+    else:
+        broker = Broker(pki_dir, home / "broker", port=args.port)
+        media = MediaServer(
+            home / "mediamtx", credentials=credentials,
+            rtsp_port=8554, rtp_port=8000, hls_port=8888, webrtc_port=8889,
+            webrtc_udp_port=8189, api_port=9997, playback_port=9996,
+        )  # fmt: skip
+        web = WebServer(pki_dir, home / "captures", home / "web", port=args.web_port)
     broker.start()
     try:
         media.start()
@@ -498,7 +507,7 @@ def main(argv: list[str]) -> int:
 
     print(
         f"broker on 127.0.0.1:{broker.port} (log: {broker.log_path}),"
-        f" MediaMTX (log: {media.log_path})\n"
+        f" MediaMTX (log: {media.log_path}), nginx on 127.0.0.1:{web.port} (log: {web.log_path})\n"
         f"watch:   ffplay -rtsp_transport tcp {media.viewer_url()}\n"
         f"browser: http://127.0.0.1:{media.hls_port}/{media.path}/ (HLS),"
         f" http://127.0.0.1:{media.webrtc_port}/{media.path}/ (WebRTC);"
@@ -507,7 +516,7 @@ def main(argv: list[str]) -> int:
         f"command: mosquitto_pub {tls('operator')} -t camera/control/settings"
         " -m 'brightness 0.3'\n"
         f"files:   curl --cacert {pki_dir}/ca_chain.pem --cert {viewer}/cert.pem"
-        f" --key {viewer}/key.pem {web.captures_url}  (nginx log: {web.log_path})\n",
+        f" --key {viewer}/key.pem {web.captures_url}\n",
         flush=True,
     )
     agent = subprocess.Popen(

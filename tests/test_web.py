@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import socket
 import ssl
@@ -256,3 +257,48 @@ def test_delete_over_mqtt_stops_nginx_serving_the_file_and_a_recording_is_busy(
     assert done["event"] == "job.succeeded", done
     assert done["data"]["result"]["path"] == name
     assert curl(done["data"]["result"]["url"], pki_dir, "viewer").status == 200
+
+
+def download(
+    url: str, pki_dir: Path, target: Path, *extra: str, rate: str = "4M"
+) -> subprocess.Popen[bytes]:
+    """A slow download, as over a phone's connection, running in the background."""
+    client = pki_dir / "clients" / "viewer"
+    return subprocess.Popen(
+        ["curl", "-sS", "--limit-rate", rate, "--max-time", "30", "--cacert",
+         f"{pki_dir}/ca_chain.pem", "--cert", f"{client}/cert.pem", "--key", f"{client}/key.pem",
+         "-o", str(target), *extra, url],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+
+
+def test_a_download_outlives_a_delete_and_resumes_after_nginx_restarts(
+    agent: AgentProcess, web: WebServer, operator: Probe, pki_dir: Path, tmp_path: Path
+) -> None:
+    # Larger than what the kernel's socket buffers hold, so that some of it is still unsent when
+    # nginx goes away.
+    first, second = os.urandom(4 << 20), os.urandom(48 << 20)
+    (web.captures_dir / "record-1.mp4").write_bytes(first)
+    (web.captures_dir / "record-2.mp4").write_bytes(second)
+
+    # Deleted half-way: the download still gets the whole file it started, then it is gone.
+    out = tmp_path / "one.mp4"
+    fetching = download(f"{web.captures_url}record-1.mp4", pki_dir, out, rate="1M")
+    wait_until(lambda: out.exists() and out.stat().st_size > 512 << 10, what="half a download")
+    assert ask(operator, {"id": "rm", "action": "delete", "file": "record-1.mp4"})["ok"] is True
+    assert fetching.wait(30) == 0
+    assert out.read_bytes() == first
+    assert curl(f"{web.captures_url}record-1.mp4", pki_dir, "viewer").status == 404
+
+    # nginx restarted half-way: curl says the transfer broke (never a silently short file),
+    # and a resumed download (a Range request) completes it.
+    out = tmp_path / "two.mp4"
+    fetching = download(f"{web.captures_url}record-2.mp4", pki_dir, out)
+    wait_until(lambda: out.exists() and out.stat().st_size > 512 << 10, what="half a download")
+    web.stop()
+    assert fetching.wait(30) != 0
+    assert 0 < out.stat().st_size < len(second)
+    web.start()
+    resumed = download(f"{web.captures_url}record-2.mp4", pki_dir, out, "-C", "-", rate="1G")
+    assert resumed.wait(30) == 0
+    assert out.read_bytes() == second

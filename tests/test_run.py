@@ -1,0 +1,61 @@
+"""`scripts/run`'s stack (scripts/devstack.py) as a user meets it: the lines it prints work."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shlex
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from devstack import REPO, Broker
+
+from tests.support import Probe, children_of, wait_until
+from tests.test_jobs import run_job
+
+
+def test_the_printed_curl_line_fetches_a_picture_and_stopping_leaves_nothing(
+    tmp_path: Path,
+) -> None:
+    home = tmp_path / "home"
+    stack = subprocess.Popen(
+        [sys.executable, str(REPO / "scripts" / "devstack.py"), str(home), "--any-ports"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+    )  # fmt: skip
+    assert stack.stdout is not None
+    printed: dict[str, str] = {}
+    servers: list[int] = []
+    try:
+        for line in stack.stdout:
+            label, _, rest = line.partition(":")
+            printed[label.strip()] = rest.strip()
+            if label == "files":
+                break
+        assert "files" in printed, f"scripts/run printed no curl line: {printed}"
+        broker_port = int(printed["broker on 127.0.0.1"].split(" ")[0])
+        operator = Probe(Broker(home / "pki", tmp_path / "probe", port=broker_port), "operator")
+        try:
+            operator.subscribe("camera/#")
+            operator.wait_event(event="stream.online", timeout=30)
+            servers = children_of(stack.pid)
+            picture = run_job(operator, {"id": "p", "action": "picture"})["data"]["result"]
+        finally:
+            operator.close()
+
+        curl = shlex.split(printed["files"])
+        assert curl[0] == "curl" and curl[-1] == picture["url"].removesuffix(picture["path"])
+        listing = subprocess.run([*curl, "-sS"], capture_output=True, timeout=20, check=True)
+        assert picture["path"] in {entry["name"] for entry in json.loads(listing.stdout)}
+        fetched = subprocess.run(
+            [*curl[:-1], "-sS", picture["url"]], capture_output=True, timeout=20, check=True
+        )
+        assert hashlib.sha256(fetched.stdout).hexdigest() == picture["sha256"]
+    finally:
+        os.killpg(stack.pid, signal.SIGTERM)
+        stack.wait(30)
+    # Ctrl-C/SIGTERM stops the agent, nginx, MediaMTX and the broker: nothing is left running.
+    assert len(servers) == 4, servers
+    wait_until(lambda: not any(Path(f"/proc/{pid}").exists() for pid in servers), what="exit")
