@@ -189,11 +189,26 @@ class WebServer:
             self.stop()
             raise RuntimeError(f"nginx did not start; log:\n{self.log_text()}") from None
 
-    def reload(self) -> None:
-        """SIGHUP: nginx re-reads its config, certificates and CRL (new workers take over)."""
+    def reload(self, timeout: float = 10.0) -> None:
+        """SIGHUP: nginx re-reads its config, certificates and CRL. Returns once every old
+        worker has gone: until then an old worker may still take a new connection."""
         if self.process is None:
             raise RuntimeError("nginx is not running")
+        before = self._workers()
         self.process.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + timeout
+        while not (self._workers() and not self._workers() & before):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"nginx did not reload; log:\n{self.log_text()}")
+            time.sleep(0.02)
+
+    def _workers(self) -> set[int]:
+        if self.process is None:
+            return set()
+        with contextlib.suppress(OSError):
+            path = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
+            return {int(pid) for pid in path.read_text().split()}
+        return set()
 
     def stop(self) -> None:
         if self.process is not None:

@@ -183,7 +183,6 @@ def test_a_revoked_certificate_is_refused_once_nginx_reloads(pki_dir: Path, tmp_
         assert curl(url, pki, "lost-phone").status == 200
         ca.revoke("lost-phone")
         server.reload()
-        wait_until(lambda: curl(url, pki, "lost-phone").status != 200, what="revocation")
         refused = curl(url, pki, "lost-phone")
         assert refused.status in (0, 400) and refused.body != b"jpeg", refused
         assert curl(url, pki, "viewer").status == 200  # the others still get in
