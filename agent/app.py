@@ -31,6 +31,7 @@ from agent.jobs.manager import JobKind, JobManager
 from agent.jobs.model import Job
 from agent.jobs.picture import picture_runner
 from agent.jobs.record import Recorder, RecordJournal
+from agent.jobs.retention import Retention, StorageLimits
 from agent.jobs.trim import Trimmer
 from agent.messaging import InboundMessage
 from agent.mqtt.client import BrokerLink
@@ -50,6 +51,10 @@ from agent.stream.supervisor import (
 from agent.stream.target import StreamTarget
 
 log = logging.getLogger(__name__)
+
+# Job kinds that write captures: refused up front when the disk is nearly full, and followed
+# by a retention pass when they end.
+WRITING_JOBS = frozenset({"picture", "record", "trim"})
 
 # How long a stop waits for running commands before answering them "the agent is stopping".
 COMMAND_GRACE_S = 3.0
@@ -122,7 +127,15 @@ class AgentApp:
         self.controls = CameraControls(
             backend, ControlStore(state_dir / "controls.json"), self.stream, changes.set
         )
-        self.captures = Captures(config.storage.captures_dir, config.storage.public_url)
+        storage = config.storage
+        self.retention = Retention(
+            storage.captures_dir,
+            StorageLimits(storage.max_bytes, storage.max_age_days, storage.min_free_bytes),
+            self._captures_in_use,
+            self._report_storage,
+            changes.set,
+        )
+        self.captures = Captures(storage.captures_dir, storage.public_url, self.retention)
         password = config.stream.password.get_secret_value()
         self.recorder = Recorder(
             self.stream,
@@ -167,10 +180,11 @@ class AgentApp:
             changes,
             stream_snapshot=self.stream.snapshot,
             jobs_snapshot=self.jobs.snapshot,
+            storage_snapshot=self.retention.snapshot,
             health=HealthSource(health_path(state_dir), self._health_report),
             warnings=list(warnings),
         )
-        job_actions = JobActions(self.jobs)
+        job_actions = JobActions(self.jobs, self.retention.ensure_room)
         file_actions = FileActions(self.captures, self.jobs)
         self.router = CommandRouter(
             config.camera.id,
@@ -217,6 +231,14 @@ class AgentApp:
         self._spawn(self.status.emit(name, ok, message, data, error=error))
         self.status.mark_changed()
 
+    def _captures_in_use(self) -> set[str]:
+        # Through the app: retention is made before the jobs whose files it must spare.
+        return self.jobs.files_in_use()
+
+    def _report_storage(self, name: str, ok: bool, message: str, data: dict[str, Any]) -> None:
+        error = None if ok else CommandError(ErrorCode.IO_ERROR, message.removeprefix("ERROR: "))
+        self._spawn(self.status.emit(name, ok, message, data, error=error))
+
     def _report_job(self, job: Job, name: str, ok: bool, message: str) -> None:
         error = None
         if job.error is not None:
@@ -226,6 +248,8 @@ class AgentApp:
                 name, ok, message, job.to_json(), command_id=job.request_id, job=job.id, error=error
             )
         )
+        if job.state.finished and job.kind in WRITING_JOBS:
+            self._spawn(self.retention.check())
 
     async def _on_message(self, message: InboundMessage) -> None:
         if message.topic == self.topics.state:
@@ -251,6 +275,8 @@ class AgentApp:
         for directory in (state_dir, state_dir / "jobs", state_dir / "running"):
             for leftover in sweep_temporaries(directory):
                 log.warning("removed %s, a write an earlier run did not finish", leftover)
+        # Before anything writes: old captures go first (max_age_days), and the index is built.
+        await self.retention.start()
         await self.backend.start()
         await self.controls.restore()
         try:
@@ -263,9 +289,11 @@ class AgentApp:
                 if self._config.stream.autostart:
                     self.stream.start()
                 recover_task = tasks.create_task(self._recover_jobs(), name="recover")
+                retention_task = tasks.create_task(self.retention.run(), name="retention")
                 await self._stop.wait()
                 log.info("stopping")
                 recover_task.cancel()  # still waiting for a broker that never came
+                retention_task.cancel()
                 await self.router.close(COMMAND_GRACE_S)
                 await self.jobs.shutdown()
                 if self._background:  # job ends and stream events on their way to the outbox

@@ -105,6 +105,18 @@ class StorageSettings(Section):
         Path("/var/lib/camera-agent/captures"), description="pictures and recordings"
     )
     state_dir: Path = Field(Path("/var/lib/camera-agent/state"), description="persistent state")
+    max_bytes: int = Field(
+        0, ge=0, description="cap on the captures directory, oldest removed first; 0: none"
+    )
+    max_age_days: float = Field(
+        0.0, ge=0, description="captures older than this are removed; 0: kept for ever"
+    )
+    min_free_bytes: int = Field(
+        512 * 1024 * 1024,
+        ge=0,
+        description="free space kept on the captures filesystem, oldest captures removed first;"
+        " below it jobs that write are refused",
+    )
     public_url: str = Field(
         "",
         pattern=r"^(https?://[^\s?#]+/)?$",

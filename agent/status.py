@@ -59,6 +59,7 @@ class AgentStatus:
         *,
         stream_snapshot: Callable[[], dict[str, Any]],
         jobs_snapshot: Callable[[], list[dict[str, Any]]],
+        storage_snapshot: Callable[[], dict[str, Any]] | None = None,
         health: HealthSource | None,
         warnings: list[str],
     ) -> None:
@@ -70,6 +71,7 @@ class AgentStatus:
         self._changed = changes
         self._stream_snapshot = stream_snapshot
         self._jobs_snapshot = jobs_snapshot
+        self._storage_snapshot = storage_snapshot
         self._health = health
         self.warnings = warnings
         self._started_at = utc_now()
@@ -79,6 +81,14 @@ class AgentStatus:
         self._health_at = 0.0
 
     def state(self) -> dict[str, Any]:
+        storage = self._storage_snapshot() if self._storage_snapshot is not None else None
+        warnings = list(self.warnings)
+        if storage is not None and storage["low"]:
+            warnings.append(
+                f"disk nearly full: {storage['free_bytes'] >> 20} MiB free on the captures"
+                f" filesystem (storage.min_free_bytes {storage['min_free_bytes'] >> 20} MiB);"
+                " jobs that write are refused"
+            )
         return {
             "ts": utc_now(),
             "camera": self._camera_id,
@@ -90,7 +100,8 @@ class AgentStatus:
             "controls": self._backend.values(),
             "stream": self._stream_snapshot(),
             "jobs": self._jobs_snapshot(),
-            "warnings": self.warnings,
+            "storage": storage,
+            "warnings": warnings,
         }
 
     def is_twin_state(self, payload: bytes) -> bool:

@@ -253,6 +253,8 @@ def running_stack(root: Path) -> Iterator[Stack]:
         "CAMERA_AGENT_STREAM__RESTART_MIN_S": "0.1",
         "CAMERA_AGENT_STREAM__RESTART_MAX_S": "1",
         "CAMERA_AGENT_MQTT__RECONNECT_MAX_S": "2",
+        # Retention keeps 16 MiB of the 96 MiB tmpfs free, removing the oldest captures.
+        "CAMERA_AGENT_STORAGE__MIN_FREE_BYTES": str(16 << 20),
     }
     agent = AgentProcess(broker, root / "agent", media=media, env=env)
     captures = root / "agent" / "captures"

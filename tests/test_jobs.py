@@ -307,7 +307,10 @@ def test_recording_survives_the_agent_being_killed(
 def test_full_disk_fails_the_job_and_leaves_no_corrupt_file(
     broker: Any, media: MediaServer, operator: Probe, tmp_path: Path
 ) -> None:
-    agent = AgentProcess(broker, tmp_path / "agent", media=media)
+    # No free-space floor: the disk fills during the write, which must fail cleanly (the floor
+    # refusing jobs up front is tests/test_retention.py's).
+    env = {"CAMERA_AGENT_STORAGE__MIN_FREE_BYTES": "0"}
+    agent = AgentProcess(broker, tmp_path / "agent", media=media, env=env)
     captures = captures_dir(agent)
     captures.mkdir(parents=True)
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=300k", "tmpfs", str(captures)], check=True)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 from agent.jobs.manager import JobManager
 from agent.jobs.model import Job
 from agent.protocol import ActionCommand
@@ -18,11 +20,17 @@ def _queued(job: Job) -> Answer:
 
 
 class JobActions:
-    def __init__(self, manager: JobManager) -> None:
+    def __init__(
+        self, manager: JobManager, ensure_room: Callable[[], Awaitable[None]] | None = None
+    ) -> None:
+        """``ensure_room``: raises when the disk is too full for a job that writes."""
         self._manager = manager
+        self._ensure_room = ensure_room
 
-    def submitter(self, kind: str) -> ActionHandler:
+    def submitter(self, kind: str, *, writes: bool = True) -> ActionHandler:
         async def submit(command: ActionCommand) -> Answer:
+            if writes and self._ensure_room is not None:
+                await self._ensure_room()
             return _queued(self._manager.submit(kind, command.params, command.id))
 
         return submit

@@ -18,7 +18,7 @@ import subprocess
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import quote
 
 from agent.errors import CommandError, ErrorCode
@@ -31,10 +31,21 @@ def io_error(err: OSError, what: str) -> CommandError:
     return CommandError(ErrorCode.IO_ERROR, f"{what}: {reason}")
 
 
+class CaptureWatcher(Protocol):
+    """Told of every capture written or deleted (the retention's index)."""
+
+    def note_written(self, path: Path) -> None: ...
+
+    def note_removed(self, name: str) -> None: ...
+
+
 class Captures:
-    def __init__(self, root: Path, public_url: str = "") -> None:
+    def __init__(
+        self, root: Path, public_url: str = "", watcher: CaptureWatcher | None = None
+    ) -> None:
         self.root = root
         self._public_url = public_url
+        self._watcher = watcher
 
     def url(self, name: str) -> str | None:
         """Where nginx serves the capture ``name`` (storage.public_url), or None without one."""
@@ -90,6 +101,8 @@ class Captures:
         try:
             yield partial
             await asyncio.to_thread(_commit, partial, final)
+            if self._watcher is not None:
+                self._watcher.note_written(final)
         except OSError as err:
             raise io_error(err, f"cannot write {final.name}") from err
         finally:
@@ -119,14 +132,20 @@ class Captures:
             for mtime_ns, name, size in found
         ]
 
-    def delete(self, name: str) -> int:
-        """Remove the capture ``name`` (strict path rules); returns its size (blocking)."""
-        path = self.resolve_existing(name)
-        size = path.stat().st_size
+    async def write_file(self, final: Path, data: bytes) -> None:
+        """A small capture (a sidecar) written whole, atomically."""
+        async with self.writing(final) as partial:
+            await asyncio.to_thread(partial.write_bytes, data)
+
+    async def delete(self, name: str) -> int:
+        """Remove the capture ``name`` (strict path rules); returns its size."""
+        path = await asyncio.to_thread(self.resolve_existing, name)
         try:
-            path.unlink()
+            size = await asyncio.to_thread(_unlink, path)
         except OSError as err:
             raise io_error(err, f"cannot delete {name}") from err
+        if self._watcher is not None:
+            self._watcher.note_removed(self.relative(path))
         return size
 
     def sweep_partials(self) -> list[str]:
@@ -138,6 +157,12 @@ class Captures:
                 leftover.unlink()
                 swept.append(leftover.name)
         return swept
+
+
+def _unlink(path: Path) -> int:
+    size = path.stat().st_size
+    path.unlink()
+    return size
 
 
 def _kind(name: str) -> str:

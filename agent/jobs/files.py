@@ -46,5 +46,5 @@ class FileActions:
         name = command.params["file"]
         if str(PurePosixPath(name)) in self._jobs.files_in_use():
             raise CommandError(ErrorCode.BUSY, f"{name} is in use by a running job; try later")
-        size = await asyncio.to_thread(self._captures.delete, name)
+        size = await self._captures.delete(name)
         return Answer("file.deleted", f"SUCCESS: deleted {name}", {"file": name, "size": size})

@@ -8,7 +8,6 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from agent.atomicfile import write_atomic
 from agent.camera.base import CameraBackend
 from agent.errors import CameraError, CommandError, ErrorCode
 from agent.jobs.captures import Captures, describe_file
@@ -70,7 +69,7 @@ async def take_picture(
     if sidecar:
         side = final.with_suffix(".json")
         body = {"picture": result["path"], "frame_time": frame.made_at, "controls": values}
-        await asyncio.to_thread(write_atomic, side, (json.dumps(body, indent=1) + "\n").encode())
+        await captures.write_file(side, (json.dumps(body, indent=1) + "\n").encode())
         result["sidecar"] = captures.relative(side)
         result["sidecar_url"] = captures.url(result["sidecar"])
     return result, small

@@ -1,0 +1,332 @@
+"""Retention of the captures directory: by age, by total size, and a floor of free space.
+
+The captures are indexed once at start (a scan), then kept up to date by the writes and deletes
+that go through `Captures`, so a pass that has nothing to do costs a `statvfs` and a look at the
+oldest entry, however many files there are. Oldest first; never a file a running job reads or
+writes, nor anything under a folder a running job fills (a timelapse series).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import logging
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from agent.errors import CommandError, ErrorCode
+
+log = logging.getLogger(__name__)
+
+DAY_S = 86400.0
+MIB = 1 << 20
+
+
+@dataclass(frozen=True)
+class StorageLimits:
+    max_bytes: int = 0  # 0: no cap
+    max_age_days: float = 0.0  # 0: keep for ever
+    min_free_bytes: int = 512 * MIB
+
+
+@dataclass
+class Entry:
+    size: int
+    mtime: float
+
+
+@dataclass(order=True)
+class _Aged:
+    mtime: float
+    name: str = field(compare=True)
+
+
+class CaptureIndex:
+    """Every finished capture by name (relative to the directory): size and modification time,
+    with a heap that gives the oldest first. Hidden and partial files and symlinks are not
+    captures. Not thread-safe: the event loop owns it; scans build a new one off the loop."""
+
+    def __init__(self) -> None:
+        self._entries: dict[str, Entry] = {}
+        self._heap: list[_Aged] = []  # may hold stale items; checked against _entries
+        self.total_bytes = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._entries
+
+    @classmethod
+    def scan(cls, root: Path) -> CaptureIndex:
+        """A fresh index of ``root`` and its capture folders (blocking)."""
+        index = cls()
+        for name, size, mtime in _walk(root, ""):
+            index._entries[name] = Entry(size, mtime)
+            index.total_bytes += size
+        index._heap = [_Aged(e.mtime, n) for n, e in index._entries.items()]
+        heapq.heapify(index._heap)
+        return index
+
+    def add(self, name: str, size: int, mtime: float) -> None:
+        self.remove(name)
+        self._entries[name] = Entry(size, mtime)
+        self.total_bytes += size
+        heapq.heappush(self._heap, _Aged(mtime, name))
+
+    def remove(self, name: str) -> None:
+        entry = self._entries.pop(name, None)
+        if entry is not None:
+            self.total_bytes -= entry.size
+
+    def oldest(self) -> Iterator[tuple[str, Entry]]:
+        """The entries from the oldest on. Consuming the iterator does not remove them."""
+        self._drop_stale()
+        for aged in self._heap_order():
+            entry = self._entries.get(aged.name)
+            if entry is not None and entry.mtime == aged.mtime:
+                yield aged.name, entry
+
+    def oldest_mtime(self) -> float | None:
+        self._drop_stale()
+        return self._heap[0].mtime if self._heap else None
+
+    def _heap_order(self) -> Iterator[_Aged]:
+        # A copy popped lazily: a pass that removes ten files out of 100,000 costs ten pops.
+        heap = list(self._heap)
+        while heap:
+            yield heapq.heappop(heap)
+
+    def _drop_stale(self) -> None:
+        while self._heap:
+            top = self._heap[0]
+            entry = self._entries.get(top.name)
+            if entry is not None and entry.mtime == top.mtime:
+                return
+            heapq.heappop(self._heap)
+        # Many removals leave many stale items deeper down: rebuild when they dominate.
+        if len(self._heap) > 2 * len(self._entries) + 1024:
+            self._heap = [_Aged(e.mtime, n) for n, e in self._entries.items()]
+            heapq.heapify(self._heap)
+
+
+def _walk(root: Path, prefix: str) -> Iterator[tuple[str, int, float]]:
+    with contextlib.suppress(FileNotFoundError), os.scandir(root) as entries:
+        for entry in entries:
+            if entry.name.startswith(".") or entry.is_symlink():
+                continue
+            if entry.is_dir(follow_symlinks=False):
+                if not prefix:  # capture folders are one level deep
+                    yield from _walk(Path(entry.path), entry.name + "/")
+                continue
+            if entry.is_file(follow_symlinks=False):
+                info = entry.stat(follow_symlinks=False)
+                yield prefix + entry.name, info.st_size, info.st_mtime
+
+
+def _remove(root: Path, names: list[str]) -> set[str]:
+    """Blocking: unlink the captures ``names``; the folder of a series goes with its last
+    frame. Returns the names that are gone."""
+    gone = set()
+    for name in names:
+        path = root / name
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            pass
+        except OSError as err:
+            log.warning("retention could not remove %s: %s", name, err)
+            continue
+        gone.add(name)
+        if "/" in name:
+            with contextlib.suppress(OSError):  # not empty yet: fine
+                path.parent.rmdir()
+    return gone
+
+
+def free_bytes(path: Path) -> int:
+    stats = os.statvfs(path)
+    return stats.f_bavail * stats.f_frsize
+
+
+@dataclass
+class Pruned:
+    """What one pass removed."""
+
+    names: list[tuple[str, float, int]] = field(default_factory=list)  # name, mtime, size
+    rules: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        oldest = min(self.names, key=lambda n: n[1])
+        newest = max(self.names, key=lambda n: n[1])
+        return {
+            "count": len(self.names),
+            "bytes": sum(size for _, _, size in self.names),
+            "oldest": {"file": oldest[0], "time": oldest[1]},
+            "newest": {"file": newest[0], "time": newest[1]},
+            "rule": "+".join(self.rules),
+            "files": [name for name, _, _ in self.names[:50]],
+        }
+
+
+StorageReport = Callable[[str, bool, str, dict[str, Any]], None]
+
+CHECK_EVERY_S = 180.0  # besides at start and after every job that wrote a file
+
+
+class Retention:
+    """Keeps the captures directory within its limits and says what it removed."""
+
+    def __init__(
+        self,
+        root: Path,
+        limits: StorageLimits,
+        protected: Callable[[], set[str]],
+        report: StorageReport,
+        changed: Callable[[], None],
+    ) -> None:
+        """``protected``: names and folder prefixes (ending in `/`) that running jobs use."""
+        self._root = root
+        self.limits = limits
+        self._protected = protected
+        self._report = report
+        self._changed = changed
+        self.index = CaptureIndex()
+        self._lock = asyncio.Lock()
+        self._free = 0
+        self.low = False
+
+    async def start(self) -> None:
+        """Index the directory (off the loop) and run a first pass."""
+        started = time.monotonic()
+        self.index = await asyncio.to_thread(CaptureIndex.scan, self._root)
+        log.info(
+            "indexed %d captures (%.1f MiB) in %.2f s",
+            len(self.index), self.index.total_bytes / MIB, time.monotonic() - started,
+        )  # fmt: skip
+        await self.check()
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(CHECK_EVERY_S)
+            await self.check()
+
+    def note_written(self, path: Path) -> None:
+        """A capture was just committed under ``path`` (called by Captures)."""
+        with contextlib.suppress(OSError, ValueError):
+            info = path.stat()
+            self.index.add(str(path.relative_to(self._root)), info.st_size, info.st_mtime)
+
+    def note_removed(self, name: str) -> None:
+        self.index.remove(name)
+
+    async def check(self) -> None:
+        """One pass: remove what the limits ask, oldest first; report it; note a low disk."""
+        async with self._lock:
+            self._free = await asyncio.to_thread(free_bytes, self._root)
+            pruned = Pruned()
+            if self._over_a_limit(self._free, time.time()):
+                # Chosen on the loop (in memory, the oldest first), removed in a worker thread.
+                victims, rules = self._choose(self._protected(), self._free)
+                removed = await asyncio.to_thread(_remove, self._root, [n for n, _ in victims])
+                for name, entry in victims:
+                    if name in removed:
+                        self.index.remove(name)
+                        pruned.names.append((name, entry.mtime, entry.size))
+                pruned.rules = rules
+                self._free = await asyncio.to_thread(free_bytes, self._root)
+        if pruned.names:
+            body = pruned.to_json()
+            message = (
+                f"SUCCESS: removed {body['count']} old captures ({body['bytes'] / MIB:.1f} MiB)"
+                f" for {body['rule']}"
+            )
+            log.info("%s", message)
+            self._report("storage.pruned", True, message, body)
+        self._set_low(self._free < self.limits.min_free_bytes)
+        self._changed()
+
+    async def ensure_room(self) -> None:
+        """Before a job that writes: io_error "disk nearly full" rather than a failure half-way."""
+        if await asyncio.to_thread(free_bytes, self._root) >= self.limits.min_free_bytes:
+            return
+        await self.check()
+        if self.low:
+            raise CommandError(
+                ErrorCode.IO_ERROR,
+                f"disk nearly full: {self._free / MIB:.0f} MiB free on the captures filesystem,"
+                f" storage.min_free_bytes keeps {self.limits.min_free_bytes / MIB:.0f} MiB",
+            )
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "used_bytes": self.index.total_bytes,
+            "files": len(self.index),
+            "free_bytes": self._free,
+            "max_bytes": self.limits.max_bytes,
+            "max_age_days": self.limits.max_age_days,
+            "min_free_bytes": self.limits.min_free_bytes,
+            "low": self.low,
+        }
+
+    def _over_a_limit(self, free: int, now: float) -> bool:
+        limits = self.limits
+        oldest = self.index.oldest_mtime()
+        return (
+            (limits.max_bytes > 0 and self.index.total_bytes > limits.max_bytes)
+            or (limits.max_age_days > 0 and oldest is not None
+                and oldest < now - limits.max_age_days * DAY_S)
+            or free < limits.min_free_bytes
+        )  # fmt: skip
+
+    def _choose(self, protected: set[str], free: int) -> tuple[list[tuple[str, Entry]], list[str]]:
+        """The oldest captures to remove so that every limit holds again, and the rules that
+        asked for them; protected names and folders are passed over."""
+        limits = self.limits
+        cutoff = time.time() - limits.max_age_days * DAY_S if limits.max_age_days > 0 else None
+        total = self.index.total_bytes
+        folders = tuple(p for p in protected if p.endswith("/"))
+        victims: list[tuple[str, Entry]] = []
+        rules: list[str] = []
+        for name, entry in self.index.oldest():
+            if cutoff is not None and entry.mtime < cutoff:
+                rule = "max_age_days"
+            elif limits.max_bytes > 0 and total > limits.max_bytes:
+                rule = "max_bytes"
+            elif free < limits.min_free_bytes:
+                rule = "min_free_bytes"
+            else:
+                break
+            if name in protected or name.startswith(folders):
+                continue
+            victims.append((name, entry))
+            total -= entry.size
+            free += entry.size
+            if rule not in rules:
+                rules.append(rule)
+        return victims, rules
+
+    def _set_low(self, low: bool) -> None:
+        if low and not self.low:
+            message = (
+                f"disk nearly full: {self._free / MIB:.0f} MiB free, below storage.min_free_bytes"
+                f" ({self.limits.min_free_bytes / MIB:.0f} MiB), and no capture may be removed"
+                " to make room; jobs that write are refused until there is room"
+            )
+            log.warning("%s", message)
+            self._report(
+                "storage.low",
+                False,
+                f"ERROR: {message}",
+                {"free_bytes": self._free, "min_free_bytes": self.limits.min_free_bytes},
+            )
+        elif self.low and not low:
+            log.info("the captures filesystem has room again")
+        if low != self.low:
+            self.low = low
+            self._changed()
