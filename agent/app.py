@@ -32,6 +32,7 @@ from agent.jobs.model import Job
 from agent.jobs.picture import picture_runner
 from agent.jobs.record import Recorder, RecordJournal
 from agent.jobs.retention import Retention, StorageLimits
+from agent.jobs.timelapse import SeriesJournal, Timelapse
 from agent.jobs.trim import Trimmer
 from agent.messaging import InboundMessage
 from agent.mqtt.client import BrokerLink
@@ -54,7 +55,7 @@ log = logging.getLogger(__name__)
 
 # Job kinds that write captures: refused up front when the disk is nearly full, and followed
 # by a retention pass when they end.
-WRITING_JOBS = frozenset({"picture", "record", "trim"})
+WRITING_JOBS = frozenset({"picture", "record", "trim", "timelapse"})
 
 # How long a stop waits for running commands before answering them "the agent is stopping".
 COMMAND_GRACE_S = 3.0
@@ -146,6 +147,14 @@ class AgentApp:
             config.jobs.max_record_s,
             config.jobs.max_preroll_s,
         )
+        self.timelapse = Timelapse(
+            self.stream,
+            self.captures,
+            SeriesJournal(state_dir / "timelapse"),
+            self.controls.change,
+            backend.auto_lock_plan,
+            config.jobs.timelapse_min_interval_s,
+        )
         self.jobs = JobManager(
             {
                 "picture": JobKind(
@@ -166,6 +175,12 @@ class AgentApp:
                 ),
                 # One at a time: an exact trim keeps a core busy.
                 "trim": JobKind(Trimmer(self.captures).runner, 1),
+                "timelapse": JobKind(
+                    self.timelapse.runner,
+                    config.jobs.timelapse_limit,
+                    stop_finishes=True,
+                    own_journal=True,
+                ),
             },
             self._report_job,
             changes.set,
@@ -198,6 +213,7 @@ class AgentApp:
                 "picture": job_actions.submitter("picture"),
                 "record": job_actions.submitter("record"),
                 "trim": job_actions.submitter("trim"),
+                "timelapse": job_actions.submitter("timelapse"),
                 "stop": job_actions.stop,
                 "jobs": job_actions.history,
                 "files": file_actions.listing,
@@ -264,7 +280,7 @@ class AgentApp:
         as interrupted, once their events can reach the broker."""
         await self.link.connected.wait()
         self.jobs.report_interrupted()
-        for job, runner in self.recorder.recover():
+        for job, runner in [*self.recorder.recover(), *self.timelapse.recover()]:
             self.jobs.adopt(job, runner)
 
     async def run(self) -> None:
@@ -272,7 +288,12 @@ class AgentApp:
         for leftover in self.captures.sweep_partials():
             log.warning("removed %s, left unfinished by an earlier run", leftover)
         state_dir = self._config.storage.state_dir
-        for directory in (state_dir, state_dir / "jobs", state_dir / "running"):
+        for directory in (
+            state_dir,
+            state_dir / "jobs",
+            state_dir / "running",
+            state_dir / "timelapse",
+        ):
             for leftover in sweep_temporaries(directory):
                 log.warning("removed %s, a write an earlier run did not finish", leftover)
         # Before anything writes: old captures go first (max_age_days), and the index is built.

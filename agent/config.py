@@ -138,6 +138,10 @@ class JobSettings(Section):
         3000.0, gt=0, description="longest recording; `record` without a duration stops here"
     )
     max_preroll_s: float = Field(30.0, ge=0, description="longest pre-roll a recording may ask")
+    timelapse_limit: int = Field(1, ge=1, le=8, description="timelapse series at the same time")
+    timelapse_min_interval_s: float = Field(
+        1.0, gt=0, description="shortest interval a timelapse may ask"
+    )
 
 
 class LogSettings(Section):

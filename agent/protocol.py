@@ -315,6 +315,71 @@ def _delete(args: list[str], body: dict[str, Any]) -> dict[str, Any]:
     return {"file": file}
 
 
+TIMELAPSE_MAX_FRAMES = 999_999  # frame numbers have six digits
+
+
+def _whole(raw: object, what: str, low: int, high: int) -> int:
+    if isinstance(raw, bool) or not isinstance(raw, int | str):
+        raise CommandError(ErrorCode.INVALID_ARGUMENT, f"{what} must be a whole number")
+    try:
+        value = int(raw)
+    except ValueError:
+        raise CommandError(ErrorCode.INVALID_ARGUMENT, f"{what} must be a whole number") from None
+    if not low <= value <= high:
+        raise CommandError(
+            ErrorCode.INVALID_ARGUMENT, f"{what} must be {low} to {high}, not {value}"
+        )
+    return value
+
+
+def _instant(raw: object, what: str) -> float:
+    """An ISO 8601 time with its time zone (`2026-12-03T06:00:00Z`), as Unix time."""
+    if not isinstance(raw, str):
+        raise CommandError(ErrorCode.INVALID_ARGUMENT, f"{what} must be an ISO 8601 time")
+    try:
+        at = dt.datetime.fromisoformat(raw.strip())
+    except ValueError:
+        raise CommandError(
+            ErrorCode.INVALID_ARGUMENT,
+            f"{what} must be an ISO 8601 time such as 2026-12-03T06:00:00Z, not {raw!r}",
+        ) from None
+    if at.tzinfo is None:
+        raise CommandError(
+            ErrorCode.INVALID_ARGUMENT, f"{what} needs a time zone (Z or +HH:MM): {raw!r}"
+        )
+    return at.timestamp()
+
+
+def _timelapse(args: list[str], body: dict[str, Any]) -> dict[str, Any]:
+    if len(args) > 2:
+        raise CommandError(ErrorCode.INVALID_ARGUMENT, "usage: timelapse <interval_s> [count]")
+    raw_interval = args[0] if args else body.pop("interval", None)
+    raw_count = args[1] if len(args) > 1 else body.pop("count", None)
+    raw_until = body.pop("until", None)
+    if raw_interval is None:
+        raise CommandError(ErrorCode.INVALID_ARGUMENT, "timelapse needs an interval in seconds")
+    interval = parse_seconds(raw_interval, "interval")
+    count = None if raw_count is None else _whole(raw_count, "count", 1, TIMELAPSE_MAX_FRAMES)
+    until = None if raw_until is None else _instant(raw_until, "until")
+    if count is None and until is None:
+        raise CommandError(
+            ErrorCode.INVALID_ARGUMENT,
+            "timelapse needs a count or an end time (until): a series must end",
+        )
+    quality = body.pop("quality", 90)
+    if isinstance(quality, bool) or not isinstance(quality, int) or not 1 <= quality <= 100:
+        raise CommandError(ErrorCode.INVALID_ARGUMENT, "quality must be an integer from 1 to 100")
+    return {
+        "interval": interval,
+        "count": count,
+        "until": until,
+        "assemble": _bool(body.pop("assemble", True), "assemble"),
+        "fps": _whole(body.pop("fps", 25), "fps", 1, 120),
+        "lock": _bool(body.pop("lock", False), "lock"),
+        "quality": quality,
+    }
+
+
 ActionParser = Callable[[list[str], dict[str, Any]], dict[str, Any]]
 ACTION_PARSERS: dict[str, ActionParser] = {
     "picture": _picture,
@@ -325,6 +390,7 @@ ACTION_PARSERS: dict[str, ActionParser] = {
     "jobs": _jobs,
     "files": _files,
     "delete": _delete,
+    "timelapse": _timelapse,
 }
 
 

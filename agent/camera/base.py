@@ -11,7 +11,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, ClassVar
 
 from agent.stream.pusher import Pusher
 from agent.stream.target import StreamTarget
@@ -149,6 +149,26 @@ class CameraBackend(ABC):
     @abstractmethod
     def values(self) -> dict[str, ControlValue]:
         """Current value of every control."""
+
+    # Automatic controls a timelapse may freeze: automatic control -> (its manual setting, the
+    # controls that hold what the automatic found). Empty: nothing to freeze (the test pattern,
+    # whose automatic exposure is a simulation).
+    AUTO_LOCKS: ClassVar[Mapping[str, tuple[ControlValue, tuple[str, ...]]]] = {}
+
+    def auto_lock_plan(self) -> tuple[dict[str, ControlValue], dict[str, ControlValue]] | None:
+        """The values that freeze the running automatics where they are now, and the values
+        that restore them; None when no automatic runs."""
+        names = {d.name for d in self.descriptors()}
+        values = self.values()
+        freeze: dict[str, ControlValue] = {}
+        restore: dict[str, ControlValue] = {}
+        for automatic, (manual, held) in self.AUTO_LOCKS.items():
+            if automatic not in names or values.get(automatic) in (None, manual):
+                continue
+            restore[automatic] = values[automatic]
+            freeze[automatic] = manual
+            freeze.update({name: values[name] for name in held if name in names and name in values})
+        return (freeze, restore) if freeze else None
 
     @abstractmethod
     async def apply(self, values: Mapping[str, ControlValue], restart: bool) -> AppliedChange:

@@ -26,7 +26,7 @@ import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from agent.camera.base import (
     AppliedChange,
@@ -167,6 +167,11 @@ class Picamera2Pusher:
 
 class Picamera2Camera(CameraBackend):
     name = "picamera2"
+    # libcamera's AeEnable and AwbEnable; their results are read back from the frame metadata.
+    AUTO_LOCKS: ClassVar[Mapping[str, tuple[ControlValue, tuple[str, ...]]]] = {
+        "auto_exposure": (False, ("exposure_time_us", "analogue_gain")),
+        "auto_white_balance": (False, ("colour_gains",)),
+    }
     readback_rel_tol = 0.02  # sensors quantise exposure and gain to their own steps
 
     def __init__(self, camera_num: int, width: int, height: int, fps: int) -> None:

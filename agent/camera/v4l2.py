@@ -12,7 +12,7 @@ import contextlib
 import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from agent.camera.base import (
     AppliedChange,
@@ -36,6 +36,7 @@ from agent.camera.v4l2_ctl import (
 from agent.camera.vocabulary import (
     V4L2_CANONICAL,
     V4L2_DEPENDENCIES,
+    V4L2_EXPOSURE_MANUAL,
     stream_parameter_descriptors,
     v4l2_other_names,
 )
@@ -111,6 +112,12 @@ def v4l2_descriptors(controls: Sequence[V4l2Control]) -> list[ControlDescriptor]
 
 class V4l2Camera(CameraBackend):
     name = "v4l2"
+    # auto_exposure is V4L2's menu (1: manual); UVC drivers report the exposure and white-balance
+    # temperature the automatics chose.
+    AUTO_LOCKS: ClassVar[Mapping[str, tuple[ControlValue, tuple[str, ...]]]] = {
+        "auto_exposure": (V4L2_EXPOSURE_MANUAL, ("exposure_time_us",)),
+        "auto_white_balance": (False, ("white_balance_temperature",)),
+    }
 
     def __init__(
         self, device: str, width: int, height: int, fps: int, run: CommandRunner = run_command

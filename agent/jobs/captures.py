@@ -151,11 +151,13 @@ class Captures:
     def sweep_partials(self) -> list[str]:
         """Remove temporary files a crash left behind; returns their names."""
         swept = []
-        # `.NAME.partial` and the pieces a job makes beside it (`.NAME.partial.head.ts`).
-        for leftover in self.root.glob(f".*{PARTIAL_SUFFIX}*"):
+        # `.NAME.partial` and the pieces a job makes beside it (`.NAME.partial.head.ts`), in the
+        # directory and in its folders (a timelapse series).
+        pattern = f".*{PARTIAL_SUFFIX}*"
+        for leftover in [*self.root.glob(pattern), *self.root.glob(f"*/{pattern}")]:
             with contextlib.suppress(OSError):
                 leftover.unlink()
-                swept.append(leftover.name)
+                swept.append(self.relative(leftover))
         return swept
 
 

@@ -44,7 +44,9 @@ class FileActions:
     async def delete(self, command: ActionCommand) -> Answer:
         """`delete <file>`: remove a capture, unless a running job reads or writes it."""
         name = command.params["file"]
-        if str(PurePosixPath(name)) in self._jobs.files_in_use():
+        normal = str(PurePosixPath(name))
+        in_use = self._jobs.files_in_use()  # names, and folders (ending in `/`) being filled
+        if normal in in_use or any(normal.startswith(f) for f in in_use if f.endswith("/")):
             raise CommandError(ErrorCode.BUSY, f"{name} is in use by a running job; try later")
         size = await self._captures.delete(name)
         return Answer("file.deleted", f"SUCCESS: deleted {name}", {"file": name, "size": size})

@@ -180,7 +180,7 @@ class JobManager:
                 if self._kinds[j.kind].stop_finishes and not j.state.finished
             ]
             if not candidates:
-                raise CommandError(ErrorCode.NOT_FOUND, "no recording is running")
+                raise CommandError(ErrorCode.NOT_FOUND, "no recording or timelapse is running")
             job = candidates[0]
         else:
             found = self._jobs.get(job_id)

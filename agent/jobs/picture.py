@@ -75,19 +75,38 @@ async def take_picture(
     return result, small
 
 
+async def save_frame(
+    stream: StreamSupervisor, captures: Captures, final: Path, quality: int
+) -> RawFrame:
+    """The running pipeline's latest frame as a JPEG under ``final``, with no preview (a
+    timelapse frame); returns the frame's facts (its pixels are released)."""
+    try:
+        frame = await stream.latest_frame()
+    except CameraError as err:
+        raise CommandError(ErrorCode.NOT_AVAILABLE, f"no frame: {err}") from err
+    try:
+        await _encode(frame, final, captures, quality, None)
+    finally:
+        frame.release()
+    return frame
+
+
 def _encode_with_preview(
-    frame: RawFrame, quality: int, preview_limit: int
+    frame: RawFrame, quality: int, preview_limit: int | None
 ) -> tuple[Jpeg, Jpeg | None]:
     planes = read_yuv420p(frame.path, frame.width, frame.height)
     full = encode(planes, quality)
+    if preview_limit is None:
+        return full, None
     return full, preview(planes, full, quality, preview_limit)
 
 
 async def _encode(
-    frame: RawFrame, final: Path, captures: Captures, quality: int, preview_limit: int
+    frame: RawFrame, final: Path, captures: Captures, quality: int, preview_limit: int | None
 ) -> Jpeg | None:
     """The frame as a JPEG under ``final`` (atomically): in process when its layout allows,
-    else by an ffmpeg of its own. Returns the preview for BASE/picture."""
+    else by an ffmpeg of its own. Returns the preview for BASE/picture (none when
+    ``preview_limit`` is None)."""
     async with captures.writing(final) as partial:
         if frame.pix_fmt in ENCODABLE:
             try:
@@ -114,6 +133,8 @@ async def _encode(
             raise CommandError(
                 ErrorCode.CAMERA_ERROR, f"JPEG encoding failed: {encoder.stderr_text(5)}"
             )
+        if preview_limit is None:
+            return None
         # ffmpeg's JPEG is the preview when it fits; no downscaling without the raw planes.
         data = await asyncio.to_thread(partial.read_bytes)
         return Jpeg(data, frame.width, frame.height) if len(data) <= preview_limit else None

@@ -15,17 +15,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 import urllib.error
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from agent.atomicfile import write_atomic
 from agent.errors import CommandError, ErrorCode
 from agent.jobs.captures import Captures, describe_file, io_error
+from agent.jobs.journal import Journal
 from agent.jobs.manager import JobContext, JobRunner
 from agent.jobs.model import Job
 from agent.jobs.record_files import PartMedia, join_parts, probe_part
@@ -57,26 +56,9 @@ class JournalEntry:
     heartbeat: float  # last time the agent was known to be recording
 
 
-class RecordJournal:
+class RecordJournal(Journal[JournalEntry]):
     def __init__(self, directory: Path) -> None:
-        self._directory = directory
-
-    def write(self, entry: JournalEntry) -> None:
-        write_atomic(self._directory / f"{entry.job_id}.json", json.dumps(asdict(entry)).encode())
-
-    def remove(self, job_id: str) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            (self._directory / f"{job_id}.json").unlink()
-
-    def pending(self) -> list[JournalEntry]:
-        entries = []
-        for path in sorted(self._directory.glob("*.json")):
-            try:
-                entries.append(JournalEntry(**json.loads(path.read_text())))
-            except (OSError, ValueError, TypeError) as err:
-                log.error("unreadable recording journal %s (%s); removed", path, err)
-                path.unlink(missing_ok=True)
-        return entries
+        super().__init__(directory, JournalEntry, "recording")
 
 
 class Recorder:
