@@ -17,6 +17,7 @@ from agent.camera.libcamera_controls import CropGeometry, crop_descriptors, pack
 from agent.camera.picamera2_backend import Picamera2Camera
 from agent.camera.settings import plan_change
 from agent.config import load_config
+from agent.controls import CameraControls, ControlStore
 from agent.errors import CameraError, ErrorCode, SettingsRejected
 from agent.stream.target import StreamTarget
 from tests import fake_picamera2
@@ -388,3 +389,27 @@ async def test_colour_gains_travel_over_mqtt_through_the_real_broker(
     finally:
         app.request_stop()
         await asyncio.wait_for(running, 30)
+
+
+async def test_a_timelapse_lock_freezes_ae_and_awb_at_the_metadata_values(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    camera = await open_camera(monkeypatch)
+    values = camera.values()
+    freeze_and_restore = camera.auto_lock_plan()
+    assert freeze_and_restore is not None
+    freeze, restore = freeze_and_restore
+    assert freeze == {
+        "auto_exposure": False,
+        "exposure_time_us": values["exposure_time_us"],
+        "analogue_gain": values["analogue_gain"],
+        "auto_white_balance": False,
+        "colour_gains": values["colour_gains"],
+    }
+    assert restore == {"auto_exposure": True, "auto_white_balance": True}
+    controls = CameraControls(camera, ControlStore(tmp_path / "controls.json"), None, lambda: None)
+    await controls.change(freeze)
+    assert camera.values()["auto_exposure"] is False
+    assert camera.auto_lock_plan() is None
+    await controls.change(restore)
+    assert camera.values()["auto_exposure"] is True

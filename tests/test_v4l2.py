@@ -426,3 +426,23 @@ async def test_restoring_an_inactive_control_saved_under_its_native_name_ends(
     values = camera.values()
     assert values["brightness"] == 140
     assert values["exposure_time_us"] == 250  # not 300: inactive, not restored
+
+
+async def test_a_timelapse_lock_freezes_the_automatics_where_they_are_and_restores_them(
+    tmp_path: Path,
+) -> None:
+    camera, _ = await started_camera()
+    freeze_and_restore = camera.auto_lock_plan()
+    assert freeze_and_restore is not None
+    freeze, restore = freeze_and_restore
+    # The c920 fixture: aperture priority (3) and automatic white balance at 250 and 4000 K.
+    assert freeze == {"auto_exposure": 1, "exposure_time_us": 250,
+                      "auto_white_balance": False, "white_balance_temperature": 4000}  # fmt: skip
+    assert restore == {"auto_exposure": 3, "auto_white_balance": True}
+    controls = CameraControls(camera, ControlStore(tmp_path / "controls.json"), None, lambda: None)
+    await controls.change(freeze)
+    assert camera.values()["auto_exposure"] == 1
+    assert camera.values()["auto_white_balance"] is False
+    assert camera.auto_lock_plan() is None  # nothing automatic runs any more
+    await controls.change(restore)
+    assert (camera.values()["auto_exposure"], camera.values()["auto_white_balance"]) == (3, True)
