@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -16,7 +18,7 @@ from devstack import Broker, MediaServer
 
 from agent.jobs.retention import Retention, StorageLimits
 from tests.conftest import start_agent
-from tests.support import AgentProcess, Probe
+from tests.support import AgentProcess, Probe, children_of
 from tests.test_jobs import ACTION, ask, probe, run_job
 
 
@@ -170,3 +172,61 @@ def test_retention_spares_the_frames_of_a_running_series(tmp_path: Path) -> None
     in_use.clear()  # the series ended: now its frames may go, and the folder with them
     asyncio.run(store.check())
     assert not folder.exists()
+
+
+def test_a_series_rides_out_a_pusher_crash_and_a_broker_restart(
+    streaming_agent: AgentProcess, broker: Broker, operator: Probe
+) -> None:
+    # A persistent session: what the agent publishes while the broker restarts reaches it.
+    watcher = Probe(broker, "cli", session_expiry_s=120)
+    try:
+        watcher.subscribe("camera/status")
+        operator.publish(ACTION, json.dumps({"id": "tl", "action": "timelapse", "interval": 1,
+                                             "count": 6, "fps": 6}))  # fmt: skip
+
+        def taken(n: int) -> None:
+            watcher.wait_for(
+                lambda m: m.json()["event"] == "job.progress"
+                and m.json()["data"]["progress"].get("taken", 0) >= n, timeout=15,
+            )  # fmt: skip
+
+        taken(2)
+        agent_pid = streaming_agent.process.pid  # type: ignore[union-attr]
+        pusher = [pid for pid in children_of(agent_pid)
+                  if b"ffmpeg" in Path(f"/proc/{pid}/cmdline").read_bytes()]  # fmt: skip
+        assert pusher
+        for pid in pusher:
+            os.kill(pid, signal.SIGKILL)
+        taken(4)
+        broker.restart()  # the end of the series is published once the agent is back
+        done = terminal(watcher, "tl", timeout=60)
+    finally:
+        watcher.close()
+    assert done["event"] == "job.succeeded", done
+    result = done["data"]["result"]
+    folder = streaming_agent.work_dir / "captures" / result["folder"]
+    assert frames(folder) == [f"{n:06d}.jpg" for n in range(1, 7)]  # numbered without holes
+    assert decoded_frames(folder.with_name(folder.name + ".mp4")) == 6
+    for gap in result["gaps"]:  # ticks lost to the pusher's restart say so
+        assert gap["ticks"] >= 1 and gap["cause"]
+
+
+def test_a_video_missing_a_frame_fails_the_job_and_keeps_the_frames(
+    streaming_agent: AgentProcess, operator: Probe
+) -> None:
+    operator.publish(ACTION, json.dumps({"id": "tl", "action": "timelapse", "interval": 1,
+                                         "count": 3}))  # fmt: skip
+    operator.wait_for(
+        lambda m: m.topic == "camera/status" and m.json()["event"] == "job.progress"
+        and m.json()["data"]["progress"].get("taken") == 2, timeout=10,
+    )  # fmt: skip
+    folder = next((streaming_agent.work_dir / "captures").glob("timelapse-*"))
+    (folder / "000002.jpg").unlink()  # lost behind the agent's back
+    done = terminal(operator, "tl")
+    assert done["event"] == "job.failed", done
+    assert done["error"]["code"] == "io_error"
+    assert "1 of the 3 frames" in done["error"]["detail"]
+    assert f"kept in {folder.name}/" in done["error"]["detail"]
+    assert frames(folder) == ["000001.jpg", "000003.jpg"]
+    assert not folder.with_name(folder.name + ".mp4").exists()
+    assert not list(folder.parent.glob(".*partial*"))

@@ -307,12 +307,17 @@ class Timelapse:
             except asyncio.CancelledError:
                 await encoder.stop()
                 raise
-            if code != 0:
+            encoded = _encoded_frames(encoder.stderr_tail)
+            if code != 0 or encoded != entry.taken:
                 errors = [line for line in encoder.stderr_tail if "=" not in line]
+                why = (
+                    f"ffmpeg exit {code}: {' '.join(errors[-3:])}" if code != 0
+                    else f"it would hold {encoded} of the {entry.taken} frames; one is missing"
+                )  # fmt: skip
                 raise CommandError(
                     ErrorCode.IO_ERROR,
-                    f"the video could not be made (ffmpeg exit {code}: {' '.join(errors[-3:])});"
-                    f" the {entry.taken} frames are kept in {entry.folder}/",
+                    f"the video could not be made ({why}); the {entry.taken} frames taken are"
+                    f" kept in {entry.folder}/",
                 )
         video = await asyncio.to_thread(describe_file, self._captures, final)
         video.update(fps=fps, frames=entry.taken)
