@@ -72,6 +72,13 @@ def test_a_series_takes_its_frames_on_time_and_makes_a_video(
     assert all(0.7 < step < 1.3 for step in steps), steps
     # The lock was not asked for; the test pattern would say it has nothing to lock.
     assert result["lock"] is None
+    # `files` lists the series as a folder with its frames, and its video.
+    listed = ask(operator, {"id": "ls", "action": "files", "prefix": "timelapse-"})["data"]
+    kinds = {f["name"]: (f["kind"], f.get("frames")) for f in listed["files"]}
+    assert kinds == {
+        result["folder"] + "/": ("timelapse", 5),
+        video["path"]: ("timelapse_video", None),
+    }
 
 
 def test_stop_ends_a_series_with_what_it_has(

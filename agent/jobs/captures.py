@@ -112,25 +112,35 @@ class Captures:
     def listing(self, prefix: str) -> list[dict[str, Any]]:
         """The finished captures whose names start with ``prefix``, newest first (blocking).
         Temporary files, hidden files and symbolic links are not captures."""
-        found = []
+        found: list[tuple[int, str, int, int | None]] = []
         for entry in os.scandir(self.root):
             if entry.name.startswith(".") or not entry.name.startswith(prefix):
                 continue
-            if entry.is_symlink() or not entry.is_file(follow_symlinks=False):
+            if entry.is_symlink():
                 continue
-            info = entry.stat(follow_symlinks=False)
-            found.append((info.st_mtime_ns, entry.name, info.st_size))
+            if entry.is_dir(follow_symlinks=False):
+                # A timelapse series: one entry for the folder, with its frames and their size.
+                inside = [
+                    f for f in os.scandir(entry.path)
+                    if not f.name.startswith(".") and f.is_file(follow_symlinks=False)
+                ]  # fmt: skip
+                size = sum(f.stat(follow_symlinks=False).st_size for f in inside)
+                mtime_ns = entry.stat(follow_symlinks=False).st_mtime_ns
+                found.append((mtime_ns, entry.name + "/", size, len(inside)))
+            elif entry.is_file(follow_symlinks=False):
+                info = entry.stat(follow_symlinks=False)
+                found.append((info.st_mtime_ns, entry.name, info.st_size, None))
         found.sort(reverse=True)
-        return [
-            {
-                "name": name,
-                "kind": _kind(name),
-                "size": size,
-                "time": mtime_ns / 1e9,
+        listed = []
+        for mtime_ns, name, size, frames in found:
+            item: dict[str, Any] = {
+                "name": name, "kind": _kind(name), "size": size, "time": mtime_ns / 1e9,
                 "url": self.url(name),
-            }
-            for mtime_ns, name, size in found
-        ]
+            }  # fmt: skip
+            if frames is not None:
+                item["frames"] = frames
+            listed.append(item)
+        return listed
 
     async def write_file(self, final: Path, data: bytes) -> None:
         """A small capture (a sidecar) written whole, atomically."""
@@ -169,11 +179,15 @@ def _unlink(path: Path) -> int:
 
 def _kind(name: str) -> str:
     """What a capture is, from the name the agent gave it."""
+    if name.endswith("/"):
+        return "timelapse"
     if name.endswith(".json"):
         return "sidecar"
     if "-trim-" in name:
         return "trim"
     stem = name.split("-", 1)[0]
+    if stem == "timelapse":
+        return "timelapse_video"
     return stem if stem in ("picture", "record") else "other"
 
 
