@@ -92,6 +92,9 @@ def test_stop_ends_a_series_with_what_it_has(
         and m.json()["data"]["progress"].get("taken") == 3, timeout=10,
     ).json()  # fmt: skip
     assert progress["data"]["progress"]["of"] == 100
+    folder = next((streaming_agent.work_dir / "captures").glob("timelapse-*"))
+    busy = ask(operator, {"id": "rm", "action": "delete", "file": f"{folder.name}/000001.jpg"})
+    assert busy["error"]["code"] == "busy", busy  # a frame of a running series
     stopping = ask(operator, {"id": "halt", "action": "stop", "job": queued["job"]})
     assert stopping["ok"] is True
     done = terminal(operator, "tl")
