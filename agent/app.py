@@ -180,6 +180,7 @@ class AgentApp:
                     config.jobs.timelapse_limit,
                     stop_finishes=True,
                     own_journal=True,
+                    suspends=True,
                 ),
             },
             self._report_job,

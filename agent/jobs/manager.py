@@ -38,6 +38,8 @@ class JobContext:
         self.job = job
         self._manager = manager
         self.stop_requested = asyncio.Event()
+        # Set when the agent stops: the job is set aside, not ended (see JobKind.suspends).
+        self.suspended = False
 
     def progress(self, **values: Any) -> None:
         self.job.progress = values
@@ -56,6 +58,9 @@ class JobKind:
     # True: the kind keeps a journal of its own and recovers its jobs itself (a recording);
     # the others are noted in the JobLedger and reported `interrupted` after a crash.
     own_journal: bool = False
+    # True: when the agent stops, the job is suspended, not finished: it publishes no end, and
+    # its journal carries it over to the next start (a timelapse series).
+    suspends: bool = False
 
 
 JobReport = Callable[[Job, str, bool, str], None]
@@ -111,6 +116,11 @@ class JobManager:
         try:
             job.result = await runner(context)
         except asyncio.CancelledError:
+            if context.suspended:
+                log.info("%s %s suspended until the next start", job.kind, job.id)
+                self._tasks.pop(job.id, None)
+                self._contexts.pop(job.id, None)
+                return
             self._finish(job, JobState.CANCELLED, "job.cancelled", f"{job.kind} {job.id} cancelled")
             return
         except CommandError as err:
@@ -233,13 +243,17 @@ class JobManager:
             del self._jobs[job_id]
 
     async def shutdown(self, grace_s: float = 15.0) -> None:
-        """Finish recordings (they are kept), cancel the rest.
+        """Finish recordings (they are kept), suspend timelapse series, cancel the rest.
 
         A recording that cannot finish in time is cancelled too; its journal survives and the
         next start finalizes it.
         """
         for job_id, context in list(self._contexts.items()):
-            if self._kinds[self._jobs[job_id].kind].stop_finishes:
+            kind = self._kinds[self._jobs[job_id].kind]
+            if kind.suspends:
+                context.suspended = True
+                self._tasks[job_id].cancel()
+            elif kind.stop_finishes:
                 context.stop_requested.set()
             else:
                 self._cancel(self._jobs[job_id])

@@ -150,53 +150,70 @@ class Timelapse:
     async def _series(
         self, context: JobContext, entry: SeriesEntry, resumed: bool = False
     ) -> dict[str, Any]:
-        params = entry.params
-        interval, count, until = params["interval"], params["count"], params["until"]
         folder = self._captures.root / entry.folder
         context.job.writes.add(entry.folder + "/")
         if resumed:
             # The files are the truth: a frame written just before the crash is not retaken.
             entry.taken = await asyncio.to_thread(frames_in, folder)
         lateness: deque[float] = deque(maxlen=TIMING_WINDOW)
+        suspended = False
         try:
             await self._journal_write(entry)
-            while not context.stop_requested.is_set():
-                if entry.taken >= (count or MAX_FRAMES):
-                    break
-                tick_at = entry.start + entry.next_tick * interval
-                if until is not None and tick_at > until:
-                    break
-                late = time.time() - tick_at
-                if late > LATE_S:
-                    self._skip_to_now(entry, interval, "the agent was not running" if resumed
-                                      else "the previous frame took too long")  # fmt: skip
-                    resumed = False
-                    continue
-                resumed = False
-                if await self._wait_until(context, tick_at):
-                    break  # stopped
-                lateness.append(max(0.0, time.time() - tick_at))
-                await self._take(entry, folder, interval)
-                entry.next_tick += 1
-                if params["lock"] and entry.lock is None and entry.taken >= 1:
-                    # After the first frame: automatic exposure has settled on the scene.
-                    entry.lock = await self._lock(entry)
-                await self._journal_write(entry)
-                context.progress(
-                    taken=entry.taken, of=count, missed=entry.missed,
-                    next_at=_iso(entry.start + entry.next_tick * interval),
-                )  # fmt: skip
+            await self._ticks(context, entry, folder, lateness, resumed)
             if entry.taken == 0:
                 raise CommandError(
                     ErrorCode.NOT_AVAILABLE,
                     "no frame was taken" + (f" ({entry.gaps[-1]['cause']})" if entry.gaps else ""),
                 )
-            video = await self._assemble(context, entry, folder) if params["assemble"] else None
+            assemble = entry.params["assemble"]
+            video = await self._assemble(context, entry, folder) if assemble else None
             return self._result(entry, video, sorted(lateness))
+        except asyncio.CancelledError:
+            # The agent is stopping: the journal (and the lock) carry the series over.
+            suspended = context.suspended
+            raise
         finally:
-            if entry.unlocked is not None:
-                await self._unlock(entry)
-            await asyncio.to_thread(self._journal.remove, entry.job_id)
+            if not suspended:
+                if entry.unlocked is not None:
+                    await self._unlock(entry)
+                await asyncio.to_thread(self._journal.remove, entry.job_id)
+
+    async def _ticks(
+        self,
+        context: JobContext,
+        entry: SeriesEntry,
+        folder: Path,
+        lateness: deque[float],
+        resumed: bool,
+    ) -> None:
+        """Take the frames on their ticks until the count, the end time or `stop`."""
+        params = entry.params
+        interval, count, until = params["interval"], params["count"], params["until"]
+        while not context.stop_requested.is_set():
+            if entry.taken >= (count or MAX_FRAMES):
+                return
+            tick_at = entry.start + entry.next_tick * interval
+            if until is not None and tick_at > until:
+                return
+            if time.time() - tick_at > LATE_S:
+                self._skip_to_now(entry, interval, "the agent was not running" if resumed
+                                  else "the previous frame took too long")  # fmt: skip
+                resumed = False
+                continue
+            resumed = False
+            if await self._wait_until(context, tick_at):
+                return  # stopped
+            lateness.append(max(0.0, time.time() - tick_at))
+            await self._take(entry, folder, interval)
+            entry.next_tick += 1
+            if params["lock"] and entry.lock is None and entry.taken >= 1:
+                # After the first frame: automatic exposure has settled on the scene.
+                entry.lock = await self._lock(entry)
+            await self._journal_write(entry)
+            context.progress(
+                taken=entry.taken, of=count, missed=entry.missed,
+                next_at=_iso(entry.start + entry.next_tick * interval),
+            )  # fmt: skip
 
     async def _wait_until(self, context: JobContext, at: float) -> bool:
         """Sleep until the wall-clock time ``at``; True if the series was stopped meanwhile."""
