@@ -2,7 +2,8 @@
 faults strike at random moments, then a table of what was kept and what was lost.
 
 Load (one operator, a persistent MQTT session): settings at 20/s, a picture every second,
-recordings of 5 s back to back, a `stream restart` every 20 s. Faults, one at a time, every
+recordings of 5 s back to back, a `stream restart` every 20 s, and one timelapse series (a frame
+every 2 s until the load ends, then assembled). Faults, one at a time, every
 6-12 s: the broker restarted, MediaMTX restarted, the pusher SIGKILLed, the agent SIGKILLed
 and restarted, the agent stopped and restarted, the captures disk (a small tmpfs) filled for a
 few seconds; each kind once, in a random order, before any comes again. When the time is up
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import datetime as dt
 import errno
 import json
 import os
@@ -47,6 +49,7 @@ ANSWERS = frozenset({
 })  # fmt: skip
 TERMINAL = frozenset({"job.succeeded", "job.failed", "job.cancelled"})
 RECORD_S = 5.0
+TIMELAPSE_INTERVAL_S = 2.0
 STATE_LIMIT_BYTES = 64 * 1024  # far below the broker's 256 KiB packet limit
 SETTLE_S = 90.0
 FILLER = "zz-chaos-filler"
@@ -113,9 +116,10 @@ class Tally:
 class Load:
     """The operator's steady traffic, on a thread; every command has an id of its own."""
 
-    def __init__(self, operator: Probe, tally: Tally) -> None:
+    def __init__(self, operator: Probe, tally: Tally, minutes: float) -> None:
         self._operator = operator
         self._tally = tally
+        self._minutes = minutes
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._n = 0
@@ -130,6 +134,11 @@ class Load:
 
     def _run(self) -> None:
         tick = 0
+        until = dt.datetime.now(dt.UTC) + dt.timedelta(minutes=self._minutes)
+        self._send("camera/control/action", "timelapse", {
+            "action": "timelapse", "interval": TIMELAPSE_INTERVAL_S, "until": until.isoformat(),
+            "fps": 10,
+        })  # fmt: skip
         while not self._stop.wait(0.05):
             tick += 1
             brightness = round(((tick % 40) - 20) / 40, 3)
@@ -312,7 +321,7 @@ def run_chaos(root: Path, minutes: float, seed: int) -> Report:
         try:
             drain(operator, tally, 5)  # the stream comes up
             end = time.monotonic() + minutes * 60
-            with Load(operator, tally):
+            with Load(operator, tally, minutes):
                 while time.monotonic() < end:
                     drain(operator, tally, rng.uniform(6, 12))
                     rss_peak = max(rss_peak, rss_of(stack.agent_pid()))
@@ -340,6 +349,14 @@ def run_chaos(root: Path, minutes: float, seed: int) -> Report:
         ):
             time.sleep(0.05)
     return summarize(stack, tally, rss_peak, leftovers, log_text)
+
+
+def series_holes(captures: Path, result: dict[str, Any]) -> list[str]:
+    """Frames missing from a finished series' folder (its numbers must run 1..frames)."""
+    folder = captures / str(result.get("folder"))
+    present = {p.name for p in folder.iterdir()} if folder.is_dir() else set()
+    return [f"{n:06d}.jpg" for n in range(1, int(result.get("frames") or 0) + 1)
+            if f"{n:06d}.jpg" not in present]  # fmt: skip
 
 
 def wait_for_agent(stack: Stack, operator: Probe, tally: Tally) -> None:
@@ -384,6 +401,10 @@ def summarize(
         for body in tally.terminal_events.values()
         for gap in ((body["data"].get("result") or {}).get("gaps") or [])
     )
+    series = [body for job, body in tally.terminal_events.items()
+              if tally.kind_of.get(job) == "timelapse"]  # fmt: skip
+    series_result = (series[0]["data"].get("result") or {}) if series else {}
+    holes = series_holes(stack.agent.work_dir / "captures", series_result) if series_result else []
     fault_counts = Counter(name for _, name in stack.faults)
     rows = [
         ("faults", ", ".join(f"{n} {name}" for name, n in sorted(fault_counts.items())) or "none"),
@@ -398,6 +419,9 @@ def summarize(
         ("terminal events redelivered (same message)", str(redelivered)),
         ("recording s requested / kept / lost", f"{requested:.0f} / {kept:.1f} / "
                                                 f"{max(0.0, requested - kept):.1f}"),
+        ("timelapse: outcome / frames / ticks missed / holes in the numbering",
+         f"{series[0]['event'] if series else 'none'} / {series_result.get('frames', 0)} / "
+         f"{series_result.get('missed', 0)} / {len(holes)}"),
         ("gaps by cause", ", ".join(f"{n} {c}" for c, n in sorted(causes.items())) or "none"),
         ("agent starts", str(stack.agent_starts)),
         ("peak agent RSS MiB", f"{rss_peak / 2**20:.1f}"),
@@ -421,6 +445,8 @@ def summarize(
         failures.append(f"retained state reached {tally.max_state_bytes} bytes")
     if leftovers:
         failures.append(f"processes left behind: {leftovers}")
+    if holes:
+        failures.append(f"the timelapse series lacks frames {holes[:10]}")
     if "Traceback" in log_text:
         failures.append("the agent logged a traceback (see its log)")
     return Report(rows, failures)

@@ -204,7 +204,10 @@ class Retention:
     async def start(self) -> None:
         """Index the directory (off the loop) and run a first pass."""
         started = time.monotonic()
-        self.index = await asyncio.to_thread(CaptureIndex.scan, self._root)
+        try:
+            self.index = await asyncio.to_thread(CaptureIndex.scan, self._root)
+        except OSError as err:  # the next writes still index themselves
+            log.warning("cannot index the captures in %s: %s", self._root, err)
         log.info(
             "indexed %d captures (%.1f MiB) in %.2f s",
             len(self.index), self.index.total_bytes / MIB, time.monotonic() - started,
@@ -216,6 +219,13 @@ class Retention:
             await asyncio.sleep(CHECK_EVERY_S)
             await self.check()
 
+    async def check(self) -> None:
+        """One pass (see `_check`); a filesystem error is logged, and the next pass retries."""
+        try:
+            await self._check()
+        except OSError as err:
+            log.warning("retention could not check %s: %s", self._root, err)
+
     def note_written(self, path: Path) -> None:
         """A capture was just committed under ``path`` (called by Captures)."""
         with contextlib.suppress(OSError, ValueError):
@@ -225,7 +235,7 @@ class Retention:
     def note_removed(self, name: str) -> None:
         self.index.remove(name)
 
-    async def check(self) -> None:
+    async def _check(self) -> None:
         """One pass: remove what the limits ask, oldest first; report it; note a low disk."""
         async with self._lock:
             self._free = await asyncio.to_thread(free_bytes, self._root)
@@ -253,7 +263,11 @@ class Retention:
 
     async def ensure_room(self) -> None:
         """Before a job that writes: io_error "disk nearly full" rather than a failure half-way."""
-        if await asyncio.to_thread(free_bytes, self._root) >= self.limits.min_free_bytes:
+        try:
+            if await asyncio.to_thread(free_bytes, self._root) >= self.limits.min_free_bytes:
+                return
+        except OSError as err:  # cannot tell: the job itself will say what failed
+            log.warning("cannot read the free space of %s: %s", self._root, err)
             return
         await self.check()
         if self.low:
