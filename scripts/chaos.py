@@ -341,6 +341,7 @@ def run_chaos(root: Path, minutes: float, seed: int) -> Report:
             operator.close()
         log_text = stack.agent.log_text()
         stack.agent.stop()
+        holes = series_holes(stack.agent.work_dir / "captures", tally)  # before the unmount
         # The last run's children die from its death signal, a moment after it; what is
         # still there after a few seconds was left behind.
         deadline = time.monotonic() + 5
@@ -348,11 +349,23 @@ def run_chaos(root: Path, minutes: float, seed: int) -> Report:
             time.monotonic() < deadline
         ):
             time.sleep(0.05)
-    return summarize(stack, tally, rss_peak, leftovers, log_text)
+    return summarize(stack, tally, rss_peak, leftovers, log_text, holes)
 
 
-def series_holes(captures: Path, result: dict[str, Any]) -> list[str]:
-    """Frames missing from a finished series' folder (its numbers must run 1..frames)."""
+def series_result(tally: Tally) -> dict[str, Any]:
+    """The result of the load's timelapse series ({} if it did not succeed)."""
+    for job, body in tally.terminal_events.items():
+        if tally.kind_of.get(job) == "timelapse":
+            result: dict[str, Any] = body["data"].get("result") or {}
+            return result
+    return {}
+
+
+def series_holes(captures: Path, tally: Tally) -> list[str]:
+    """Frames missing from the finished series' folder (its numbers must run 1..frames)."""
+    result = series_result(tally)
+    if not result:
+        return []
     folder = captures / str(result.get("folder"))
     present = {p.name for p in folder.iterdir()} if folder.is_dir() else set()
     return [f"{n:06d}.jpg" for n in range(1, int(result.get("frames") or 0) + 1)
@@ -376,7 +389,12 @@ def rss_of(pid: int | None) -> int:
 
 
 def summarize(
-    stack: Stack, tally: Tally, rss_peak: int, leftovers: list[int], log_text: str
+    stack: Stack,
+    tally: Tally,
+    rss_peak: int,
+    leftovers: list[int],
+    log_text: str,
+    holes: list[str],
 ) -> Report:
     unanswered, open_jobs = tally.outstanding()
     twice = [
@@ -403,8 +421,7 @@ def summarize(
     )
     series = [body for job, body in tally.terminal_events.items()
               if tally.kind_of.get(job) == "timelapse"]  # fmt: skip
-    series_result = (series[0]["data"].get("result") or {}) if series else {}
-    holes = series_holes(stack.agent.work_dir / "captures", series_result) if series_result else []
+    series_facts = series_result(tally)
     fault_counts = Counter(name for _, name in stack.faults)
     rows = [
         ("faults", ", ".join(f"{n} {name}" for name, n in sorted(fault_counts.items())) or "none"),
@@ -420,8 +437,8 @@ def summarize(
         ("recording s requested / kept / lost", f"{requested:.0f} / {kept:.1f} / "
                                                 f"{max(0.0, requested - kept):.1f}"),
         ("timelapse: outcome / frames / ticks missed / holes in the numbering",
-         f"{series[0]['event'] if series else 'none'} / {series_result.get('frames', 0)} / "
-         f"{series_result.get('missed', 0)} / {len(holes)}"),
+         f"{series[0]['event'] if series else 'none'} / {series_facts.get('frames', 0)} / "
+         f"{series_facts.get('missed', 0)} / {len(holes)}"),
         ("gaps by cause", ", ".join(f"{n} {c}" for c, n in sorted(causes.items())) or "none"),
         ("agent starts", str(stack.agent_starts)),
         ("peak agent RSS MiB", f"{rss_peak / 2**20:.1f}"),
