@@ -22,6 +22,7 @@ from agent.config import AgentConfig
 from agent.controls import CameraControls, ControlStore
 from agent.errors import CameraError, CommandError, ConfigError, ErrorCode
 from agent.health import HealthReport, health_path
+from agent.homeassistant import Discovery, birth_topic
 from agent.jobs.actions import JobActions
 from agent.jobs.captures import Captures
 from agent.jobs.files import FileActions
@@ -113,13 +114,30 @@ class AgentApp:
         identity = certificate_identity(config.mqtt.cert)
         for warning in warnings:
             log.warning("%s", warning)
+        ha = config.homeassistant
+        birth = (birth_topic(ha.prefix),) if ha.discovery else ()
         self.link = BrokerLink(
             config.mqtt,
             tls,
             identity,
-            subscriptions=(topics.settings, topics.action, topics.state),
+            subscriptions=(topics.settings, topics.action, topics.state, *birth),
             will_topic=topics.availability,
         )
+        self.discovery = (
+            Discovery(
+                ha.prefix,
+                identity,
+                config.camera.id,
+                topics,
+                self.link,
+                ha.record_button_s,
+                state_dir / "discovery.json",
+                configuration_url=config.storage.public_url,
+            )
+            if ha.discovery
+            else None
+        )
+        self._discovery_sent = False
         # "Something in state or controls changed": set by the stream, the jobs and the
         # controls, awaited by AgentStatus (made last, with what it reports on), which
         # republishes.
@@ -268,7 +286,24 @@ class AgentApp:
         if job.state.finished and job.kind in WRITING_JOBS:
             self._spawn(self.retention.check())
 
+    async def _on_connected(self) -> None:
+        await self.status.publish_connected()
+        if self.discovery is not None and not self._discovery_sent:
+            self._discovery_sent = True  # retained: once per start, and when Home Assistant asks
+            await self._publish_discovery()
+
+    async def _publish_discovery(self) -> None:
+        if self.discovery is None:
+            return
+        count = await self.discovery.publish(self.backend.descriptors(), self.backend.info())
+        log.info("published %d Home Assistant discovery configs", count)
+
     async def _on_message(self, message: InboundMessage) -> None:
+        if self.discovery is not None and message.topic == self.discovery.birth_topic:
+            message.done()
+            if message.payload == b"online":  # Home Assistant (re)started: it wants them again
+                self._spawn(self._publish_discovery())
+            return
         if message.topic == self.topics.state:
             message.done()
             if self.status.is_twin_state(message.payload):
@@ -304,7 +339,7 @@ class AgentApp:
         try:
             async with asyncio.TaskGroup() as tasks:
                 link_task = tasks.create_task(
-                    self.link.run(self.status.publish_connected, self._on_message), name="mqtt"
+                    self.link.run(self._on_connected, self._on_message), name="mqtt"
                 )
                 status_task = tasks.create_task(self.status.run(), name="status")
                 stream_task = tasks.create_task(self.stream.run(), name="stream")

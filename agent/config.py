@@ -144,6 +144,20 @@ class JobSettings(Section):
     )
 
 
+class HomeAssistantSettings(Section):
+    discovery: bool = Field(
+        True, description="publish Home Assistant MQTT discovery configs for this camera"
+    )
+    prefix: str = Field(
+        "homeassistant",
+        pattern=r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$",
+        description="Home Assistant's discovery prefix (its MQTT integration's setting)",
+    )
+    record_button_s: float = Field(
+        10.0, gt=0, description="length of the recording the `Record` button starts"
+    )
+
+
 class LogSettings(Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="log level")
 
@@ -158,6 +172,7 @@ class AgentConfig(BaseSettings):
     stream: StreamSettings = StreamSettings()
     storage: StorageSettings = StorageSettings()
     jobs: JobSettings = JobSettings()
+    homeassistant: HomeAssistantSettings = HomeAssistantSettings()
     log: LogSettings = LogSettings()
 
     @classmethod

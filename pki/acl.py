@@ -7,6 +7,11 @@ rule below is keyed by identity name. Least privilege per role, for one camera o
 - operator: commands and reads one camera (`--camera`/`--base-topic`) or every recorded camera.
 - viewer: reads the reports of one camera or of every recorded camera, and commands nothing.
 
+Home Assistant discovery (prefix `homeassistant`): an agent writes only its own node's configs
+(`homeassistant/+/<identity>/+/config`) and reads Home Assistant's birth message; an operator
+(what Home Assistant connects as) reads the whole prefix and writes the birth message only, so
+it cannot plant or clear a camera's configs.
+
 Revoked identities get no rules at all, so a revoked certificate is refused twice over: by the
 CRL during the TLS handshake and by the ACL should the CRL ever be stale.
 """
@@ -20,6 +25,7 @@ from pki.model import Identity
 # Topics an agent publishes under its base; the agent's MQTT contract names the same set.
 REPORT_TOPICS = ("status", "state", "availability", "controls", "picture", "picture/info")
 RESPONSE_SUBTREE = "response/#"
+DISCOVERY_PREFIX = "homeassistant"
 
 
 def _agent_rules(base: str) -> list[str]:
@@ -39,6 +45,17 @@ def _viewer_rules(base: str) -> list[str]:
     return [f"topic read {base}/{topic}" for topic in REPORT_TOPICS]
 
 
+def _discovery_rules(identity: Identity) -> list[str]:
+    if identity.role == "agent":
+        return [
+            f"topic write {DISCOVERY_PREFIX}/+/{identity.name}/+/config",
+            f"topic read {DISCOVERY_PREFIX}/status",
+        ]
+    if identity.role == "operator":
+        return [f"topic read {DISCOVERY_PREFIX}/#", f"topic write {DISCOVERY_PREFIX}/status"]
+    return []
+
+
 def render_acl(identities: Sequence[Identity]) -> str:
     active = [i for i in identities if i.revoked_at is None]
     camera_bases = sorted({i.base_topic for i in active if i.role == "agent" and i.base_topic})
@@ -56,5 +73,6 @@ def render_acl(identities: Sequence[Identity]) -> str:
         lines.append(f"user {identity.name}")
         for base in bases:
             lines.extend(rules_for[identity.role](base))
+        lines.extend(_discovery_rules(identity))
         lines.append("")
     return "\n".join(lines)
