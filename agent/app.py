@@ -217,6 +217,7 @@ class AgentApp:
             storage_snapshot=self.retention.snapshot,
             health=HealthSource(health_path(state_dir), self._health_report),
             warnings=list(warnings),
+            status_format=config.mqtt.status_format,
         )
         job_actions = JobActions(self.jobs, self.retention.ensure_room)
         file_actions = FileActions(self.captures, self.jobs)
@@ -240,6 +241,7 @@ class AgentApp:
             },
             max_payload_bytes=config.mqtt.max_payload_bytes,
             recording=self.recorder.recording,
+            status_format=config.mqtt.status_format,
         )
 
     def request_stop(self) -> None:

@@ -51,6 +51,11 @@ class MqttSettings(Section):
         description="largest JPEG published on BASE/picture; a larger picture is sent downscaled"
         " (keep it under the broker's max_packet_size)",
     )
+    status_format: Literal["json", "text"] = Field(
+        "json",
+        description="`text`: BASE/status carries the plain message strings (the original"
+        " front end's contract) and the JSON events go to BASE/events",
+    )
     outbox_limit: int = Field(
         1000,
         ge=10,

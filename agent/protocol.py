@@ -13,7 +13,7 @@ import math
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from agent.errors import CommandError, ErrorCode, Problem
 
@@ -381,6 +381,22 @@ def _timelapse(args: list[str], body: dict[str, Any]) -> dict[str, Any]:
 
 
 ActionParser = Callable[[list[str], dict[str, Any]], dict[str, Any]]
+
+StatusFormat = Literal["json", "text"]
+
+
+def status_messages(
+    body: dict[str, Any], status_topic: str, events_topic: str, status_format: StatusFormat
+) -> list[tuple[str, bytes]]:
+    """Where an event goes. "json": the event on `BASE/status`. "text" (the original system's
+    contract, whose Flutter app shows `BASE/status` as it comes): the plain message there
+    ("SUCCESS: brightness set to 0.3"), and the JSON event on `BASE/events`."""
+    payload = json.dumps(body).encode()
+    if status_format == "text":
+        return [(events_topic, payload), (status_topic, str(body["message"]).encode())]
+    return [(status_topic, payload)]
+
+
 ACTION_PARSERS: dict[str, ActionParser] = {
     "picture": _picture,
     "record": _record,

@@ -30,11 +30,13 @@ from agent.mqtt.topics import Topics
 from agent.protocol import (
     ACTION_PARSERS,
     ActionCommand,
+    StatusFormat,
     decode_payload,
     event,
     parse_action,
     parse_settings,
     peek_id,
+    status_messages,
 )
 
 log = logging.getLogger(__name__)
@@ -106,8 +108,10 @@ class CommandRouter:
         actions: dict[str, ActionHandler],
         max_payload_bytes: int,
         recording: Callable[[], bool] = lambda: False,
+        status_format: StatusFormat = "json",
     ) -> None:
         self._camera_id = camera_id
+        self._status_format = status_format
         self._recording = recording  # whether a record job is running now
         self._topics = topics
         self._publisher = publisher
@@ -241,8 +245,10 @@ class CommandRouter:
         )
 
     async def _send(self, body: dict[str, Any], message: InboundMessage) -> None:
+        topics = self._topics
+        for topic, data in status_messages(body, topics.status, topics.events, self._status_format):
+            await self._publisher.publish(topic, data)
         payload = json.dumps(body).encode()
-        await self._publisher.publish(self._topics.status, payload)
         if (
             message.response_topic is not None
             and body.get("error", {}).get("code") != ErrorCode.INVALID_RESPONSE_TOPIC

@@ -19,7 +19,7 @@ from agent.health import HEARTBEAT_S, HealthReport, write_health
 from agent.jobs.jpeg import Jpeg
 from agent.messaging import Delivery, Publisher
 from agent.mqtt.topics import Topics
-from agent.protocol import event, utc_now
+from agent.protocol import StatusFormat, event, status_messages, utc_now
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +62,7 @@ class AgentStatus:
         storage_snapshot: Callable[[], dict[str, Any]] | None = None,
         health: HealthSource | None,
         warnings: list[str],
+        status_format: StatusFormat = "json",
     ) -> None:
         self._camera_id = camera_id
         self._identity = identity
@@ -74,6 +75,7 @@ class AgentStatus:
         self._storage_snapshot = storage_snapshot
         self._health = health
         self.warnings = warnings
+        self._status_format = status_format
         self._started_at = utc_now()
         # Tells this process's retained state apart from another agent's with the same identity.
         self.instance = uuid.uuid4().hex
@@ -151,9 +153,11 @@ class AgentStatus:
             self._camera_id, name, ok=ok, message=message, data=data,
             command_id=command_id, job=job, error=error,
         )  # fmt: skip
-        await self._publisher.publish(
-            self._topics.status, json.dumps(body).encode(), delivery=delivery_of(name)
-        )
+        topics = self._topics
+        for topic, payload in status_messages(
+            body, topics.status, topics.events, self._status_format
+        ):
+            await self._publisher.publish(topic, payload, delivery=delivery_of(name))
 
     async def show_picture(self, preview: Jpeg | None, result: dict[str, Any]) -> None:
         """The latest picture on `BASE/picture` (its JPEG, retained: what MQTT image and camera

@@ -23,7 +23,7 @@ from collections.abc import Iterable, Sequence
 from pki.model import Identity
 
 # Topics an agent publishes under its base; the agent's MQTT contract names the same set.
-REPORT_TOPICS = ("status", "state", "availability", "controls", "picture", "picture/info")
+REPORT_TOPICS = ("status", "events", "state", "availability", "controls", "picture", "picture/info")
 RESPONSE_SUBTREE = "response/#"
 DISCOVERY_PREFIX = "homeassistant"
 

@@ -24,6 +24,11 @@ class Topics:
         return f"{self.base}/status"
 
     @property
+    def events(self) -> str:
+        """The JSON events when `BASE/status` carries plain text (mqtt.status_format = "text")."""
+        return f"{self.base}/events"
+
+    @property
     def state(self) -> str:
         return f"{self.base}/state"
 
