@@ -9,7 +9,17 @@ import pytest
 from devstack import Broker, MediaServer
 
 from pki.authority import CertificateAuthority, Role
+from tests import contract
 from tests.support import AgentProcess, Probe
+
+
+@pytest.fixture(autouse=True)
+def keeps_the_contract() -> Iterator[None]:
+    """Every message a probe received on a channel of docs/asyncapi.yaml was valid for it."""
+    contract.reset()
+    yield
+    violations = contract.take_violations()
+    assert not violations, "messages that break docs/asyncapi.yaml:\n" + "\n".join(violations[:20])
 
 
 @pytest.fixture(scope="session")

@@ -24,6 +24,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from agent.stream.ffmpeg_args import STAMP_HEIGHT, decode_stamp
+from tests import contract
 
 WAIT_S = 10.0
 
@@ -109,6 +110,7 @@ class Probe:
         self._connected.set()
 
     def _on_message(self, client: Any, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        contract.check(message.topic, bytes(message.payload))
         props = getattr(message, "properties", None)
         correlation = getattr(props, "CorrelationData", None)
         self.messages.put(
@@ -136,6 +138,7 @@ class Probe:
             properties.ResponseTopic = response_topic
             if correlation_data is not None:
                 properties.CorrelationData = correlation_data
+        contract.sent_by_a_test(topic, payload.encode() if isinstance(payload, str) else payload)
         info = self.client.publish(topic, payload, qos=1, properties=properties)
         if wait:
             info.wait_for_publish(WAIT_S)
