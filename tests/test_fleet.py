@@ -1,0 +1,129 @@
+"""Many cameras on one broker: 20 real agents (test pattern, streaming off), each with its own
+identity and topic base from camera-pki, driven by one fleet-wide operator. Each answers only its
+own commands; an agent cannot read or write another's topics; a viewer scoped to one camera sees
+only that one. Slow: twenty agents start."""
+
+from __future__ import annotations
+
+import json
+import queue
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from devstack import Broker
+
+from pki.authority import CertificateAuthority, Role
+from tests.support import AgentProcess, Probe, Received
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
+
+CAMERAS = [f"cam{n:02d}" for n in range(1, 21)]
+
+
+@pytest.fixture
+def fleet(tmp_path: Path) -> Iterator[tuple[Broker, dict[str, AgentProcess]]]:
+    pki = tmp_path / "pki"
+    ca = CertificateAuthority(pki)
+    ca.init()
+    for camera in CAMERAS:
+        ca.issue(camera, Role.AGENT, camera=camera)
+    ca.issue("viewer-cam01", Role.VIEWER, camera="cam01")
+    ca.issue("intruder", Role.AGENT, camera="cam99")
+    broker = Broker(pki, tmp_path / "broker")
+    broker.start()
+    agents: dict[str, AgentProcess] = {}
+    try:
+        for camera in CAMERAS:
+            client = pki / "clients" / camera
+            env = {
+                "CAMERA_AGENT_MQTT__CERT": str(client / "cert.pem"),
+                "CAMERA_AGENT_MQTT__KEY": str(client / "key.pem"),
+                "CAMERA_AGENT_MQTT__BASE_TOPIC": f"camera/{camera}",
+                "CAMERA_AGENT_CAMERA__ID": camera,
+            }
+            agents[camera] = AgentProcess(broker, tmp_path / camera, env=env)
+            agents[camera].start()
+        yield broker, agents
+    finally:
+        for agent in agents.values():
+            agent.stop()
+        broker.stop()
+
+
+def is_online(camera: str) -> Callable[[Received], bool]:
+    return lambda m: m.topic == f"camera/{camera}/availability" and m.payload == b"online"
+
+
+def answers_to(command_id: str) -> Callable[[Received], bool]:
+    return lambda m: m.topic.endswith("/status") and m.json().get("id") == command_id
+
+
+def arriving(probe: Probe, seconds: float) -> list[Received]:
+    """What ``probe`` has queued and receives within ``seconds``."""
+    deadline = time.monotonic() + seconds
+    found = []
+    while (remaining := deadline - time.monotonic()) > 0:
+        try:
+            found.append(probe.messages.get(timeout=remaining))
+        except queue.Empty:
+            break
+    return found
+
+
+def test_twenty_cameras_on_one_broker_keep_to_their_own_topics(
+    fleet: tuple[Broker, dict[str, AgentProcess]],
+) -> None:
+    broker, agents = fleet
+    operator = Probe(broker, "operator")  # fleet-wide: every recorded camera
+    viewer = Probe(broker, "viewer-cam01")
+    intruder = Probe(broker, "intruder")
+    try:
+        operator.subscribe("camera/#")
+        viewer.subscribe("camera/#")
+        for camera in CAMERAS:
+            operator.wait_for(is_online(camera), timeout=60, what=f"{camera} online")
+
+        # Every camera answers its own command, on its own topic, and only there.
+        for n, camera in enumerate(CAMERAS, 1):
+            operator.publish(
+                f"camera/{camera}/control/settings",
+                json.dumps({"id": f"set-{camera}", "set": {"brightness": round(n / 40, 3)}}),
+            )
+        answers = {}
+        for camera in CAMERAS:
+            answer = operator.wait_for(answers_to(f"set-{camera}"), what=f"{camera}'s answer")
+            answers[camera] = answer
+        for n, camera in enumerate(CAMERAS, 1):
+            assert answers[camera].topic == f"camera/{camera}/status"
+            body = answers[camera].json()
+            assert body["camera"] == camera and body["data"]["applied"] == {
+                "brightness": round(n / 40, 3)
+            }
+        # ... and no second answer anywhere.
+        later = [*operator.history, *arriving(operator, 1.0)]
+        assert not [m for m in later if m.topic.endswith("/status")
+                    and str(m.json().get("id")).startswith("set-")]  # fmt: skip
+        operator.history.clear()
+
+        # An agent cannot command, impersonate or read another camera.
+        intruder.subscribe("camera/cam02/#")
+        intruder.publish("camera/cam02/control/settings", '{"id": "hijack", "set": {"hue": 0.5}}')
+        intruder.publish("camera/cam02/status", '{"sentinel": true}')
+        operator.publish("camera/cam02/control/action", '{"id": "probe", "action": "jobs"}')
+        operator.wait_event(id="probe")  # cam02 answered the operator: the intruder's went first
+        seen = [*operator.history, *arriving(operator, 1.0)]
+        assert not [m for m in seen if b"hijack" in m.payload or b"sentinel" in m.payload]
+        assert arriving(intruder, 1.0) == []  # it read nothing of cam02
+        assert agents["cam02"].alive()
+
+        # A viewer scoped to cam01 sees cam01 and nothing of the nineteen others.
+        operator.publish("camera/cam01/control/settings", "contrast 1.1")
+        operator.publish("camera/cam03/control/settings", "contrast 1.1")
+        cam01 = viewer.wait_for(lambda m: m.topic == "camera/cam01/status", what="cam01's answer")
+        topics = {cam01.topic, *(m.topic for m in [*viewer.history, *arriving(viewer, 1.0)])}
+        assert topics and all(t.startswith("camera/cam01/") for t in topics), sorted(topics)
+    finally:
+        for probe in (operator, viewer, intruder):
+            probe.close()
