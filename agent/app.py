@@ -26,11 +26,11 @@ from agent.homeassistant import Discovery, birth_topic
 from agent.jobs.actions import JobActions
 from agent.jobs.captures import Captures
 from agent.jobs.files import FileActions
-from agent.jobs.jpeg import Jpeg
+from agent.jobs.jpegdata import Jpeg
 from agent.jobs.ledger import JobLedger
 from agent.jobs.manager import JobKind, JobManager
 from agent.jobs.model import Job
-from agent.jobs.picture import picture_runner
+from agent.jobs.picture import load_encoder, picture_runner
 from agent.jobs.record import Recorder, RecordJournal
 from agent.jobs.retention import Retention, StorageLimits
 from agent.jobs.timelapse import SeriesJournal, Timelapse
@@ -138,6 +138,7 @@ class AgentApp:
             else None
         )
         self._discovery_sent = False
+        self._encoder_loaded = False
         # "Something in state or controls changed": set by the stream, the jobs and the
         # controls, awaited by AgentStatus (made last, with what it reports on), which
         # republishes.
@@ -262,6 +263,9 @@ class AgentApp:
         )
 
     def _report_stream(self, name: str, ok: bool, message: str, data: dict[str, Any]) -> None:
+        if name == "stream.online" and not self._encoder_loaded:
+            self._encoder_loaded = True
+            self._spawn(asyncio.to_thread(load_encoder))
         error = (
             None if ok else CommandError(ErrorCode.STREAM_ERROR, message.removeprefix("ERROR: "))
         )

@@ -16,7 +16,7 @@ from agent import __version__
 from agent.camera.base import CameraBackend
 from agent.errors import CommandError
 from agent.health import HEARTBEAT_S, HealthReport, write_health
-from agent.jobs.jpeg import Jpeg
+from agent.jobs.jpegdata import Jpeg
 from agent.messaging import Delivery, Publisher
 from agent.mqtt.topics import Topics
 from agent.protocol import StatusFormat, event, status_messages, utc_now

@@ -11,23 +11,16 @@ else the frame halved (a 2x2 box filter, plane by plane) until its JPEG fits.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
 import simplejpeg
 
-ENCODABLE = frozenset({"yuv420p"})
+from agent.jobs.jpegdata import Jpeg
+
 Plane = npt.NDArray[np.uint8]
 Planes = tuple[Plane, Plane, Plane]
-
-
-@dataclass(frozen=True)
-class Jpeg:
-    data: bytes
-    width: int
-    height: int
 
 
 def read_yuv420p(path: str | Path, width: int, height: int) -> Planes:

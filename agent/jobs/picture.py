@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,7 @@ from typing import Any
 from agent.camera.base import CameraBackend
 from agent.errors import CameraError, CommandError, ErrorCode
 from agent.jobs.captures import Captures, describe_file
-from agent.jobs.jpeg import ENCODABLE, Jpeg, encode, preview, read_yuv420p
+from agent.jobs.jpegdata import ENCODABLE, Jpeg
 from agent.jobs.manager import JobContext, JobRunner
 from agent.process import ManagedProcess
 from agent.stream.ffmpeg_args import still_to_jpeg_args
@@ -91,14 +92,24 @@ async def save_frame(
     return frame
 
 
+def load_encoder() -> None:
+    """Import the in-process encoder (blocking: a worker thread). Done when the stream first
+    comes online, so that the first picture is not late by the import; an agent that never
+    streams never loads it (see jpegdata.py)."""
+    from agent.jobs import jpeg  # noqa: F401, PLC0415
+
+
 def _encode_with_preview(
-    frame: RawFrame, quality: int, preview_limit: int | None
+    source: str, frame: RawFrame, quality: int, preview_limit: int | None
 ) -> tuple[Jpeg, Jpeg | None]:
-    planes = read_yuv420p(frame.path, frame.width, frame.height)
-    full = encode(planes, quality)
+    # Imported here, in the worker thread of the first picture: see jpegdata.py.
+    from agent.jobs import jpeg  # noqa: PLC0415
+
+    planes = jpeg.read_yuv420p(source, frame.width, frame.height)
+    full = jpeg.encode(planes, quality)
     if preview_limit is None:
         return full, None
-    return full, preview(planes, full, quality, preview_limit)
+    return full, jpeg.preview(planes, full, quality, preview_limit)
 
 
 async def _encode(
@@ -110,9 +121,16 @@ async def _encode(
     async with captures.writing(final) as partial:
         if frame.pix_fmt in ENCODABLE:
             try:
-                full, shown = await asyncio.to_thread(
-                    _encode_with_preview, frame, quality, preview_limit
-                )
+                # Opened now, on the loop: the pusher replaces the file at every frame, and the
+                # worker may start late (the encoder still loading); the open file is this
+                # moment's frame whatever comes after.
+                fd = os.open(frame.path, os.O_RDONLY)
+                try:
+                    full, shown = await asyncio.to_thread(
+                        _encode_with_preview, f"/proc/self/fd/{fd}", frame, quality, preview_limit
+                    )
+                finally:
+                    os.close(fd)
             except (OSError, ValueError) as err:
                 raise CommandError(ErrorCode.CAMERA_ERROR, f"JPEG encoding failed: {err}") from err
             await asyncio.to_thread(partial.write_bytes, full.data)
