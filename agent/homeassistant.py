@@ -14,6 +14,7 @@ payload) at the next start.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import Sequence
@@ -227,19 +228,26 @@ class Discovery:
             await self._publisher.publish(
                 topic, json.dumps(config).encode(), retain=True, delivery=Delivery.EVENT
             )
-        for gone in sorted(set(self._remembered()) - set(configs)):
+        remembered = await asyncio.to_thread(self._remembered)
+        for gone in sorted(set(remembered) - set(configs)):
             log.info("removing the discovery config %s (no such entity any more)", gone)
             await self._publisher.publish(gone, b"", retain=True, delivery=Delivery.EVENT)
         try:
-            write_atomic(self._memory, json.dumps(sorted(configs)).encode())
+            # In a worker thread: the write syncs to disk, which the event loop must not wait on.
+            await asyncio.to_thread(
+                write_atomic, self._memory, json.dumps(sorted(configs)).encode()
+            )
         except OSError as err:
             log.warning("cannot remember the discovery configs in %s: %s", self._memory, err)
         return len(configs)
 
     def _remembered(self) -> list[str]:
+        """The topics published last time (blocking: a worker thread)."""
         try:
             topics = json.loads(self._memory.read_text())
         except (OSError, ValueError):
+            return []
+        if not isinstance(topics, list):
             return []
         prefix = f"{self.prefix}/"
         # Only this node's configs: a hand-edited file must not make the agent clear others.
