@@ -57,6 +57,13 @@ def render_broker_config(pki_dir: Path, data_dir: Path, port: int, host: str = "
     return "\n".join(out) + "\n"
 
 
+def read_log(path: Path) -> str:
+    """A server's log so far ("" before it wrote one)."""
+    with contextlib.suppress(FileNotFoundError):
+        return path.read_text(errors="replace")
+    return ""
+
+
 def wait_for_port(host: str, port: int, timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
     while True:
@@ -129,9 +136,7 @@ class Broker:
         self.process.send_signal(signal.SIGHUP)
 
     def log_text(self) -> str:
-        with contextlib.suppress(FileNotFoundError):
-            return self.log_path.read_text(errors="replace")
-        return ""
+        return read_log(self.log_path)
 
 
 def render_web_config(
@@ -216,9 +221,7 @@ class WebServer:
             self.process = None
 
     def log_text(self) -> str:
-        with contextlib.suppress(FileNotFoundError):
-            return self.log_path.read_text(errors="replace")
-        return ""
+        return read_log(self.log_path)
 
 
 def agent_config_toml(
@@ -445,9 +448,7 @@ class MediaServer:
         self.start()
 
     def log_text(self) -> str:
-        with contextlib.suppress(FileNotFoundError):
-            return self.log_path.read_text(errors="replace")
-        return ""
+        return read_log(self.log_path)
 
 
 def terminate_group(process: subprocess.Popen[bytes], timeout: float = 10.0) -> int:
