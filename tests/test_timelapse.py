@@ -3,6 +3,7 @@ the video, `stop`, a SIGKILL in the middle, bad input, and what retention must s
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import os
@@ -174,8 +175,6 @@ def test_bad_timelapse_input_is_refused_naming_the_field(
 
 
 def test_retention_spares_the_frames_of_a_running_series(tmp_path: Path) -> None:
-    import asyncio  # noqa: PLC0415
-
     folder = tmp_path / "timelapse-20261202T000000.000Z"
     folder.mkdir()
     for n in range(1, 4):
