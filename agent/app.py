@@ -35,6 +35,7 @@ from agent.jobs.record import Recorder, RecordJournal
 from agent.jobs.retention import Retention, StorageLimits
 from agent.jobs.timelapse import SeriesJournal, Timelapse
 from agent.jobs.trim import Trimmer
+from agent.memory import release_free_heap
 from agent.messaging import InboundMessage
 from agent.mqtt.client import BrokerLink
 from agent.mqtt.tls import certificate_identity, client_context
@@ -139,6 +140,7 @@ class AgentApp:
         )
         self._discovery_sent = False
         self._encoder_loaded = False
+        self._settled = False
         # "Something in state or controls changed": set by the stream, the jobs and the
         # controls, awaited by AgentStatus (made last, with what it reports on), which
         # republishes.
@@ -297,6 +299,9 @@ class AgentApp:
         if self.discovery is not None and not self._discovery_sent:
             self._discovery_sent = True  # retained: once per start, and when Home Assistant asks
             await self._publish_discovery()
+        if not self._settled:
+            self._settled = True
+            release_free_heap()  # start-up is over: see memory.py
 
     async def _publish_discovery(self) -> None:
         if self.discovery is None:

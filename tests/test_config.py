@@ -64,3 +64,24 @@ def test_cli_exits_2_with_a_message(tmp_path: Path, toml: str, message: str) -> 
     assert result.returncode == 2
     assert message in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_environment_key_unknown_in_a_known_section_is_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("CAMERA_AGENT_MQTT__HOTS", "broker")
+    with pytest.raises(ConfigError, match="mqtt.hots: Extra inputs are not permitted"):
+        load_config(None)
+
+
+def test_environment_values_are_converted_like_the_file_and_other_names_ignored(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("CAMERA_AGENT_HOME", "/somewhere")  # scripts/run's, not configuration
+    monkeypatch.setenv("camera_agent_stream__autostart", "false")
+    monkeypatch.setenv("CAMERA_AGENT_JOBS__MAX_RECORD_S", "12.5")
+    loaded = load_config(None)
+    assert loaded.stream.autostart is False and loaded.jobs.max_record_s == 12.5
+    monkeypatch.setenv("CAMERA_AGENT_MQTT__PORT", "eighty")
+    with pytest.raises(ConfigError, match="mqtt.port: Input should be a valid integer"):
+        load_config(None)

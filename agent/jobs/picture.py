@@ -14,6 +14,7 @@ from agent.errors import CameraError, CommandError, ErrorCode
 from agent.jobs.captures import Captures, describe_file
 from agent.jobs.jpegdata import ENCODABLE, Jpeg
 from agent.jobs.manager import JobContext, JobRunner
+from agent.memory import release_free_heap
 from agent.process import ManagedProcess
 from agent.stream.ffmpeg_args import still_to_jpeg_args
 from agent.stream.still import RawFrame
@@ -97,6 +98,8 @@ def load_encoder() -> None:
     comes online, so that the first picture is not late by the import; an agent that never
     streams never loads it (see jpegdata.py)."""
     from agent.jobs import jpeg  # noqa: F401, PLC0415
+
+    release_free_heap()  # numpy's import leaves freed blocks behind: see memory.py
 
 
 def _encode_with_preview(

@@ -12,11 +12,12 @@ callback instead), and that change would hold the pipeline lock, and every later
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import zmq
-import zmq.asyncio
+if TYPE_CHECKING:
+    import zmq.asyncio
 
 log = logging.getLogger(__name__)
 
@@ -29,15 +30,20 @@ class FilterCommandError(Exception):
 
 class FilterCommandChannel:
     def __init__(self, endpoint: str) -> None:
+        # Imported with the first live pipeline, not with the agent: an agent that does not
+        # stream (a fleet's idle camera) keeps pyzmq's few MiB out of its memory.
+        self._zmq: Any = importlib.import_module("zmq")
+        importlib.import_module("zmq.asyncio")
         self._endpoint = endpoint
-        self._context = zmq.asyncio.Context.instance()
+        self._context: zmq.asyncio.Context = self._zmq.asyncio.Context.instance()
         self._socket: zmq.asyncio.Socket | None = None
 
     def _connect(self) -> zmq.asyncio.Socket:
-        sock = self._context.socket(zmq.REQ)
-        sock.setsockopt(zmq.LINGER, 0)
-        sock.setsockopt(zmq.RCVTIMEO, REPLY_TIMEOUT_MS)
-        sock.setsockopt(zmq.SNDTIMEO, REPLY_TIMEOUT_MS)
+        constants = self._zmq
+        sock: zmq.asyncio.Socket = self._context.socket(constants.REQ)
+        sock.setsockopt(constants.LINGER, 0)
+        sock.setsockopt(constants.RCVTIMEO, REPLY_TIMEOUT_MS)
+        sock.setsockopt(constants.SNDTIMEO, REPLY_TIMEOUT_MS)
         sock.connect(self._endpoint)
         return sock
 
@@ -50,7 +56,7 @@ class FilterCommandChannel:
             reply = bytes(await _settled(asyncio.ensure_future(sock.recv()))).decode(
                 errors="replace"
             )
-        except (zmq.ZMQError, FilterCommandError) as err:
+        except (self._zmq.ZMQError, FilterCommandError) as err:
             if self._socket is sock:
                 self.close()
             raise FilterCommandError(f"no answer from ffmpeg to {command!r}: {err}") from err
