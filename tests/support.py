@@ -203,6 +203,19 @@ def wait_until(condition: Callable[[], Any], timeout: float = WAIT_S, what: str 
     return result
 
 
+def camera_agent_env(pki: Path, camera: str) -> dict[str, str]:
+    """The environment that makes an AgentProcess the agent of fleet camera ``camera``: the
+    identity `camera-pki issue <camera> --role agent --camera <camera>` made, and its topic
+    base `camera/<camera>`."""
+    client = pki / "clients" / camera
+    return {
+        "CAMERA_AGENT_MQTT__CERT": str(client / "cert.pem"),
+        "CAMERA_AGENT_MQTT__KEY": str(client / "key.pem"),
+        "CAMERA_AGENT_MQTT__BASE_TOPIC": f"camera/{camera}",
+        "CAMERA_AGENT_CAMERA__ID": camera,
+    }
+
+
 class AgentProcess:
     """`camera-agent run` as a subprocess in its own process group."""
 

@@ -70,7 +70,7 @@ def test_environment_key_unknown_in_a_known_section_is_refused(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("CAMERA_AGENT_MQTT__HOTS", "broker")
-    with pytest.raises(ConfigError, match="mqtt.hots: Extra inputs are not permitted"):
+    with pytest.raises(ConfigError, match=r"mqtt\.hots: Extra inputs are not permitted"):
         load_config(None)
 
 
@@ -83,5 +83,5 @@ def test_environment_values_are_converted_like_the_file_and_other_names_ignored(
     loaded = load_config(None)
     assert loaded.stream.autostart is False and loaded.jobs.max_record_s == 12.5
     monkeypatch.setenv("CAMERA_AGENT_MQTT__PORT", "eighty")
-    with pytest.raises(ConfigError, match="mqtt.port: Input should be a valid integer"):
+    with pytest.raises(ConfigError, match=r"mqtt\.port: Input should be a valid integer"):
         load_config(None)

@@ -15,7 +15,7 @@ import pytest
 from devstack import Broker
 
 from pki.authority import CertificateAuthority, Role
-from tests.support import AgentProcess, Probe, Received
+from tests.support import AgentProcess, Probe, Received, camera_agent_env
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -36,13 +36,7 @@ def fleet(tmp_path: Path) -> Iterator[tuple[Broker, dict[str, AgentProcess]]]:
     agents: dict[str, AgentProcess] = {}
     try:
         for camera in CAMERAS:
-            client = pki / "clients" / camera
-            env = {
-                "CAMERA_AGENT_MQTT__CERT": str(client / "cert.pem"),
-                "CAMERA_AGENT_MQTT__KEY": str(client / "key.pem"),
-                "CAMERA_AGENT_MQTT__BASE_TOPIC": f"camera/{camera}",
-                "CAMERA_AGENT_CAMERA__ID": camera,
-            }
+            env = camera_agent_env(pki, camera)
             agents[camera] = AgentProcess(broker, tmp_path / camera, env=env)
             agents[camera].start()
         yield broker, agents
