@@ -6,6 +6,9 @@ rule below is keyed by identity name. Least privilege per role, for one camera o
 - agent: reads its own camera's commands, writes only its own camera's reports and replies.
 - operator: commands and reads one camera (`--camera`/`--base-topic`) or every recorded camera.
 - viewer: reads the reports of one camera or of every recorded camera, and commands nothing.
+- bridge (a site's broker, at the central broker): writes the reports and replies of its site's
+  cameras (ids `SITE-...`) and reads their commands, as those cameras' agents would; it cannot
+  publish into another site's cameras, nor read their commands.
 
 Home Assistant discovery (prefix `homeassistant`): an agent writes only its own node's configs
 (`homeassistant/+/<identity>/+/config`) and reads Home Assistant's birth message; an operator
@@ -20,7 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from pki.model import Identity
+from pki.model import DEFAULT_BASE_TOPIC, Identity, Role, site_of
 
 # Topics an agent publishes under its base; the agent's MQTT contract names the same set.
 REPORT_TOPICS = ("status", "events", "state", "availability", "controls", "picture", "picture/info")
@@ -45,6 +48,26 @@ def _viewer_rules(base: str) -> list[str]:
     return [f"topic read {base}/{topic}" for topic in REPORT_TOPICS]
 
 
+def _site_agents(bridge: Identity, active: Sequence[Identity]) -> list[Identity]:
+    return [
+        i
+        for i in active
+        if i.role == Role.AGENT and i.camera is not None and site_of(i.camera, bridge.name)
+    ]
+
+
+def _bridge_rules(bridge: Identity, active: Sequence[Identity]) -> list[str]:
+    rules: list[str] = []
+    agents = _site_agents(bridge, active)
+    for agent in agents:
+        rules += _agent_rules(agent.base_topic or DEFAULT_BASE_TOPIC)  # an agent always has one
+    for agent in agents:
+        rules.append(f"topic write {DISCOVERY_PREFIX}/+/{agent.name}/+/config")
+    if agents:
+        rules.append(f"topic read {DISCOVERY_PREFIX}/status")
+    return rules
+
+
 def _discovery_rules(identity: Identity) -> list[str]:
     if identity.role == "agent":
         return [
@@ -66,6 +89,11 @@ def render_acl(identities: Sequence[Identity]) -> str:
     ]
     rules_for = {"agent": _agent_rules, "operator": _operator_rules, "viewer": _viewer_rules}
     for identity in active:
+        if identity.role == Role.BRIDGE:
+            cameras = ", ".join(str(a.camera) for a in _site_agents(identity, active)) or "none yet"
+            lines += [f"# bridge of site {identity.name}: cameras {cameras}"]
+            lines += [f"user {identity.name}", *_bridge_rules(identity, active), ""]
+            continue
         bases: Iterable[str] = [identity.base_topic] if identity.base_topic else camera_bases
         lines.append(
             f"# {identity.role}" + (f" of camera {identity.camera}" if identity.camera else "")

@@ -10,6 +10,7 @@ Layout of a PKI directory (external tools and the pod's mounts rely on it)::
     DIR/server/cert.pem, key.pem the broker's certificate (leaf + intermediate), serverAuth only
     DIR/server/acl               the Mosquitto ACL rendered from identities.json
     DIR/clients/NAME/cert.pem, key.pem  client certificates (leaf + intermediate), clientAuth only
+    DIR/bridges/SITE.conf        a site broker's bridge to the central broker (`camera-pki bridge`)
 
 Private keys are written with mode 0600 and every file is replaced atomically.
 """
@@ -267,6 +268,20 @@ class CertificateAuthority:
                 f"a certificate named {name!r} exists already (serial {existing.serial:x}); "
                 f"revoke it first with `camera-pki revoke {self.paths.root} {name}`"
             )
+        if role is Role.BRIDGE and (camera is not None or base_topic is not None):
+            raise PkiError(
+                f"a bridge carries every camera of its site (ids {name}-...): it takes neither"
+                " --camera nor --base-topic"
+            )
+        if role is Role.BRIDGE:
+            for other in registry.identities:
+                overlap = other.name.startswith(f"{name}-") or name.startswith(f"{other.name}-")
+                if other.role == Role.BRIDGE and other.revoked_at is None and overlap:
+                    raise PkiError(
+                        f"site {name!r} and site {other.name!r} would share camera ids (a site's"
+                        " cameras are `SITE-...`): choose a site name that is not the other's"
+                        " prefix"
+                    )
         topic = base_topic or (f"{DEFAULT_BASE_TOPIC}/{camera}" if camera else None)
         if role is Role.AGENT and topic is None:
             topic = DEFAULT_BASE_TOPIC
@@ -291,8 +306,11 @@ class CertificateAuthority:
     ) -> Identity:
         key = new_key(registry.key_type)
         start = not_before or utc_now()
+        scope = base_topic or ALL_CAMERAS
+        if role is Role.BRIDGE:
+            scope = f"{DEFAULT_BASE_TOPIC}/{name}-{ALL_CAMERAS}"  # its site's cameras
         cert = sign(
-            self._leaf_builder(issuer, name, str(role), key, start, days, base_topic or ALL_CAMERAS)
+            self._leaf_builder(issuer, name, str(role), key, start, days, scope)
             .add_extension(leaf_key_usage(registry.key_type), critical=True)
             # clientAuth only: a stolen client key cannot impersonate the broker.
             .add_extension(

@@ -19,6 +19,8 @@ from pki.authority import (
     PkiError,
     Role,
 )
+from pki.bridge import CONTAINER_CERTS, render_bridge_config
+from pki.model import site_of
 
 CRL_WARNING_DAYS = 30
 
@@ -133,6 +135,40 @@ def _cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bridge(args: argparse.Namespace) -> int:
+    ca = CertificateAuthority(args.dir)
+    registry = ca.load_registry()
+    bridge = registry.find_active(args.site)
+    if bridge is None:
+        raise PkiError(
+            f"no bridge identity {args.site!r}; issue it first with"
+            f" `camera-pki issue {args.dir} {args.site} --role bridge`"
+        )
+    text = render_bridge_config(bridge, args.central, args.certs_dir, not args.no_discovery)
+    path = ca.paths.bridge_config(args.site)
+    write_atomic(path, text.encode(), 0o644)
+    cameras = [
+        i.camera
+        for i in registry.identities
+        if i.revoked_at is None
+        and i.role == Role.AGENT
+        and i.camera
+        and site_of(i.camera, args.site)
+    ]
+    print(f"wrote {path}: site {args.site} bridged to {args.central}")
+    print(
+        f"cameras of the site: {', '.join(cameras)}"
+        if cameras
+        else f"no camera of the site yet: issue agents with --camera {args.site}-NAME"
+    )
+    print(
+        "put it in the site broker's include_dir (the pod: CAMERA_SITE="
+        + args.site
+        + " scripts/pod-up), with the bridge's certificate and key"
+    )
+    return 0
+
+
 def _cmd_acl(args: argparse.Namespace) -> int:
     print(CertificateAuthority(args.dir).paths.acl.read_text(), end="")
     return 0
@@ -200,6 +236,23 @@ def build_parser() -> argparse.ArgumentParser:
     command("list", _cmd_list, "show every certificate with role, serial, expiry and status")
     command("crl", _cmd_crl, "re-sign the CRL with a fresh next-update date")
     command("acl", _cmd_acl, "print the Mosquitto ACL rendered from the identities")
+    bridge = command(
+        "bridge", _cmd_bridge, "write DIR/bridges/SITE.conf: the site broker's bridge to the centre"
+    )
+    bridge.add_argument("site", help="the site's bridge identity (`issue SITE --role bridge`)")
+    bridge.add_argument(
+        "--central", required=True, metavar="HOST:PORT", help="the central broker's mTLS listener"
+    )
+    bridge.add_argument(
+        "--certs-dir",
+        default=CONTAINER_CERTS,
+        help=f"where the site's broker finds the PKI files (default {CONTAINER_CERTS}, the pod's)",
+    )
+    bridge.add_argument(
+        "--no-discovery",
+        action="store_true",
+        help="do not carry Home Assistant discovery (the agents' homeassistant.discovery = false)",
+    )
     return parser
 
 

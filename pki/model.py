@@ -24,6 +24,7 @@ class Role(StrEnum):
     AGENT = "agent"  # a camera: reads its commands, writes its reports
     OPERATOR = "operator"  # commands cameras and reads everything they report
     VIEWER = "viewer"  # reads reports only
+    BRIDGE = "bridge"  # a site's broker at the central one: carries the site's cameras only
 
 
 class KeyType(StrEnum):
@@ -108,6 +109,9 @@ class Paths:
     def client_dir(self, name: str) -> Path:
         return self.root / "clients" / name
 
+    def bridge_config(self, site: str) -> Path:
+        return self.root / "bridges" / f"{site}.conf"
+
 
 RESERVED_CAMERA_IDS = frozenset(
     {"control", "status", "state", "availability", "controls", "response"}
@@ -122,6 +126,12 @@ def validate_identity_name(name: str, what: str = "name") -> None:
             f"invalid {what} {name!r}: use 1-64 characters of a-z, 0-9, '_' and '-', "
             "starting with a letter or digit (it becomes part of MQTT topics and ACL rules)"
         )
+
+
+def site_of(camera: str, site: str) -> bool:
+    """Whether camera id ``camera`` belongs to site ``site``: fleet camera ids are `SITE-CAM`,
+    unique across sites, so a site's cameras are the ids that start with its name and `-`."""
+    return camera.startswith(f"{site}-") and len(camera) > len(site) + 1
 
 
 def validate_topic_base(topic: str) -> None:

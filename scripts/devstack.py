@@ -40,15 +40,22 @@ def free_port() -> int:
         return port
 
 
-def render_broker_config(pki_dir: Path, data_dir: Path, port: int, host: str = "127.0.0.1") -> str:
-    """The shipped config with its listener moved to host:port and its paths made local."""
+def render_broker_config(
+    pki_dir: Path, data_dir: Path, port: int, host: str = "127.0.0.1", conf_d: Path | None = None
+) -> str:
+    """The shipped config with its listener moved to host:port and its paths made local;
+    ``conf_d``, the include_dir (a site's bridge snippet), next to ``data_dir`` by default."""
     out: list[str] = []
+    conf_d = conf_d or data_dir.parent / "conf.d"
+    conf_d.mkdir(parents=True, exist_ok=True)
     for line in BROKER_CONF.read_text().splitlines():
         key, _, value = line.partition(" ")
         if key == "listener":
             out.append(f"listener {port} {host}")
         elif key == "persistence_location":
             out.append(f"persistence_location {data_dir}/")
+        elif key == "include_dir":
+            out.append(f"include_dir {conf_d}")
         elif value.startswith(CONTAINER_PKI):
             out.append(f"{key} {pki_dir}{value.removeprefix(CONTAINER_PKI)}")
         else:
@@ -93,8 +100,15 @@ class Broker:
     def log_path(self) -> Path:
         return self.work_dir / "mosquitto.log"
 
+    @property
+    def conf_d(self) -> Path:
+        """Its include_dir: where a site's bridge snippet goes."""
+        return self.work_dir / "conf.d"
+
     def config_text(self) -> str:
-        return render_broker_config(self.pki_dir, self.work_dir / "data", self.port)
+        return render_broker_config(
+            self.pki_dir, self.work_dir / "data", self.port, conf_d=self.conf_d
+        )
 
     def start(self) -> None:
         (self.work_dir / "data").mkdir(parents=True, exist_ok=True)

@@ -232,3 +232,65 @@ def test_crl_file_holds_a_crl_for_each_ca_and_revocations_in_the_intermediates(
 
     assert verify("agent").returncode == 0, verify("agent").stderr
     assert "revoked" in verify("operator").stdout + verify("operator").stderr
+
+
+def test_a_bridge_carries_its_sites_cameras_only(fresh_pki: Path) -> None:
+    d = str(fresh_pki)
+    assert pki_main(["issue", d, "farm", "--role", "bridge"]) == 0
+    for camera in ("farm-barn", "farm-gate", "shop-door", "farmer"):
+        assert pki_main(["issue", d, camera, "--role", "agent", "--camera", camera]) == 0
+    acl = (fresh_pki / "server" / "acl").read_text()
+    farm = next(b for b in acl.split("\n\n") if "\nuser farm\n" in b)
+    assert farm.startswith("# bridge of site farm: cameras farm-barn, farm-gate")
+    for camera in ("farm-barn", "farm-gate"):
+        assert f"topic read camera/{camera}/control/#" in farm
+        assert f"topic write camera/{camera}/status" in farm
+        assert f"topic write homeassistant/+/{camera}/+/config" in farm
+    # `farmer` is not `farm-...`; another site's cameras and the fleet-wide base are not its own.
+    assert "farmer" not in farm and "shop-door" not in farm
+    assert "camera/control" not in farm and "camera/#" not in farm
+    subject = x509.load_pem_x509_certificates(
+        (fresh_pki / "clients" / "farm" / "cert.pem").read_bytes()
+    )[0].subject.rfc4514_string()
+    assert subject == "CN=farm,OU=scope:camera/farm-*,OU=bridge,O=camera-agent"
+
+
+def test_bridge_snippet_is_the_shipped_example_for_its_site(
+    fresh_pki: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    d = str(fresh_pki)
+    assert pki_main(["issue", d, "site-a", "--role", "bridge"]) == 0
+    assert pki_main(["bridge", d, "site-a", "--central", "central.example.org:8883"]) == 0
+    assert "no camera of the site yet" in capsys.readouterr().out
+    snippet = (fresh_pki / "bridges" / "site-a.conf").read_text()
+    example = Path(__file__).resolve().parent.parent / "broker" / "bridge.conf.example"
+    assert snippet == example.read_text()
+    topics = [line.split()[1:] for line in snippet.splitlines() if line.startswith("topic ")]
+    assert ["camera/+/control/#", "in", "1"] in topics
+    assert ["camera/+/status", "out", "1"] in topics and ["camera/+/picture", "out", "1"] in topics
+    assert all(qos == "1" for _, _, qos in topics)
+    assert "cleansession false" in snippet and "bridge_insecure false" in snippet
+    assert pki_main(["bridge", d, "site-a", "--central", "[fd00::1]:8883", "--no-discovery"]) == 0
+    snippet = (fresh_pki / "bridges" / "site-a.conf").read_text()
+    assert "address [fd00::1]:8883" in snippet and "homeassistant" not in snippet
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["issue", "{dir}", "farm", "--role", "bridge", "--camera", "x"], "takes neither"),
+        (["bridge", "{dir}", "nowhere", "--central", "c:8883"], "no bridge identity 'nowhere'"),
+        (["bridge", "{dir}", "operator", "--central", "c:8883"], "has role operator, not bridge"),
+        (["bridge", "{dir}", "site-a", "--central", "central"], "give HOST:PORT"),
+        (["bridge", "{dir}", "site-a", "--central", "c:99999"], "give HOST:PORT"),
+        (["bridge", "{dir}", "site-a", "--central", "c d:8883"], "is not a host name"),
+        (["issue", "{dir}", "site-a-north", "--role", "bridge"], "would share camera ids"),
+        (["issue", "{dir}", "site", "--role", "bridge"], "would share camera ids"),
+    ],
+)
+def test_bridge_mistakes_are_clear_errors(
+    fresh_pki: Path, capsys: pytest.CaptureFixture[str], args: list[str], message: str
+) -> None:
+    assert pki_main(["issue", str(fresh_pki), "site-a", "--role", "bridge"]) == 0
+    assert pki_main([a.format(dir=fresh_pki) for a in args]) == 2
+    assert message in capsys.readouterr().err
