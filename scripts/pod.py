@@ -11,6 +11,11 @@ Keys are made readable by the uid the service runs as (through `podman unshare` 
 rootless). Host address and ports come from the environment: CAMERA_POD_BIND (default
 0.0.0.0), CAMERA_MQTT_PORT, CAMERA_RTSP_PORT, CAMERA_HLS_PORT, CAMERA_WEBRTC_PORT,
 CAMERA_WEBRTC_UDP_PORT, CAMERA_WEB_PORT.
+
+In a fleet (README, "Fleets"), the pod's PKI directory holds a copy of the fleet's PKI, and
+CAMERA_ID=<camera> makes the agent that camera (its identity `clients/<camera>`, topic base
+`camera/<camera>`); CAMERA_SITE=<site> bridges the pod's broker to the central one with the
+snippet `camera-pki bridge` wrote (`pki/bridges/<site>.conf`) and the site's bridge certificate.
 """
 
 from __future__ import annotations
@@ -59,8 +64,12 @@ AGENT_TOML = """\
 host = "{broker}"
 port = 8883
 ca = "/etc/camera-agent/pki/ca_chain.pem"
-cert = "/etc/camera-agent/pki/clients/agent/cert.pem"
-key = "/etc/camera-agent/pki/clients/agent/key.pem"
+cert = "/etc/camera-agent/pki/clients/{identity}/cert.pem"
+key = "/etc/camera-agent/pki/clients/{identity}/key.pem"
+base_topic = "{base_topic}"
+
+[camera]
+id = "{camera}"
 
 [stream]
 url = "rtsp://{mediamtx}:8554/cam"
@@ -141,8 +150,53 @@ def _copy(source: Path, target: Path, mode: int = 0o644) -> None:
     target.chmod(mode)
 
 
-def prepare(pod_dir: Path, ports: HostPorts | None = None) -> StreamCredentials:
+@dataclass(frozen=True)
+class FleetPlace:
+    """Which camera of a fleet this pod's agent is, and which site's bridge its broker runs
+    (CAMERA_ID, CAMERA_SITE); neither: the single camera `cam` of `camera-pki init`."""
+
+    camera: str | None = None
+    site: str | None = None
+
+    @classmethod
+    def from_environment(cls, environ: dict[str, str]) -> FleetPlace:
+        return cls(environ.get("CAMERA_ID") or None, environ.get("CAMERA_SITE") or None)
+
+    def agent_settings(self) -> dict[str, str]:
+        if self.camera is None:
+            return {"identity": "agent", "base_topic": "camera", "camera": "cam"}
+        return {
+            "identity": self.camera,
+            "base_topic": f"camera/{self.camera}",
+            "camera": self.camera,
+        }
+
+
+def _prepare_bridge(pki: Path, broker: Path, conf_d: Path, site: str | None) -> None:
+    """The site's bridge snippet in the broker's include_dir and its certificate beside the
+    broker's; without a site the include_dir is emptied, so a pod stops bridging."""
+    conf_d.mkdir(parents=True, exist_ok=True)
+    for stale in conf_d.glob("*.conf"):
+        stale.unlink()
+    if site is None:
+        return
+    snippet = pki / "bridges" / f"{site}.conf"
+    if not snippet.is_file():
+        raise SystemExit(
+            f"pod-up: CAMERA_SITE={site}: no {snippet}; make it with `camera-pki issue {pki}"
+            f" {site} --role bridge` and `camera-pki bridge {pki} {site} --central HOST:PORT`"
+        )
+    _copy(pki / f"clients/{site}/cert.pem", broker / f"clients/{site}/cert.pem")
+    _copy(pki / f"clients/{site}/key.pem", broker / f"clients/{site}/key.pem", 0o400)
+    _chown(broker / f"clients/{site}/key.pem", BROKER_UID)
+    _copy(snippet, conf_d / f"{site}.conf")
+
+
+def prepare(
+    pod_dir: Path, ports: HostPorts | None = None, place: FleetPlace | None = None
+) -> StreamCredentials:
     """Each service's directory under pod_dir, from the PKI and passwords (made if missing)."""
+    place = place or FleetPlace()
     pki = pod_dir / "pki"
     ca = CertificateAuthority(pki)
     if ca.init():
@@ -155,6 +209,7 @@ def prepare(pod_dir: Path, ports: HostPorts | None = None) -> StreamCredentials:
         _copy(pki / name, broker / name)
     _copy(pki / "server/key.pem", broker / "server/key.pem", 0o400)
     _chown(broker / "server/key.pem", BROKER_UID)
+    _prepare_bridge(pki, broker, pod_dir / "broker-conf.d", place.site)
 
     web = pod_dir / "web"
     for name in ("ca_chain.pem", "crl.pem", "server/cert.pem"):
@@ -163,10 +218,17 @@ def prepare(pod_dir: Path, ports: HostPorts | None = None) -> StreamCredentials:
     _chown(web / "server/key.pem", WEB_UID)
 
     agent = pod_dir / "agent"
+    settings = place.agent_settings()
+    identity = settings["identity"]
+    if not (pki / f"clients/{identity}/cert.pem").is_file():
+        raise SystemExit(
+            f"pod-up: CAMERA_ID={identity}: no certificate {pki}/clients/{identity}; issue it with"
+            f" `camera-pki issue {pki} {identity} --role agent --camera {identity}`"
+        )
     _copy(pki / "ca_chain.pem", agent / "pki/ca_chain.pem")
-    _copy(pki / "clients/agent/cert.pem", agent / "pki/clients/agent/cert.pem")
-    _copy(pki / "clients/agent/key.pem", agent / "pki/clients/agent/key.pem", 0o400)
-    _chown(agent / "pki/clients/agent/key.pem", AGENT_UID)
+    _copy(pki / f"clients/{identity}/cert.pem", agent / f"pki/clients/{identity}/cert.pem")
+    _copy(pki / f"clients/{identity}/key.pem", agent / f"pki/clients/{identity}/key.pem", 0o400)
+    _chown(agent / f"pki/clients/{identity}/key.pem", AGENT_UID)
     for name, hosts in (
         ("agent.toml", {"broker": "127.0.0.1", "mediamtx": "127.0.0.1"}),
         ("agent-network.toml", {"broker": "broker", "mediamtx": "mediamtx"}),
@@ -176,6 +238,7 @@ def prepare(pod_dir: Path, ports: HostPorts | None = None) -> StreamCredentials:
                 password=credentials.agent,
                 public_url=(ports or HostPorts()).captures_url,
                 **hosts,
+                **settings,
             )
         )
         (agent / name).chmod(0o400)
@@ -272,7 +335,7 @@ def compose(network: bool) -> list[str]:
 
 def up(pod_dir: Path, kube: bool, network: bool, extra: list[str]) -> int:
     ports = HostPorts.from_environment(dict(os.environ))
-    credentials = prepare(pod_dir, ports)
+    credentials = prepare(pod_dir, ports, FleetPlace.from_environment(dict(os.environ)))
     build_missing_images()
     if kube:
         manifest = pod_dir / "kube.yaml"

@@ -17,11 +17,15 @@ from pod import (
     KUBE_FILE,
     KUBE_POD_DIR,
     NETWORK_COMPOSE_FILE,
+    FleetPlace,
     HostPorts,
+    prepare,
     render_kube,
 )
 
 from agent.config import load_config
+from pki.authority import CertificateAuthority, Role
+from pki.cli import main as camera_pki
 
 QUADLET = REPO / "deploy/quadlet/camera-agent.kube"
 PUBLISHED = {8883, 8554, 8888, 8889, 8189, 8443}
@@ -130,7 +134,10 @@ def test_the_agent_config_pod_up_writes_is_valid_and_uses_the_mounts(
 ) -> None:
     config_file = tmp_path / "agent.toml"
     public_url = HostPorts(bind="127.0.0.1", web=1443).captures_url
-    config_file.write_text(AGENT_TOML.format(password="pw", public_url=public_url, **hosts))
+    settings_ = FleetPlace().agent_settings()
+    config_file.write_text(
+        AGENT_TOML.format(password="pw", public_url=public_url, **hosts, **settings_)
+    )
     settings = load_config(config_file)
     mounts = {mount_target(v) for v in load(variant_file)["services"]["agent"]["volumes"]}
     for path in (settings.mqtt.ca, settings.mqtt.cert, settings.mqtt.key):
@@ -159,3 +166,32 @@ def test_the_quadlet_unit_plays_the_manifest_pod_up_renders() -> None:
     assert unit["Kube"]["Yaml"] == f"{KUBE_POD_DIR}/kube.yaml"
     assert unit["Service"]["Restart"] == "always"
     assert "default.target" in unit["Install"]["WantedBy"]
+
+
+def test_pod_up_makes_a_fleet_camera_and_bridges_its_site(tmp_path: Path) -> None:
+    pki = tmp_path / "pki"
+    ca = CertificateAuthority(pki)
+    ca.init()
+    ca.issue("farm-gate", Role.AGENT, camera="farm-gate")
+    ca.issue("farm", Role.BRIDGE)
+    place = FleetPlace(camera="farm-gate", site="farm")
+    with pytest.raises(SystemExit, match="camera-pki bridge"):
+        prepare(tmp_path, place=place)  # the snippet has not been written yet
+    assert camera_pki(["bridge", str(pki), "farm", "--central", "central.example.org:8883"]) == 0
+    prepare(tmp_path, place=place)
+    settings = load_config(tmp_path / "agent" / "agent.toml")
+    assert settings.mqtt.base_topic == "camera/farm-gate" and settings.camera.id == "farm-gate"
+    assert settings.mqtt.cert == Path("/etc/camera-agent/pki/clients/farm-gate/cert.pem")
+    assert (tmp_path / "agent/pki/clients/farm-gate/key.pem").stat().st_mode & 0o777 == 0o400
+    snippet = (tmp_path / "broker-conf.d" / "farm.conf").read_text()
+    assert snippet == (pki / "bridges" / "farm.conf").read_text()
+    # The snippet's certificate paths are where the broker container sees its directory.
+    for line in snippet.splitlines():
+        if line.startswith(("bridge_certfile", "bridge_keyfile", "bridge_cafile")):
+            path = line.split()[1].removeprefix("/mosquitto/certs/")
+            assert (tmp_path / "broker" / path).is_file(), line
+    # Without CAMERA_SITE the broker stops bridging; an unknown camera is a clear error.
+    prepare(tmp_path, place=FleetPlace(camera="farm-gate"))
+    assert list((tmp_path / "broker-conf.d").iterdir()) == []
+    with pytest.raises(SystemExit, match="camera-pki issue"):
+        prepare(tmp_path, place=FleetPlace(camera="farm-shed"))
