@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from devstack import Broker, MediaServer
+from devstack import Broker, MediaServer, WebServer
 
 from pki.authority import CertificateAuthority, Role
 from tests import contract
@@ -103,3 +103,23 @@ def streaming_agent(
     operator.wait_event(event="stream.online", timeout=15)
     yield process
     process.stop()
+
+
+@pytest.fixture
+def web(pki_dir: Path, tmp_path: Path) -> Iterator[WebServer]:
+    """nginx serving the captures of the agent that the fixtures below start in tmp/agent."""
+    server = WebServer(pki_dir, tmp_path / "agent" / "captures", tmp_path / "web")
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def served_agent(
+    broker: Broker, media: MediaServer, web: WebServer, operator: Probe, tmp_path: Path
+) -> Iterator[AgentProcess]:
+    """A streaming agent whose storage.public_url is the nginx above."""
+    agent = start_agent(AgentProcess(broker, tmp_path / "agent", media=media, web=web), operator)
+    operator.wait_event(event="stream.online", timeout=15)
+    yield agent
+    agent.stop()

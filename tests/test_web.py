@@ -11,16 +11,13 @@ import socket
 import ssl
 import subprocess
 import tempfile
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pytest
-from devstack import Broker, MediaServer, WebServer
+from devstack import Broker, WebServer
 
 from pki.authority import CertificateAuthority, Role
-from tests.conftest import start_agent
 from tests.support import AgentProcess, Probe, tls_context, wait_until
 from tests.test_jobs import ask, run_job
 
@@ -55,26 +52,6 @@ def curl(url: str, pki_dir: Path, identity: str | None, *extra: str) -> Fetched:
             body=body.read_bytes() if body.exists() else b"",
             error=done.stderr,
         )
-
-
-@pytest.fixture
-def web(pki_dir: Path, tmp_path: Path) -> Iterator[WebServer]:
-    """nginx serving the captures of the agent that the fixtures below start in tmp/agent."""
-    server = WebServer(pki_dir, tmp_path / "agent" / "captures", tmp_path / "web")
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def served_agent(
-    broker: Broker, media: MediaServer, web: WebServer, operator: Probe, tmp_path: Path
-) -> Iterator[AgentProcess]:
-    """A streaming agent whose storage.public_url is the nginx above."""
-    agent = start_agent(AgentProcess(broker, tmp_path / "agent", media=media, web=web), operator)
-    operator.wait_event(event="stream.online", timeout=15)
-    yield agent
-    agent.stop()
 
 
 def test_a_viewer_fetches_a_picture_and_a_recording_from_their_urls(
