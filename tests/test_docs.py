@@ -8,6 +8,7 @@ import pytest
 
 from agent.__main__ import build_parser as build_agent_parser
 from agent.config import AgentConfig
+from agent.ctl.main import build_parser as build_ctl_parser
 from agent.errors import ErrorCode
 from agent.protocol import ACTION_PARSERS
 from pki.cli import build_parser
@@ -45,6 +46,12 @@ def test_every_pki_command_is_documented() -> None:
     sub = next(a for a in build_parser()._actions if a.dest == "command")
     for command in sub.choices:  # type: ignore[union-attr]
         assert f"camera-pki {command} DIR" in README
+
+
+def test_every_camera_ctl_command_is_documented() -> None:
+    sub = next(a for a in build_ctl_parser()._actions if a.dest == "command")
+    for command in sub.choices:  # type: ignore[union-attr]
+        assert f"camera-ctl {command}" in README
 
 
 def test_every_agent_command_is_documented() -> None:
