@@ -545,6 +545,8 @@ def main(argv: list[str]) -> int:
         f"events:  mosquitto_sub {tls('viewer')} -t 'camera/#' -v\n"
         f"command: mosquitto_pub {tls('operator')} -t camera/control/settings"
         " -m 'brightness 0.3'\n"
+        f"control: CAMERA_AGENT_HOME={home} {Path(sys.executable).with_name('camera-ctl')}"
+        " set brightness 0.3\n"
         f"files:   curl --cacert {pki_dir}/ca_chain.pem --cert {viewer}/cert.pem"
         f" --key {viewer}/key.pem {web.captures_url}\n",
         flush=True,

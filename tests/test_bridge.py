@@ -241,3 +241,28 @@ def test_a_site_cannot_reach_into_another_sites_cameras(sites: Sites) -> None:
     finally:
         for probe in (operator, rogue_bridge, site_agent):
             probe.close()
+
+
+def test_a_command_queued_for_a_cut_site_survives_a_central_restart(sites: Sites) -> None:
+    """The centre restarts while a site is cut off and a command waits for it: Mosquitto's
+    persistence keeps the bridge's session and the command, which runs once when the site
+    returns."""
+    operator = Probe(sites.central, "operator", session_expiry_s=600)
+    try:
+        operator.subscribe("camera/#")
+        operator.wait_for(
+            lambda m: m.topic == "camera/site-a-cam2/availability" and m.payload == b"online",
+            timeout=RECONNECT_S,
+            what="site a online at the centre",
+        )
+        sites.link.cut()
+        operator.publish(
+            "camera/site-a-cam2/control/settings", '{"id": "held", "set": {"saturation": 1.4}}'
+        )
+        sites.central.restart()  # SIGTERM: Mosquitto writes its persistence file on the way out
+        sites.link.resume()
+        answer = operator.wait_for(answers("held"), timeout=RECONNECT_S, what="the held command")
+        assert answer.json()["data"]["applied"] == {"saturation": 1.4}
+        assert not [m for m in settle(operator, 3.0) if answers("held")(m)]
+    finally:
+        operator.close()

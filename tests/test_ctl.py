@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 from devstack import Broker, WebServer
@@ -122,27 +123,52 @@ def test_stream_restart_state_and_watch(
     served_agent: AgentProcess, broker: Broker, pki_dir: Path
 ) -> None:
     watcher = subprocess.Popen(
-        [str(CAMERA_CTL), "--json", "watch", "--count", "2", "--for", "60"],
+        [str(CAMERA_CTL), "--json", "watch", "--for", "60"],
         env=ctl_env(broker, "homeassistant"), stdout=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
         assert watcher.stdout is not None
+
+        def next_event(wanted: str) -> dict[str, Any]:
+            for _ in range(30):
+                event: dict[str, Any] = json.loads(watcher.stdout.readline())  # type: ignore[union-attr]
+                if event["event"].startswith(wanted):
+                    return event
+            raise AssertionError(f"no {wanted} event in 30")
+
         # The watcher is subscribed once a command of ours shows up in its output.
-        first = None
-        while first is None or first.get("event") != "settings.applied":
+        for _ in range(30):
             ctl(broker, "set", "hue", "0.05")
-            first = json.loads(watcher.stdout.readline())
+            line = json.loads(watcher.stdout.readline())
+            if line["event"] == "settings.applied":
+                break
         done = ctl(broker, "stream", "restart")
         assert done.returncode == 0, done.stderr
         assert done.stdout.startswith("SUCCESS: stream restarted")
-        second = json.loads(watcher.stdout.readline())
-        assert second["topic"] == "camera/status" and second["event"].startswith("stream.")
-        assert watcher.wait(10) == 0
+        event = next_event("stream.")
+        assert event["topic"] == "camera/status" and event["camera"] == "cam"
     finally:
         watcher.kill()
         watcher.wait()
     state = ctl(broker, "state")
     assert state.returncode == 0 and "stream online" in state.stdout, state.stdout
+    # --count ends the watch by itself.
+    counting = subprocess.Popen(
+        [str(CAMERA_CTL), "watch", "--count", "1"], env=ctl_env(broker, "homeassistant"),
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        for _ in range(60):
+            if counting.poll() is not None:
+                break
+            ctl(broker, "set", "hue", "0.1")
+        assert counting.wait(10) == 0
+        assert counting.stdout is not None
+        lines = counting.stdout.read().splitlines()
+        assert len(lines) == 1 and " cam settings.applied SUCCESS: hue set to 0.1" in lines[0]
+    finally:
+        counting.kill()
+        counting.wait()
 
 
 def test_all_and_list_cover_every_camera_on_the_broker(
@@ -273,3 +299,39 @@ def test_download_with_nginx_gone_fails_loudly_and_leaves_nothing(
     web.start()
     again = ctl(broker, "picture", "--download", str(target))
     assert again.returncode == 0, again.stderr
+
+
+def record_in_background(broker: Broker, *args: str) -> tuple[threading.Thread, dict[str, Any]]:
+    result: dict[str, Any] = {}
+    runner = threading.Thread(
+        target=lambda: result.update(done=ctl(broker, "record", *args, timeout=180)), daemon=True
+    )
+    runner.start()
+    return runner, result
+
+
+def test_camera_ctl_follows_a_job_across_an_agent_restart(
+    served_agent: AgentProcess, broker: Broker, operator: Probe
+) -> None:
+    runner, result = record_in_background(broker, "30", "--wait")
+    operator.wait_event(event="job.progress", timeout=20)  # some seconds are recorded
+    served_agent.kill()
+    served_agent.start()  # as a supervisor (systemd, the pod's restart policy) would
+    runner.join(120)
+    done = result["done"]
+    # The restarted agent finishes the recording from its journal and says what was lost.
+    assert done.returncode == 0, done.stderr
+    assert "s lost while the agent was down" in done.stdout and ".mp4 (" in done.stdout
+
+
+@pytest.mark.slow
+def test_an_agent_that_dies_mid_job_and_stays_away_ends_the_wait(
+    served_agent: AgentProcess, broker: Broker, operator: Probe
+) -> None:
+    runner, result = record_in_background(broker, "60", "--wait")
+    operator.wait_event(event="job.running", timeout=20)
+    served_agent.kill()
+    runner.join(120)
+    done = result["done"]
+    assert done.returncode == 1
+    assert done.stderr.startswith("error offline: the camera went offline while job"), done.stderr

@@ -297,6 +297,11 @@ def test_recording_survives_the_agent_being_killed(
     assert done["id"] == "k"
     result = done["data"]["result"]
     assert result["recovered"] is True
+    # Honest about the seconds the agent's death cost: not "recorded 4.0 of 4.0 s".
+    assert result["complete"] is False and 29.5 < result["requested_s"] < 31
+    assert result["gaps"][-1]["cause"] == "agent down"
+    assert "s lost while the agent was down" in result["message"]
+    assert f"of {result['requested_s']:.1f} s" in result["message"]
     path = captures_dir(streaming_agent) / result["path"]
     assert float(probe(str(path))["format"]["duration"]) >= 3
     assert first_frames(path, 1)[0]["key_frame"] == 1

@@ -17,7 +17,7 @@ from tests.support import Probe, children_of, wait_until
 from tests.test_jobs import run_job
 
 
-def test_the_printed_curl_line_fetches_a_picture_and_stopping_leaves_nothing(
+def test_the_printed_curl_and_camera_ctl_lines_work_and_stopping_leaves_nothing(
     tmp_path: Path,
 ) -> None:
     home = tmp_path / "home"
@@ -53,6 +53,13 @@ def test_the_printed_curl_line_fetches_a_picture_and_stopping_leaves_nothing(
             [*curl[:-1], "-sS", picture["url"]], capture_output=True, timeout=20, check=True
         )
         assert hashlib.sha256(fetched.stdout).hexdigest() == picture["sha256"]
+        # The printed camera-ctl line, as pasted: it finds broker and certificate in the home.
+        control = subprocess.run(
+            ["env", *shlex.split(printed["control"])], capture_output=True, text=True,
+            timeout=30, check=False,
+        )  # fmt: skip
+        assert control.returncode == 0, control.stderr
+        assert control.stdout.strip() == "SUCCESS: brightness set to 0.3"
     finally:
         os.killpg(stack.pid, signal.SIGTERM)
         stack.wait(30)

@@ -33,7 +33,15 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from agent.ctl.config import CtlConfig, CtlConfigError, load_ctl_config
-from agent.ctl.session import CtlError, Exchange, Message, Request, Session, report_topics
+from agent.ctl.session import (
+    OFFLINE_GRACE_S,
+    CtlError,
+    Exchange,
+    Message,
+    Request,
+    Session,
+    report_topics,
+)
 
 ANSWER_TIMEOUT_S = 10.0
 PICTURE_TIMEOUT_S = 60.0
@@ -120,6 +128,12 @@ def report(request: Request, output: Output, download: Path | None, config: CtlC
         error = last.get("error") or {}
         output.error(request.camera, str(error.get("code", "failed")),
                      str(error.get("detail") or last.get("message", "")))  # fmt: skip
+        return False
+    if request.gave_up_offline and request.end is None:
+        output.error(request.camera, "offline", f"the camera went offline while job"
+                     f" {request.job_id} ran, and did not come back within"
+                     f" {OFFLINE_GRACE_S:g} s; when it does it reports the job's end"
+                     " (`camera-ctl jobs`)")  # fmt: skip
         return False
     if request.wait_job and request.job_id is not None and request.end is None:
         output.error(request.camera, "timeout", f"job {request.job_id} did not end in time;"

@@ -31,6 +31,9 @@ from paho.mqtt.properties import Properties
 from agent.ctl.config import CtlConfig
 
 CONNECT_TIMEOUT_S = 10.0
+# A camera that goes offline while its job runs gets this long to come back (a restarted agent
+# reports the job it was running as interrupted) before the wait ends without the job's end.
+OFFLINE_GRACE_S = 30.0
 JOB_END_EVENTS = {"job.succeeded", "job.failed", "job.cancelled"}
 JOB_EVENTS = {"job.running", "job.progress", *JOB_END_EVENTS}
 
@@ -68,11 +71,15 @@ class Request:
     end: dict[str, Any] | None = None  # the job's last event (job.succeeded, ...)
     sent_at: float = 0.0
     resends: int = 0
+    offline_since: float | None = None  # the camera's will said offline while this waited
+    gave_up_offline: bool = False
 
     @property
     def done(self) -> bool:
         if self.answer is None:
             return False
+        if self.gave_up_offline:
+            return True
         return not (self.wait_job and self.job_id is not None and self.end is None)
 
     @property
@@ -216,6 +223,7 @@ class Exchange:
         on_progress: ProgressHandler | None = None,
     ) -> None:
         topics = {t for r in self.requests for t in report_topics(r.base)}
+        topics |= {f"{r.base}/availability" for r in self.requests}
         self.session.subscribe(sorted(topics | set(self._responses.values())))
         for request in self.requests:
             self._send(request)
@@ -236,6 +244,10 @@ class Exchange:
                 self._recover()
             if message is not None:
                 self._route(message, on_progress)
+            for request in self.requests:
+                gone = request.offline_since
+                if request.answer is not None and gone is not None and not request.done:
+                    request.gave_up_offline = time.monotonic() - gone > OFFLINE_GRACE_S
 
     def _send(self, request: Request) -> None:
         request.sent_at = time.monotonic()
@@ -259,7 +271,21 @@ class Exchange:
             body = {"id": query_id, "action": "jobs", "limit": 50}
             self.session.publish(f"{base}/control/action", body, self._responses[base])
 
+    def _availability(self, base: str, online: bool) -> None:
+        for request in self.requests:
+            if request.base != base:
+                continue
+            if online:
+                request.offline_since = None
+            elif request.offline_since is None:
+                request.offline_since = time.monotonic()
+
     def _route(self, message: Message, on_progress: ProgressHandler | None) -> None:
+        if message.topic.endswith("/availability"):
+            self._availability(
+                message.topic.removesuffix("/availability"), message.payload == b"online"
+            )
+            return
         body = message.json()
         if body is None:
             return

@@ -30,6 +30,7 @@ from agent.jobs.model import Job
 from agent.jobs.record_files import PartMedia, join_parts, probe_part
 from agent.jobs.record_parts import (
     DEFAULT_FRAME_INTERVAL_S,
+    Gap,
     Span,
     explain_gaps,
     gaps_within,
@@ -37,6 +38,7 @@ from agent.jobs.record_parts import (
     parts_within,
     summary,
 )
+from agent.stream import outages
 from agent.stream.mediamtx import MediaMtxPlayback
 from agent.stream.supervisor import StreamState, StreamSupervisor
 
@@ -283,8 +285,33 @@ class Recorder:
                 finally:
                     self._journal.remove(entry.job_id)
                 result["recovered"] = True
-                return result
+                return _with_the_agents_outage(result, entry)
 
             log.warning("recording %s was interrupted by a restart; finalizing it", entry.job_id)
             recovered.append((job, run))
         return recovered
+
+
+def _with_the_agents_outage(result: dict[str, Any], entry: JournalEntry) -> dict[str, Any]:
+    """A recovered recording's result, honest about what the agent's death cost: the seconds
+    from its last heartbeat to the end the command asked for are a gap of their own, so a
+    30 s recording cut at 4 s says "recorded 4.0 of 30.0 s", not "of 4.0 s"."""
+    duration = entry.params.get("duration")
+    if duration is None:  # until `stop`: the death itself ended it, which the message says
+        result["message"] += "; ended when the agent stopped"
+        return result
+    asked_end = entry.began + float(duration)
+    if asked_end - entry.heartbeat <= 0.5:  # killed right at its end: nothing worth a gap
+        return result
+    lost = Gap(entry.heartbeat - entry.start, asked_end - entry.heartbeat, outages.AGENT_DOWN)
+    gaps = [Gap(**gap) for gap in result["gaps"]] + [lost]
+    requested = asked_end - entry.start
+    result.update(
+        requested_s=round(requested, 3),
+        gaps=[gap.to_json() for gap in gaps],
+        complete=False,
+        message=summary(
+            requested, result["duration_s"], [f["path"] for f in result["files"]], gaps
+        ),
+    )
+    return result

@@ -68,6 +68,7 @@ _LOST_WHILE = {
     outages.SETTINGS_CHANGE: "while a settings change restarted the stream",
     outages.STREAM_STOPPED: "while the stream was stopped",
     outages.MEDIAMTX_UNREACHABLE: "while MediaMTX was unreachable",
+    outages.AGENT_DOWN: "while the agent was down",
     outages.UNKNOWN: "in an outage of the recorder",
 }
 

@@ -16,6 +16,7 @@ STREAM_RESTART = "stream restart"
 SETTINGS_CHANGE = "settings change"
 STREAM_STOPPED = "stream stopped"
 MEDIAMTX_UNREACHABLE = "MediaMTX unreachable"
+AGENT_DOWN = "agent down"  # killed or restarted while recording: nothing was asked of MediaMTX
 UNKNOWN = "outage"  # no outage of the stream explains it (the recorder itself lost time)
 
 KEEP = 256
