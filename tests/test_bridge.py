@@ -167,6 +167,15 @@ def test_commands_and_answers_cross_the_bridge_and_survive_a_cut(sites: Sites) -
                 what=f"{camera} online at the centre",
             )
 
+        # Home Assistant at the centre finds the site's cameras: their discovery configs cross.
+        operator.subscribe("homeassistant/+/site-a-cam1/+/config")
+        config = operator.wait_for(
+            lambda m: m.topic.startswith("homeassistant/") and m.retain,
+            timeout=RECONNECT_S,
+            what="a discovery config of site-a-cam1 at the centre",
+        )
+        assert config.json()["device"]["identifiers"]
+
         # Commands go in, answers come out, each camera answering its own.
         for n, camera in enumerate(SITE_CAMERAS, 1):
             command = {"id": f"via-bridge-{n}", "set": {"brightness": n / 10}}

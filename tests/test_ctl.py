@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import select
 import subprocess
 import sys
 import threading
@@ -335,3 +337,38 @@ def test_an_agent_that_dies_mid_job_and_stays_away_ends_the_wait(
     done = result["done"]
     assert done.returncode == 1
     assert done.stderr.startswith("error offline: the camera went offline while job"), done.stderr
+
+
+def test_progress_is_one_terminal_line_and_cleared(
+    served_agent: AgentProcess, broker: Broker
+) -> None:
+    """On a terminal, --wait shows the job's progress on one line that each update rewrites,
+    and clears it before the result; piped, it prints nothing but the result."""
+    terminal, their_end = os.openpty()
+    waiting = subprocess.Popen(
+        [str(CAMERA_CTL), "record", "3", "--wait"], env=ctl_env(broker),
+        stdout=subprocess.PIPE, stderr=their_end, text=True,
+    )  # fmt: skip
+    os.close(their_end)
+    shown = b""
+    try:
+        while True:
+            ready, _, _ = select.select([terminal], [], [], 30)
+            if not ready:
+                break
+            try:
+                chunk = os.read(terminal, 4096)
+            except OSError:  # EIO: the other end closed with the process
+                break
+            if not chunk:
+                break
+            shown += chunk
+        out, _ = waiting.communicate(timeout=60)
+    finally:
+        os.close(terminal)
+    assert waiting.returncode == 0
+    assert out.startswith("SUCCESS: recorded"), out
+    updates = shown.count(b"\r\x1b[K")
+    assert updates >= 3, shown  # at least two progress lines and the clearing
+    assert b"elapsed_s" in shown and b"\n" not in shown.replace(b"\r\n", b""), shown
+    assert shown.endswith(b"\r\x1b[K"), shown
