@@ -183,6 +183,29 @@ class Probe:
         self.client.disconnect()
 
 
+def is_online(camera: str) -> Callable[[Received], bool]:
+    """The availability `online` of fleet camera ``camera`` (topic base camera/<camera>)."""
+    return lambda m: m.topic == f"camera/{camera}/availability" and m.payload == b"online"
+
+
+def answers(command_id: str) -> Callable[[Received], bool]:
+    """The answer (or a job event) to command ``command_id``, on some camera's status."""
+    return lambda m: m.topic.endswith("/status") and m.json().get("id") == command_id
+
+
+def settle(probe: Probe, seconds: float) -> list[Received]:
+    """Everything ``probe`` holds (its history, which this empties) and receives within
+    ``seconds``: for asserting that something did *not* arrive."""
+    found, probe.history[:] = list(probe.history), []
+    deadline = time.monotonic() + seconds
+    while (left := deadline - time.monotonic()) > 0:
+        try:
+            found.append(probe.messages.get(timeout=left))
+        except queue.Empty:
+            break
+    return found
+
+
 def children_of(pid: int) -> list[int]:
     """The child processes of ``pid`` (of all its threads); [] once it is gone."""
     found: list[int] = []

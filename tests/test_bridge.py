@@ -12,7 +12,7 @@ import json
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +21,7 @@ from devstack import Broker, free_port
 
 from pki.authority import CertificateAuthority, Role
 from pki.cli import main as camera_pki
-from tests.support import AgentProcess, Probe, Received, camera_agent_env
+from tests.support import AgentProcess, Probe, answers, camera_agent_env, is_online, settle
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -139,30 +139,13 @@ def sites(tmp_path: Path) -> Iterator[Sites]:
         central.stop()
 
 
-def answers(command_id: str) -> Callable[[Received], bool]:
-    return lambda m: m.topic.endswith("/status") and m.json().get("id") == command_id
-
-
-def settle(probe: Probe, seconds: float) -> list[Received]:
-    """Everything ``probe`` has and receives in the next ``seconds``."""
-    found, probe.history[:] = list(probe.history), []
-    deadline = time.monotonic() + seconds
-    while (left := deadline - time.monotonic()) > 0:
-        with contextlib.suppress(Exception):
-            found.append(probe.messages.get(timeout=left))
-    return found
-
-
 def test_commands_and_answers_cross_the_bridge_and_survive_a_cut(sites: Sites) -> None:
     operator = Probe(sites.central, "operator")  # at the centre: every camera of every site
     try:
         operator.subscribe("camera/#")
         for camera in SITE_CAMERAS:  # retained at the site, carried retained to the centre
             operator.wait_for(
-                lambda m, c=camera: (
-                    m.topic == f"camera/{c}/availability"  # type: ignore[misc]
-                    and m.payload == b"online"
-                ),
+                is_online(camera),
                 timeout=RECONNECT_S,
                 what=f"{camera} online at the centre",
             )
@@ -226,7 +209,7 @@ def test_a_site_cannot_reach_into_another_sites_cameras(sites: Sites) -> None:
     try:
         operator.subscribe("camera/#")
         operator.wait_for(
-            lambda m: m.topic == "camera/site-a-cam1/availability" and m.payload == b"online",
+            is_online("site-a-cam1"),
             timeout=RECONNECT_S,
             what="site a online at the centre",
         )
@@ -260,7 +243,7 @@ def test_a_command_queued_for_a_cut_site_survives_a_central_restart(sites: Sites
     try:
         operator.subscribe("camera/#")
         operator.wait_for(
-            lambda m: m.topic == "camera/site-a-cam2/availability" and m.payload == b"online",
+            is_online("site-a-cam2"),
             timeout=RECONNECT_S,
             what="site a online at the centre",
         )

@@ -6,16 +6,14 @@ only that one. Slow: twenty agents start."""
 from __future__ import annotations
 
 import json
-import queue
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from devstack import Broker
 
 from pki.authority import CertificateAuthority, Role
-from tests.support import AgentProcess, Probe, Received, camera_agent_env
+from tests.support import AgentProcess, Probe, answers, camera_agent_env, is_online, settle
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -46,26 +44,6 @@ def fleet(tmp_path: Path) -> Iterator[tuple[Broker, dict[str, AgentProcess]]]:
         broker.stop()
 
 
-def is_online(camera: str) -> Callable[[Received], bool]:
-    return lambda m: m.topic == f"camera/{camera}/availability" and m.payload == b"online"
-
-
-def answers_to(command_id: str) -> Callable[[Received], bool]:
-    return lambda m: m.topic.endswith("/status") and m.json().get("id") == command_id
-
-
-def arriving(probe: Probe, seconds: float) -> list[Received]:
-    """What ``probe`` has queued and receives within ``seconds``."""
-    deadline = time.monotonic() + seconds
-    found = []
-    while (remaining := deadline - time.monotonic()) > 0:
-        try:
-            found.append(probe.messages.get(timeout=remaining))
-        except queue.Empty:
-            break
-    return found
-
-
 def test_twenty_cameras_on_one_broker_keep_to_their_own_topics(
     fleet: tuple[Broker, dict[str, AgentProcess]],
 ) -> None:
@@ -85,18 +63,18 @@ def test_twenty_cameras_on_one_broker_keep_to_their_own_topics(
                 f"camera/{camera}/control/settings",
                 json.dumps({"id": f"set-{camera}", "set": {"brightness": round(n / 40, 3)}}),
             )
-        answers = {}
+        answered = {}
         for camera in CAMERAS:
-            answer = operator.wait_for(answers_to(f"set-{camera}"), what=f"{camera}'s answer")
-            answers[camera] = answer
+            answer = operator.wait_for(answers(f"set-{camera}"), what=f"{camera}'s answer")
+            answered[camera] = answer
         for n, camera in enumerate(CAMERAS, 1):
-            assert answers[camera].topic == f"camera/{camera}/status"
-            body = answers[camera].json()
+            assert answered[camera].topic == f"camera/{camera}/status"
+            body = answered[camera].json()
             assert body["camera"] == camera and body["data"]["applied"] == {
                 "brightness": round(n / 40, 3)
             }
         # ... and no second answer anywhere.
-        later = [*operator.history, *arriving(operator, 1.0)]
+        later = settle(operator, 1.0)
         assert not [m for m in later if m.topic.endswith("/status")
                     and str(m.json().get("id")).startswith("set-")]  # fmt: skip
         operator.history.clear()
@@ -107,16 +85,16 @@ def test_twenty_cameras_on_one_broker_keep_to_their_own_topics(
         intruder.publish("camera/cam02/status", '{"sentinel": true}')
         operator.publish("camera/cam02/control/action", '{"id": "probe", "action": "jobs"}')
         operator.wait_event(id="probe")  # cam02 answered the operator: the intruder's went first
-        seen = [*operator.history, *arriving(operator, 1.0)]
+        seen = settle(operator, 1.0)
         assert not [m for m in seen if b"hijack" in m.payload or b"sentinel" in m.payload]
-        assert arriving(intruder, 1.0) == []  # it read nothing of cam02
+        assert settle(intruder, 1.0) == []  # it read nothing of cam02
         assert agents["cam02"].alive()
 
         # A viewer scoped to cam01 sees cam01 and nothing of the nineteen others.
         operator.publish("camera/cam01/control/settings", "contrast 1.1")
         operator.publish("camera/cam03/control/settings", "contrast 1.1")
         cam01 = viewer.wait_for(lambda m: m.topic == "camera/cam01/status", what="cam01's answer")
-        topics = {cam01.topic, *(m.topic for m in [*viewer.history, *arriving(viewer, 1.0)])}
+        topics = {cam01.topic, *(m.topic for m in settle(viewer, 1.0))}
         assert topics and all(t.startswith("camera/cam01/") for t in topics), sorted(topics)
     finally:
         for probe in (operator, viewer, intruder):
