@@ -18,7 +18,7 @@ import pytest
 from devstack import Broker, WebServer
 
 from agent.ctl.config import CtlConfigError, load_ctl_config
-from tests.support import AgentProcess, Probe
+from tests.support import AgentProcess, Probe, is_online
 
 CAMERA_CTL = Path(sys.executable).with_name("camera-ctl")
 
@@ -126,24 +126,42 @@ def test_stream_restart_state_and_watch(
 ) -> None:
     watcher = subprocess.Popen(
         [str(CAMERA_CTL), "--json", "watch", "--for", "60"],
-        env=ctl_env(broker, "homeassistant"), stdout=subprocess.PIPE, text=True,
+        env=ctl_env(broker, "homeassistant"), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True,
     )  # fmt: skip
-    try:
-        assert watcher.stdout is not None
 
-        def next_event(wanted: str) -> dict[str, Any]:
-            for _ in range(30):
-                event: dict[str, Any] = json.loads(watcher.stdout.readline())  # type: ignore[union-attr]
-                if event["event"].startswith(wanted):
-                    return event
-            raise AssertionError(f"no {wanted} event in 30")
+    def watched() -> dict[str, Any]:
+        assert watcher.stdout is not None and watcher.stderr is not None
+        line = watcher.stdout.readline()
+        if not line:
+            raise AssertionError(f"watch ended ({watcher.wait(5)}): {watcher.stderr.read()}")
+        event: dict[str, Any] = json.loads(line)
+        return event
 
-        # The watcher is subscribed once a command of ours shows up in its output.
+    def next_event(wanted: str) -> dict[str, Any]:
         for _ in range(30):
-            ctl(broker, "set", "hue", "0.05")
-            line = json.loads(watcher.stdout.readline())
-            if line["event"] == "settings.applied":
-                break
+            event = watched()
+            if event["event"].startswith(wanted):
+                return event
+        raise AssertionError(f"no {wanted} event in 30")
+
+    try:
+        # The watcher is subscribed once a command of ours shows up in its output; until then
+        # commands are sent again (one sent before its subscription is never shown, and a
+        # read that waited for it would wait for nothing).
+        subscribed = threading.Event()
+
+        def nudge() -> None:
+            while not subscribed.is_set():
+                ctl(broker, "set", "hue", "0.05")
+
+        nudger = threading.Thread(target=nudge, daemon=True)
+        nudger.start()
+        try:
+            next_event("settings.applied")
+        finally:
+            subscribed.set()
+            nudger.join(30)
         done = ctl(broker, "stream", "restart")
         assert done.returncode == 0, done.stderr
         assert done.stdout.startswith("SUCCESS: stream restarted")
@@ -190,10 +208,7 @@ def test_all_and_list_cover_every_camera_on_the_broker(
             other.start()
             others.append(other)
             operator.wait_for(
-                lambda m, c=camera: (
-                    m.topic == f"camera/{c}/availability"  # type: ignore[misc]
-                    and m.payload == b"online"
-                ),
+                is_online(camera),
                 what=f"camera {camera} online",
             )
         done = ctl(broker, "--all", "set", "saturation", "1.1")
@@ -283,6 +298,7 @@ def test_a_broker_restart_while_waiting_loses_neither_answer_nor_job_end(
     operator.wait_event(event="job.running", timeout=20)
     broker.restart()  # same port; the agent and camera-ctl both reconnect
     runner.join(90)
+    assert "done" in result, "camera-ctl still waiting 90 s after a 3 s recording"
     done = result["done"]
     assert done.returncode == 0, done.stderr
     end = json.loads(done.stdout.splitlines()[0])["end"]
