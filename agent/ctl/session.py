@@ -69,8 +69,6 @@ class Request:
     answer: dict[str, Any] | None = None
     job_id: str | None = None
     end: dict[str, Any] | None = None  # the job's last event (job.succeeded, ...)
-    sent_at: float = 0.0
-    resends: int = 0
     offline_since: float | None = None  # the camera's will said offline while this waited
     gave_up_offline: bool = False
 
@@ -250,7 +248,6 @@ class Exchange:
                     request.gave_up_offline = time.monotonic() - gone > OFFLINE_GRACE_S
 
     def _send(self, request: Request) -> None:
-        request.sent_at = time.monotonic()
         topic = f"{request.base}/control/{request.channel}"
         self.session.publish(
             topic, {"id": request.id, **request.body}, self._responses[request.base]
@@ -261,7 +258,6 @@ class Exchange:
         waiting_jobs: dict[str, list[Request]] = {}
         for request in self.requests:
             if request.answer is None:
-                request.resends += 1
                 self._send(request)
             elif not request.done:
                 waiting_jobs.setdefault(request.base, []).append(request)
