@@ -388,3 +388,12 @@ def test_progress_is_one_terminal_line_and_cleared(
     assert updates >= 3, shown  # at least two progress lines and the clearing
     assert b"elapsed_s" in shown and b"\n" not in shown.replace(b"\r\n", b""), shown
     assert shown.endswith(b"\r\x1b[K"), shown
+
+
+def test_a_broken_run_home_is_named(tmp_path: Path) -> None:
+    (tmp_path / "agent.toml").write_text('[mqtt]\nport = "http"\n')
+    with pytest.raises(CtlConfigError, match=r"agent\.toml: port 'http' is not a number"):
+        load_ctl_config(None, {"CAMERA_AGENT_HOME": str(tmp_path)})
+    (tmp_path / "agent.toml").write_text('mqtt = "broker"\n')
+    with pytest.raises(CtlConfigError, match=r"\[mqtt\] is not a table"):
+        load_ctl_config(None, {"CAMERA_AGENT_HOME": str(tmp_path)})

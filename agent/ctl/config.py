@@ -89,16 +89,22 @@ def _from_run_home(home: Path) -> CtlConfig:
         ) from None
     except (OSError, tomllib.TOMLDecodeError) as err:
         raise CtlConfigError(f"cannot read {agent_toml}: {err}") from err
-    pki = home / "pki"
-    operator = pki / "clients" / "operator"
-    return CtlConfig(
-        host=str(mqtt.get("host", "127.0.0.1")),
-        port=int(mqtt.get("port", 8883)),
-        ca=Path(mqtt.get("ca", pki / "ca_chain.pem")),
-        cert=operator / "cert.pem",
-        key=operator / "key.pem",
-        # The agent's base is the camera itself; camera-ctl's is the root its ids hang from.
-        base_topic=str(mqtt.get("base_topic", "camera")),
+    if not isinstance(mqtt, dict):
+        raise CtlConfigError(f"{agent_toml}: [mqtt] is not a table")
+    operator = home / "pki" / "clients" / "operator"
+    # Through the same checks as a --config file: a hand-edited agent.toml gets a clear error.
+    return _from_mapping(
+        {
+            "host": mqtt.get("host", "127.0.0.1"),
+            "port": mqtt.get("port", 8883),
+            "ca": mqtt.get("ca", home / "pki" / "ca_chain.pem"),
+            "cert": operator / "cert.pem",
+            "key": operator / "key.pem",
+            # The agent's base is the camera itself; camera-ctl's is the root ids hang from.
+            "base_topic": mqtt.get("base_topic", "camera"),
+        },
+        str(agent_toml),
+        None,
     )
 
 
