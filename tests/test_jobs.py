@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 import simplejpeg
 from devstack import MediaServer
 
@@ -281,10 +282,12 @@ def test_stop_is_answered_before_a_restart_class_change_sent_just_before_it(
     assert operator.wait_event(job=job, event="job.succeeded", timeout=30)["ok"] is True
 
 
+@pytest.mark.parametrize("duration", [30, None])
 def test_recording_survives_the_agent_being_killed(
-    streaming_agent: AgentProcess, operator: Probe
+    streaming_agent: AgentProcess, operator: Probe, duration: int | None
 ) -> None:
-    operator.publish(ACTION, json.dumps({"id": "k", "action": "record", "duration": 30}))
+    asked = {"duration": duration} if duration is not None else {}  # None: until `stop`
+    operator.publish(ACTION, json.dumps({"id": "k", "action": "record", **asked}))
     job = operator.wait_event(id="k", event="job.queued")["job"]
     operator.wait_for(
         lambda m: m.topic == "camera/status" and m.json()["event"] == "job.progress"
@@ -297,11 +300,15 @@ def test_recording_survives_the_agent_being_killed(
     assert done["id"] == "k"
     result = done["data"]["result"]
     assert result["recovered"] is True
-    # Honest about the seconds the agent's death cost: not "recorded 4.0 of 4.0 s".
-    assert result["complete"] is False and 29.5 < result["requested_s"] < 31
-    assert result["gaps"][-1]["cause"] == "agent down"
-    assert "s lost while the agent was down" in result["message"]
-    assert f"of {result['requested_s']:.1f} s" in result["message"]
+    # Honest about what the agent's death cost: not "recorded 4.0 of 4.0 s".
+    assert result["complete"] is False
+    if duration is None:
+        assert result["message"].endswith("; ended when the agent stopped, not by `stop`")
+    else:
+        assert 29.5 < result["requested_s"] < 31
+        assert result["gaps"][-1]["cause"] == "agent down"
+        assert "s lost while the agent was down" in result["message"]
+        assert f"of {result['requested_s']:.1f} s" in result["message"]
     path = captures_dir(streaming_agent) / result["path"]
     assert float(probe(str(path))["format"]["duration"]) >= 3
     assert first_frames(path, 1)[0]["key_frame"] == 1

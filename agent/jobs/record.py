@@ -297,8 +297,9 @@ def _with_the_agents_outage(result: dict[str, Any], entry: JournalEntry) -> dict
     from its last heartbeat to the end the command asked for are a gap of their own, so a
     30 s recording cut at 4 s says "recorded 4.0 of 30.0 s", not "of 4.0 s"."""
     duration = entry.params.get("duration")
-    if duration is None:  # until `stop`: the death itself ended it, which the message says
-        result["message"] += "; ended when the agent stopped"
+    if duration is None:  # until `stop`: the agent's death ended it, not a `stop`
+        result["message"] += "; ended when the agent stopped, not by `stop`"
+        result["complete"] = False
         return result
     asked_end = entry.began + float(duration)
     if asked_end - entry.heartbeat <= 0.5:  # killed right at its end: nothing worth a gap
