@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from pki.model import DEFAULT_BASE_TOPIC, Identity, Role, site_of
+from pki.model import DEFAULT_BASE_TOPIC, Identity, Role, site_agents
 
 # Topics an agent publishes under its base; the agent's MQTT contract names the same set.
 REPORT_TOPICS = ("status", "events", "state", "availability", "controls", "picture", "picture/info")
@@ -48,17 +48,9 @@ def _viewer_rules(base: str) -> list[str]:
     return [f"topic read {base}/{topic}" for topic in REPORT_TOPICS]
 
 
-def _site_agents(bridge: Identity, active: Sequence[Identity]) -> list[Identity]:
-    return [
-        i
-        for i in active
-        if i.role == Role.AGENT and i.camera is not None and site_of(i.camera, bridge.name)
-    ]
-
-
 def _bridge_rules(bridge: Identity, active: Sequence[Identity]) -> list[str]:
     rules: list[str] = []
-    agents = _site_agents(bridge, active)
+    agents = site_agents(active, bridge.name)
     for agent in agents:
         rules += _agent_rules(agent.base_topic or DEFAULT_BASE_TOPIC)  # an agent always has one
     for agent in agents:
@@ -90,7 +82,9 @@ def render_acl(identities: Sequence[Identity]) -> str:
     rules_for = {"agent": _agent_rules, "operator": _operator_rules, "viewer": _viewer_rules}
     for identity in active:
         if identity.role == Role.BRIDGE:
-            cameras = ", ".join(str(a.camera) for a in _site_agents(identity, active)) or "none yet"
+            cameras = (
+                ", ".join(str(a.camera) for a in site_agents(active, identity.name)) or "none yet"
+            )
             lines += [f"# bridge of site {identity.name}: cameras {cameras}"]
             lines += [f"user {identity.name}", *_bridge_rules(identity, active), ""]
             continue

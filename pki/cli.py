@@ -20,7 +20,7 @@ from pki.authority import (
     Role,
 )
 from pki.bridge import CONTAINER_CERTS, render_bridge_config
-from pki.model import site_of
+from pki.model import site_agents
 
 CRL_WARNING_DAYS = 30
 
@@ -147,14 +147,7 @@ def _cmd_bridge(args: argparse.Namespace) -> int:
     text = render_bridge_config(bridge, args.central, args.certs_dir, not args.no_discovery)
     path = ca.paths.bridge_config(args.site)
     write_atomic(path, text.encode(), 0o644)
-    cameras = [
-        i.camera
-        for i in registry.identities
-        if i.revoked_at is None
-        and i.role == Role.AGENT
-        and i.camera
-        and site_of(i.camera, args.site)
-    ]
+    cameras = [str(i.camera) for i in site_agents(registry.identities, args.site)]
     print(f"wrote {path}: site {args.site} bridged to {args.central}")
     print(
         f"cameras of the site: {', '.join(cameras)}"

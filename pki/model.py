@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -128,10 +129,18 @@ def validate_identity_name(name: str, what: str = "name") -> None:
         )
 
 
-def site_of(camera: str, site: str) -> bool:
-    """Whether camera id ``camera`` belongs to site ``site``: fleet camera ids are `SITE-CAM`,
-    unique across sites, so a site's cameras are the ids that start with its name and `-`."""
-    return camera.startswith(f"{site}-") and len(camera) > len(site) + 1
+def site_agents(identities: Sequence[Identity], site: str) -> list[Identity]:
+    """The unrevoked agents of site ``site``. Fleet camera ids are `SITE-CAM`, unique across
+    sites, so a site's cameras are the ids that start with its name and `-`."""
+    return [
+        i
+        for i in identities
+        if i.revoked_at is None
+        and i.role == Role.AGENT
+        and i.camera is not None
+        and i.camera.startswith(f"{site}-")
+        and len(i.camera) > len(site) + 1
+    ]
 
 
 def validate_topic_base(topic: str) -> None:
