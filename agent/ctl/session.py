@@ -80,11 +80,6 @@ class Request:
             return True
         return not (self.wait_job and self.job_id is not None and self.end is None)
 
-    @property
-    def ok(self) -> bool:
-        last = self.end or self.answer
-        return last is not None and bool(last.get("ok"))
-
 
 class Session:
     """A paho MQTT 5 client on its own network thread; messages wait in a queue for the caller."""
