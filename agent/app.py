@@ -286,11 +286,11 @@ class AgentApp:
         error = None
         if job.error is not None:
             error = CommandError(ErrorCode(job.error["code"]), job.error["detail"])
-        self._spawn(
-            self.status.emit(
-                name, ok, message, job.to_json(), command_id=job.request_id, job=job.id, error=error
-            )
-        )
+        report = self.status.emit(
+            name, ok, message, job.to_json(),
+            command_id=job.request_id, job=job.id, error=error, by=job.requested_by,
+        )  # fmt: skip
+        self._spawn(report)
         if job.state.finished and job.kind in WRITING_JOBS:
             self._spawn(self.retention.check())
 

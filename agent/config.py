@@ -15,7 +15,7 @@ import socket
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
@@ -27,6 +27,9 @@ ENV_PREFIX = "CAMERA_AGENT_"
 
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+ConfigT = TypeVar("ConfigT", bound=Section)
 
 
 class MqttSettings(Section):
@@ -183,8 +186,14 @@ class AgentConfig(Section):
     log: LogSettings = LogSettings()
 
 
-def environment_overrides(environ: Mapping[str, str]) -> dict[str, dict[str, str]]:
-    """`CAMERA_AGENT_<SECTION>__<KEY>` variables as {section: {key: value}}, names lowercased.
+def environment_overrides(
+    environ: Mapping[str, str],
+    model: type[Section] = AgentConfig,
+    prefix: str = ENV_PREFIX,
+) -> dict[str, dict[str, str]]:
+    """`CAMERA_AGENT_<SECTION>__<KEY>` variables (``prefix`` for another program built of
+    sections, such as the console's `CAMERA_CONSOLE_`) as {section: {key: value}}, names
+    lowercased.
 
     Values stay strings; pydantic converts them as it does TOML values ("9883" to a port). A
     variable naming an unknown key of a known section comes through, so it is refused like a
@@ -193,16 +202,21 @@ def environment_overrides(environ: Mapping[str, str]) -> dict[str, dict[str, str
     """
     overrides: dict[str, dict[str, str]] = {}
     for name, value in environ.items():
-        if not name.upper().startswith(ENV_PREFIX):
+        if not name.upper().startswith(prefix):
             continue
-        section, sep, key = name[len(ENV_PREFIX) :].lower().partition("__")
-        if sep and key and section in AgentConfig.model_fields:
+        section, sep, key = name[len(prefix) :].lower().partition("__")
+        if sep and key and section in model.model_fields:
             overrides.setdefault(section, {})[key] = value
     return overrides
 
 
 def load_config(path: Path | None) -> AgentConfig:
     """Read the TOML file (if any) and the environment; ConfigError says what is wrong."""
+    return load_sections(path, AgentConfig, ENV_PREFIX)
+
+
+def load_sections(path: Path | None, model: type[ConfigT], prefix: str) -> ConfigT:
+    """A config of ``model`` from the TOML file (if any) and the ``prefix`` environment."""
     data: dict[str, Any] = {}
     if path is not None:
         try:
@@ -211,12 +225,12 @@ def load_config(path: Path | None) -> AgentConfig:
             raise ConfigError(f"cannot read config file {path}: {err.strerror}") from err
         except tomllib.TOMLDecodeError as err:
             raise ConfigError(f"{path} is not valid TOML: {err}") from err
-    for section, values in environment_overrides(os.environ).items():
+    for section, values in environment_overrides(os.environ, model, prefix).items():
         if not isinstance(data.get(section, {}), dict):
             raise ConfigError(f"invalid configuration: {section}: must be a table")
         data[section] = {**data.get(section, {}), **values}
     try:
-        return AgentConfig(**data)
+        return model(**data)
     except ValidationError as err:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in err.errors()

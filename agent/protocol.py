@@ -26,6 +26,7 @@ _JOB_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 class SettingsCommand:
     values: dict[str, object]
     id: str | None = None
+    by: str | None = None  # who asked, as a front end acting for people says (the console)
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,7 @@ class ActionCommand:
     action: str
     params: dict[str, Any] = field(default_factory=dict)
     id: str | None = None
+    by: str | None = None
 
 
 def decode_payload(payload: bytes, limit: int) -> str:
@@ -85,15 +87,37 @@ def _take_id(body: dict[str, Any]) -> str | None:
     return text
 
 
-def peek_id(text: str) -> str | None:
-    """The id of a JSON command, if one can be read; used to correlate error answers."""
-    if not text.startswith("{"):
+def _take_by(body: dict[str, Any]) -> str | None:
+    """`by`: the person a front end acts for (the console sends `CN=alice`). The broker knows
+    only the front end's own certificate; the agent logs this and echoes it in the answer."""
+    raw = body.pop("by", None)
+    if raw is None:
         return None
+    if not isinstance(raw, str) or not 1 <= len(raw) <= MAX_ID_LENGTH or not raw.isprintable():
+        raise CommandError(
+            ErrorCode.BAD_REQUEST, f"by must be a printable string of 1-{MAX_ID_LENGTH} characters"
+        )
+    return raw
+
+
+def peek_origin(text: str) -> tuple[str | None, str | None]:
+    """The id and `by` of a JSON command, as far as they can be read; used to correlate error
+    answers."""
+    if not text.startswith("{"):
+        return None, None
     try:
         body = json.loads(text)
-        return _take_id(body) if isinstance(body, dict) else None
-    except (ValueError, RecursionError, CommandError):
-        return None
+    except (ValueError, RecursionError):
+        return None, None
+    if not isinstance(body, dict):
+        return None, None
+    origin: list[str | None] = []
+    for take in (_take_id, _take_by):
+        try:
+            origin.append(take(body))
+        except CommandError:
+            origin.append(None)
+    return origin[0], origin[1]
 
 
 def _is_control_value(value: object) -> bool:
@@ -128,8 +152,9 @@ def parse_settings(text: str) -> SettingsCommand:
     if _is_json(text):
         body = _load_json(text)
         command_id = _take_id(body)
+        by = _take_by(body)
         values = body.pop("set", None)
-        _reject_extra(body, "settings command (expected 'id' and 'set')")
+        _reject_extra(body, "settings command (expected 'id', 'by' and 'set')")
         if not isinstance(values, dict) or not values:
             raise CommandError(
                 ErrorCode.BAD_REQUEST, "'set' must be a non-empty object of control: value"
@@ -145,7 +170,7 @@ def parse_settings(text: str) -> SettingsCommand:
         ]
         if bad_types:
             raise CommandError(ErrorCode.INVALID_VALUE, "; ".join(p.detail for p in bad_types))
-        return SettingsCommand(values=dict(values), id=command_id)
+        return SettingsCommand(values=dict(values), id=command_id, by=by)
     parts = text.split()
     if len(parts) != 2:
         raise CommandError(
@@ -414,12 +439,13 @@ def parse_action(text: str) -> ActionCommand:
     if _is_json(text):
         body = _load_json(text)
         command_id = _take_id(body)
+        by = _take_by(body)
         name = body.pop("action", None)
         if not isinstance(name, str):
             raise CommandError(ErrorCode.BAD_REQUEST, "JSON action needs an 'action' string")
         args: list[str] = []
     else:
-        command_id = None
+        command_id = by = None
         name, *args = text.split()
         body = {}
     parser = ACTION_PARSERS.get(name.lower())
@@ -430,7 +456,7 @@ def parse_action(text: str) -> ActionCommand:
         )
     params = parser(args, body)
     _reject_extra(body, f"{name} action")
-    return ActionCommand(action=name.lower(), params=params, id=command_id)
+    return ActionCommand(action=name.lower(), params=params, id=command_id, by=by)
 
 
 # -- outbound -------------------------------------------------------------------------------
@@ -450,8 +476,10 @@ def event(
     job: str | None = None,
     data: Mapping[str, Any] | None = None,
     error: CommandError | None = None,
+    by: str | None = None,
 ) -> dict[str, Any]:
-    """The envelope of every `BASE/status` message."""
+    """The envelope of every `BASE/status` message; `by` only on what a front end asked for
+    someone (the console)."""
     body: dict[str, Any] = {
         "ts": utc_now(),
         "camera": camera,
@@ -462,6 +490,8 @@ def event(
         "message": message,
         "data": dict(data) if data is not None else {},
     }
+    if by is not None:
+        body["by"] = by
     if error is not None:
         body["error"] = {"code": str(error.code), "detail": error.detail}
         problems = getattr(error, "problems", None)

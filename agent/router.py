@@ -35,7 +35,7 @@ from agent.protocol import (
     event,
     parse_action,
     parse_settings,
-    peek_id,
+    peek_origin,
     status_messages,
 )
 
@@ -178,10 +178,14 @@ class CommandRouter:
             return
         kind, handler = route
         command_id: str | None = None
+        by: str | None = None
         owned: tuple[str, str] | None = None  # the id this call runs (and answers for)
         try:
             text = decode_payload(message.payload, self._max_payload_bytes)
-            command_id = peek_id(text)
+            command_id, by = peek_origin(text)
+            if by is not None:
+                # The broker saw only the front end's certificate; this names the person.
+                log.info("%s command %s on behalf of %s", kind, command_id or "", by)
             if message.response_topic is not None:
                 self._topics.check_response_topic(message.response_topic)
             if command_id is not None:
@@ -203,21 +207,23 @@ class CommandRouter:
                 command_id=command_id,
                 job=answer.job,
                 data=answer.data,
+                by=by,
             )
         except CommandError as err:
-            body = self._rejection(kind, command_id, err)
+            body = self._rejection(kind, command_id, err, by)
         except asyncio.CancelledError:
             stopping = CommandError(
                 ErrorCode.NOT_AVAILABLE, "the agent is stopping; the command did not complete"
             )
-            await self._finish(owned, self._rejection(kind, command_id, stopping), message)
+            await self._finish(owned, self._rejection(kind, command_id, stopping, by), message)
             raise
         except CameraError as err:  # the camera refused or failed: a code clients know
-            body = self._rejection(kind, command_id, CommandError(ErrorCode.CAMERA_ERROR, str(err)))
+            camera_error = CommandError(ErrorCode.CAMERA_ERROR, str(err))
+            body = self._rejection(kind, command_id, camera_error, by)
         except Exception:
             log.exception("%s command failed unexpectedly", kind)
             internal = CommandError(ErrorCode.INTERNAL_ERROR, "internal error; see the agent's log")
-            body = self._rejection(kind, command_id, internal)
+            body = self._rejection(kind, command_id, internal, by)
         await self._finish(owned, body, message)
 
     async def _finish(
@@ -233,7 +239,9 @@ class CommandRouter:
                 running.set_result(body)
         await self._send(body, message)
 
-    def _rejection(self, kind: str, command_id: str | None, err: CommandError) -> dict[str, Any]:
+    def _rejection(
+        self, kind: str, command_id: str | None, err: CommandError, by: str | None = None
+    ) -> dict[str, Any]:
         log.info("%s rejected: %s (%s)", kind, err.detail, err.code)
         return event(
             self._camera_id,
@@ -242,6 +250,7 @@ class CommandRouter:
             message=f"ERROR: {err.detail}",
             command_id=command_id,
             error=err,
+            by=by,
         )
 
     async def _send(self, body: dict[str, Any], message: InboundMessage) -> None:

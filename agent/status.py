@@ -147,11 +147,12 @@ class AgentStatus:
         command_id: str | None = None,
         job: str | None = None,
         error: CommandError | None = None,
+        by: str | None = None,
     ) -> None:
         """A happening on `BASE/status`: stream down/up, job transitions."""
         body = event(
             self._camera_id, name, ok=ok, message=message, data=data,
-            command_id=command_id, job=job, error=error,
+            command_id=command_id, job=job, error=error, by=by,
         )  # fmt: skip
         topics = self._topics
         for topic, payload in status_messages(

@@ -6,6 +6,9 @@ rule below is keyed by identity name. Least privilege per role, for one camera o
 - agent: reads its own camera's commands, writes only its own camera's reports and replies.
 - operator: commands and reads one camera (`--camera`/`--base-topic`) or every recorded camera.
 - viewer: reads the reports of one camera or of every recorded camera, and commands nothing.
+- console (the browser console's service): what an operator may, for every camera in its scope;
+  it commands only on behalf of a person whose certificate allows it (pki/access.py), and says
+  who in every command (`by`).
 - bridge (a site's broker, at the central broker): writes the reports and replies of its site's
   cameras (ids `SITE-...`) and reads their commands, as those cameras' agents would; it cannot
   publish into another site's cameras, nor read their commands.
@@ -79,7 +82,12 @@ def render_acl(identities: Sequence[Identity]) -> str:
         "# Re-rendered on every `camera-pki init|issue|revoke`; reload the broker (SIGHUP) after.",
         "",
     ]
-    rules_for = {"agent": _agent_rules, "operator": _operator_rules, "viewer": _viewer_rules}
+    rules_for = {
+        "agent": _agent_rules,
+        "operator": _operator_rules,
+        "console": _operator_rules,
+        "viewer": _viewer_rules,
+    }
     for identity in active:
         if identity.role == Role.BRIDGE:
             cameras = (

@@ -34,9 +34,9 @@ from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from agent.atomicfile import write_atomic
+from pki.access import ALL_CAMERAS
 from pki.acl import render_acl
 from pki.certs import (
-    ALL_CAMERAS,
     Issuer,
     PrivateKey,
     ca_key_usage,

@@ -10,10 +10,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
+from pki.access import ORGANIZATION, SCOPE_PREFIX
 from pki.model import KeyType
-
-ORGANIZATION = "camera-agent"
-
 
 PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
 
@@ -41,10 +39,9 @@ def cert_pem(*certs: x509.Certificate) -> bytes:
 
 
 # A client certificate names the cameras it may reach, as a second OU, so that a server which
-# sees only the certificate (nginx serving the captures) can tell. Fleet-wide certificates say
-# so explicitly: a certificate without this OU (issued before it existed) is refused there.
-SCOPE_PREFIX = "scope:"
-ALL_CAMERAS = "*"
+# sees only the certificate (nginx serving the captures, the console) can tell. Fleet-wide
+# certificates say so explicitly (`*`): a certificate without this OU (issued before it existed)
+# is refused there. The rule that reads it is pki/access.py.
 
 
 def x509_name(common_name: str, unit: str, scope: str | None = None) -> x509.Name:

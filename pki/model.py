@@ -26,6 +26,7 @@ class Role(StrEnum):
     OPERATOR = "operator"  # commands cameras and reads everything they report
     VIEWER = "viewer"  # reads reports only
     BRIDGE = "bridge"  # a site's broker at the central one: carries the site's cameras only
+    CONSOLE = "console"  # the browser console's service: acts for the people it checks
 
 
 class KeyType(StrEnum):

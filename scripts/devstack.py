@@ -31,6 +31,11 @@ WEB_CONF = REPO / "web" / "nginx.conf"
 CONTAINER_PKI = "/mosquitto/certs"
 WEB_CONTAINER_PKI = "/etc/nginx/certs"
 WEB_CONTAINER_CAPTURES = "/srv/captures/"
+WEB_CONTAINER_CONSOLE = "/srv/console/"
+WEB_CONTAINER_CONSOLE_VENDOR = "/srv/console-vendor/"
+WEB_CONTAINER_CONSOLE_SOCKET_DIR = "/run/camera-console/"
+WEB_CONTAINER_STREAM_AUTH = "/etc/nginx/stream/authorization.conf"
+CONSOLE_DIR = REPO / "console"
 
 
 def free_port() -> int:
@@ -154,28 +159,64 @@ class Broker:
 
 
 def render_web_config(
-    pki_dir: Path, captures_dir: Path, work_dir: Path, port: int, host: str = "127.0.0.1"
+    pki_dir: Path,
+    captures_dir: Path,
+    work_dir: Path,
+    port: int,
+    host: str = "127.0.0.1",
+    media: MediaServer | None = None,
 ) -> str:
-    """The shipped nginx.conf with its listener moved to host:port, the PKI and captures paths
-    made local, its pid and temporary files in work_dir, and `user root` (started as root,
+    """The shipped nginx.conf with its listener moved to host:port, the PKI, captures, console
+    and socket paths made local, MediaMTX's WebRTC and HLS ports those of ``media``, its pid,
+    temporary files and stream authorization in work_dir, and `user root` (started as root,
     nginx's workers would run as nobody, who cannot enter the tests' private directories)."""
     text = WEB_CONF.read_text()
     text = text.replace("listen 8443 ssl;", f"listen {host}:{port} ssl;")
     text = text.replace(WEB_CONTAINER_PKI, str(pki_dir))
     text = text.replace(WEB_CONTAINER_CAPTURES, f"{captures_dir}/")
+    text = text.replace(WEB_CONTAINER_CONSOLE, f"{CONSOLE_DIR}/web/")
+    text = text.replace(WEB_CONTAINER_CONSOLE_VENDOR, f"{CONSOLE_DIR}/node_modules/")
+    text = text.replace(WEB_CONTAINER_CONSOLE_SOCKET_DIR, f"{console_socket_dir(work_dir)}/")
+    text = text.replace(WEB_CONTAINER_STREAM_AUTH, str(work_dir / "stream-authorization.conf"))
+    if media is not None:
+        text = text.replace("http://127.0.0.1:8889", f"http://127.0.0.1:{media.webrtc_port}")
+        text = text.replace("http://127.0.0.1:8888", f"http://127.0.0.1:{media.hls_port}")
     text = text.replace("/tmp/nginx", f"{work_dir}/nginx")
     return "user root;\n" + text
 
 
+def console_socket_dir(web_work_dir: Path) -> Path:
+    """Where the console service's socket lives for a natively run nginx (beside its files)."""
+    return web_work_dir / "console"
+
+
+def stream_authorization(credentials: StreamCredentials | None) -> str:
+    """nginx's line with the MediaMTX viewer's credentials (none: the video is refused)."""
+    if credentials is None:
+        return 'set $stream_authorization "";\n'
+    token = base64.b64encode(f"viewer:{credentials.viewer}".encode()).decode()
+    return f'set $stream_authorization "Basic {token}";\n'
+
+
 @dataclass
 class WebServer:
-    """A real nginx running the shipped web/nginx.conf: the captures over mutual TLS."""
+    """A real nginx running the shipped web/nginx.conf: the console, the live video and the
+    captures over mutual TLS."""
 
     pki_dir: Path
     captures_dir: Path
     work_dir: Path
     port: int = field(default_factory=free_port)
+    media: MediaServer | None = None
     process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def console_socket(self) -> Path:
+        return console_socket_dir(self.work_dir) / "console.sock"
+
+    @property
+    def url(self) -> str:
+        return f"https://localhost:{self.port}/"
 
     @property
     def config_path(self) -> Path:
@@ -192,8 +233,16 @@ class WebServer:
     def start(self) -> None:
         self.work_dir.mkdir(parents=True, exist_ok=True)
         self.captures_dir.mkdir(parents=True, exist_ok=True)
+        self.console_socket.parent.mkdir(parents=True, exist_ok=True)
+        authorization = self.work_dir / "stream-authorization.conf"
+        authorization.write_text(
+            stream_authorization(self.media.credentials if self.media else None)
+        )
+        authorization.chmod(0o600)
         self.config_path.write_text(
-            render_web_config(self.pki_dir, self.captures_dir, self.work_dir, self.port)
+            render_web_config(
+                self.pki_dir, self.captures_dir, self.work_dir, self.port, media=self.media
+            )
         )
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
@@ -233,6 +282,78 @@ class WebServer:
         if self.process is not None:
             terminate_group(self.process)
             self.process = None
+
+    def log_text(self) -> str:
+        return read_log(self.log_path)
+
+
+def console_config_toml(pki_dir: Path, broker_port: int, socket: Path, identity: str) -> str:
+    """A camera-console config for a local broker and nginx (native run and tests)."""
+    client = pki_dir / "clients" / identity
+    return f"""\
+[mqtt]
+host = "127.0.0.1"
+port = {broker_port}
+ca = "{pki_dir / "ca_chain.pem"}"
+cert = "{client / "cert.pem"}"
+key = "{client / "key.pem"}"
+
+[console]
+socket = "{socket}"
+"""
+
+
+@dataclass
+class ConsoleService:
+    """`camera-console run`, the browser console's service, on the socket nginx proxies to."""
+
+    broker: Broker
+    web: WebServer
+    work_dir: Path
+    identity: str = "console"
+    env: dict[str, str] = field(default_factory=dict)
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def log_path(self) -> Path:
+        return self.work_dir / "console.log"
+
+    def start(self, timeout: float = 20.0) -> None:
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        config = self.work_dir / "console.toml"
+        config.write_text(
+            console_config_toml(
+                self.broker.pki_dir, self.broker.port, self.web.console_socket, self.identity
+            )
+        )
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "console", "run", "--config", str(config)],
+                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                env={**os.environ, **self.env},
+            )  # fmt: skip
+        deadline = time.monotonic() + timeout
+        while "console listening on" not in self.log_text():
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"the console did not start; log:\n{self.log_text()}")
+            time.sleep(0.02)
+
+    def stop(self) -> None:
+        if self.process is not None:
+            terminate_group(self.process)
+            self.process = None
+
+    def kill(self) -> None:
+        if self.process is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+            self.process = None
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
 
     def log_text(self) -> str:
         return read_log(self.log_path)
@@ -477,12 +598,35 @@ def terminate_group(process: subprocess.Popen[bytes], timeout: float = 10.0) -> 
         return process.wait()
 
 
+def prepare_pki(pki_dir: Path) -> Path:
+    """`scripts/run`'s PKI: made on first run, with the identities the run uses; returns the
+    operator's PKCS#12 bundle, for a browser."""
+    from pki.authority import CertificateAuthority, Role  # noqa: PLC0415
+
+    ca = CertificateAuthority(pki_dir)
+    if ca.init():
+        # A separate identity to watch with: the broker takes the certificate's CN as client
+        # id, so a mosquitto_sub and a mosquitto_pub sharing `operator` would take each other's
+        # session.
+        ca.issue("viewer", Role.VIEWER)
+        print(f"generated a PKI in {pki_dir}")
+    if ca.load_registry().find_active("console") is None:
+        # The console service's own identity (a home made before the console had none).
+        ca.issue("console", Role.CONSOLE)
+    bundle = ca.paths.client_dir("operator") / "bundle.p12"
+    if not bundle.exists():
+        # What a person imports into a browser to open the console as the operator.
+        password = secrets.token_urlsafe(18).encode()
+        ca.export_p12("operator", password)
+        bundle.with_name("bundle.p12.password").write_bytes(password + b"\n")
+        bundle.with_name("bundle.p12.password").chmod(0o600)
+    return bundle
+
+
 def main(argv: list[str]) -> int:
     """`scripts/run`: PKI on first run, broker, MediaMTX, nginx, then the agent in the
     foreground."""
     import argparse  # noqa: PLC0415 - only the command line needs it
-
-    from pki.authority import CertificateAuthority, Role  # noqa: PLC0415
 
     parser = argparse.ArgumentParser(prog="scripts/run")
     parser.add_argument("home", type=Path, help="work directory (PKI, broker data, captures)")
@@ -495,18 +639,12 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     home: Path = args.home.resolve()
     pki_dir = home / "pki"
-    ca = CertificateAuthority(pki_dir)
-    if ca.init():
-        # A separate identity to watch with: the broker takes the certificate's CN as client
-        # id, so a mosquitto_sub and a mosquitto_pub sharing `operator` would take each other's
-        # session.
-        ca.issue("viewer", Role.VIEWER)
-        print(f"generated a PKI in {pki_dir}")
+    bundle = prepare_pki(pki_dir)
     credentials = StreamCredentials.load_or_create(home / "stream-credentials.json")
     if args.any_ports:
         broker = Broker(pki_dir, home / "broker")
         media = MediaServer(home / "mediamtx", credentials=credentials)
-        web = WebServer(pki_dir, home / "captures", home / "web")
+        web = WebServer(pki_dir, home / "captures", home / "web", media=media)
     else:
         broker = Broker(pki_dir, home / "broker", port=args.port)
         media = MediaServer(
@@ -514,12 +652,15 @@ def main(argv: list[str]) -> int:
             rtsp_port=8554, rtp_port=8000, hls_port=8888, webrtc_port=8889,
             webrtc_udp_port=8189, api_port=9997, playback_port=9996,
         )  # fmt: skip
-        web = WebServer(pki_dir, home / "captures", home / "web", port=args.web_port)
+        web = WebServer(pki_dir, home / "captures", home / "web", port=args.web_port, media=media)
+    console = ConsoleService(broker, web, home / "console")
     broker.start()
     try:
         media.start()
         web.start()
+        console.start()
     except BaseException:
+        web.stop()
         media.stop()
         broker.stop()
         raise
@@ -548,7 +689,10 @@ def main(argv: list[str]) -> int:
         f"control: CAMERA_AGENT_HOME={home} {Path(sys.executable).with_name('camera-ctl')}"
         " set brightness 0.3\n"
         f"files:   curl --cacert {pki_dir}/ca_chain.pem --cert {viewer}/cert.pem"
-        f" --key {viewer}/key.pem {web.captures_url}\n",
+        f" --key {viewer}/key.pem {web.captures_url}\n"
+        f"console: {web.url} (import {bundle} into the browser,"
+        f" password in {bundle.with_name('bundle.p12.password')};"
+        f" log: {console.log_path})\n",
         flush=True,
     )
     agent = subprocess.Popen(
@@ -564,6 +708,7 @@ def main(argv: list[str]) -> int:
     except KeyboardInterrupt:
         return terminate_group(agent)
     finally:
+        console.stop()
         web.stop()
         media.stop()
         broker.stop()

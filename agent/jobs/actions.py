@@ -31,7 +31,7 @@ class JobActions:
         async def submit(command: ActionCommand) -> Answer:
             if writes and self._ensure_room is not None:
                 await self._ensure_room()
-            return _queued(self._manager.submit(kind, command.params, command.id))
+            return _queued(self._manager.submit(kind, command.params, command.id, command.by))
 
         return submit
 

@@ -82,7 +82,13 @@ class JobManager:
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._contexts: dict[str, JobContext] = {}
 
-    def submit(self, kind: str, params: dict[str, Any], request_id: str | None) -> Job:
+    def submit(
+        self,
+        kind: str,
+        params: dict[str, Any],
+        request_id: str | None,
+        requested_by: str | None = None,
+    ) -> Job:
         spec = self._kinds[kind]
         active = [j for j in self._jobs.values() if j.kind == kind and not j.state.finished]
         if len(active) >= spec.limit:
@@ -92,7 +98,7 @@ class JobManager:
                 f" (at most {spec.limit} at a time); `stop` it first",
             )
         runner = spec.runner_factory(params)
-        job = Job(kind=kind, params=params, request_id=request_id)
+        job = Job(kind=kind, params=params, request_id=request_id, requested_by=requested_by)
         self._jobs[job.id] = job
         context = JobContext(job, self)
         self._contexts[job.id] = context
@@ -164,6 +170,7 @@ class JobManager:
                 kind=kind if isinstance(kind, str) else "unknown",
                 params=entry.get("params") or {},
                 request_id=entry.get("request_id"),
+                requested_by=entry.get("requested_by"),
                 id=entry["id"],
                 created=entry.get("created") or time.time(),
                 started=entry.get("started"),

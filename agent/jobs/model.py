@@ -31,6 +31,7 @@ class Job:
     kind: str
     params: dict[str, Any]
     request_id: str | None = None
+    requested_by: str | None = None  # the person a front end asked for (`by`), if it said
     id: str = ""
     state: JobState = JobState.QUEUED
     created: float = field(default_factory=time.time)
@@ -52,6 +53,7 @@ class Job:
             "kind": self.kind,
             "state": str(self.state),
             "request_id": self.request_id,
+            "requested_by": self.requested_by,
             "params": self.params,
             "created": self.created,
             "started": self.started,

@@ -58,8 +58,10 @@ class BrokerLink:
         tls_context: ssl.SSLContext,
         identity: str,
         subscriptions: Sequence[str],
-        will_topic: str,
+        will_topic: str | None,
     ) -> None:
+        """``will_topic``: where the broker says `offline` when this client vanishes (None: a
+        client nobody watches, such as the console service)."""
         self._settings = settings
         self._tls_context = tls_context
         self._identity = identity
@@ -72,6 +74,8 @@ class BrokerLink:
         self._paho: mqtt.Client | None = None
         self.outbox = Outbox(settings.outbox_limit)
         self.connected = asyncio.Event()
+        self.disconnected = asyncio.Event()  # the opposite of `connected`, to wait on
+        self.disconnected.set()
 
     def report_twin(self) -> None:
         """Another client uses this identity: the next lost connection is a takeover."""
@@ -96,7 +100,11 @@ class BrokerLink:
             properties=connect_properties,
             keepalive=s.keepalive_s,
             tls_context=self._tls_context,
-            will=aiomqtt.Will(self._will_topic, b"offline", qos=1, retain=True),
+            will=(
+                aiomqtt.Will(self._will_topic, b"offline", qos=1, retain=True)
+                if self._will_topic is not None
+                else None
+            ),
             socket_options=options,
             timeout=PUBLISH_TIMEOUT_S,
         )
@@ -123,6 +131,7 @@ class BrokerLink:
                     try:
                         delay = self._settings.reconnect_min_s
                         self._log_up()
+                        self.disconnected.clear()
                         self.connected.set()
                         await on_connected()
                         async for message in client.messages:
@@ -134,6 +143,7 @@ class BrokerLink:
                                 raise aiomqtt.MqttError("connection lost")
                     finally:
                         self.connected.clear()
+                        self.disconnected.set()
                         sender.cancel()
                         for task in list(self._in_flight):
                             task.cancel()  # their messages stay unacknowledged in the outbox

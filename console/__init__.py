@@ -1,0 +1,1 @@
+"""The browser console's service: one MQTT connection for every person's browser, behind nginx."""
