@@ -355,6 +355,16 @@ class CertificateAuthority:
         write_atomic(path, bundle, 0o600)
         return path
 
+    def browser_bundle(self, name: str) -> Path:
+        """``name``'s PKCS#12 bundle for a browser, made once with a random password written
+        beside it (`bundle.p12.password`); the run and pod scripts point people to it."""
+        path = self.paths.client_dir(name) / "bundle.p12"
+        if not path.exists():
+            password = secrets.token_urlsafe(18).encode()
+            write_atomic(path.with_name("bundle.p12.password"), password + b"\n", 0o600)
+            self.export_p12(name, password)
+        return path
+
     def revoke(self, name: str) -> Identity:
         registry = self.load_registry()
         identity = registry.find_active(name)

@@ -178,9 +178,9 @@ def render_web_config(
     text = text.replace(WEB_CONTAINER_CONSOLE_VENDOR, f"{CONSOLE_DIR}/node_modules/")
     text = text.replace(WEB_CONTAINER_CONSOLE_SOCKET_DIR, f"{console_socket_dir(work_dir)}/")
     text = text.replace(WEB_CONTAINER_STREAM_AUTH, str(work_dir / "stream-authorization.conf"))
-    if media is not None:
-        text = text.replace("http://127.0.0.1:8889", f"http://127.0.0.1:{media.webrtc_port}")
-        text = text.replace("http://127.0.0.1:8888", f"http://127.0.0.1:{media.hls_port}")
+    webrtc, hls = (media.webrtc_port, media.hls_port) if media is not None else (8889, 8888)
+    text = text.replace("http://mediamtx:8889", f"http://127.0.0.1:{webrtc}")
+    text = text.replace("http://mediamtx:8888", f"http://127.0.0.1:{hls}")
     text = text.replace("/tmp/nginx", f"{work_dir}/nginx")
     return "user root;\n" + text
 
@@ -613,14 +613,8 @@ def prepare_pki(pki_dir: Path) -> Path:
     if ca.load_registry().find_active("console") is None:
         # The console service's own identity (a home made before the console had none).
         ca.issue("console", Role.CONSOLE)
-    bundle = ca.paths.client_dir("operator") / "bundle.p12"
-    if not bundle.exists():
-        # What a person imports into a browser to open the console as the operator.
-        password = secrets.token_urlsafe(18).encode()
-        ca.export_p12("operator", password)
-        bundle.with_name("bundle.p12.password").write_bytes(password + b"\n")
-        bundle.with_name("bundle.p12.password").chmod(0o600)
-    return bundle
+    # What a person imports into a browser to open the console as the operator.
+    return ca.browser_bundle("operator")
 
 
 def main(argv: list[str]) -> int:

@@ -33,13 +33,14 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from devstack import REPO, StreamCredentials, render_mediamtx_config
+from devstack import REPO, StreamCredentials, render_mediamtx_config, stream_authorization
 
 from pki.authority import CertificateAuthority, Role
 
 BROKER_UID = 1883  # the official eclipse-mosquitto image's user
 AGENT_UID = 1000  # the agent image's `camera` user
 WEB_UID = 101  # the official nginx image's user
+CONSOLE_UID = 1001  # the console image's `console` user
 COMPOSE_FILE = REPO / "podman-compose.yml"
 NETWORK_COMPOSE_FILE = REPO / "deploy/podman-compose.network.yml"
 KUBE_FILE = REPO / "deploy/kube.yaml"
@@ -50,13 +51,26 @@ PROJECT = "camera-agent"  # compose project and kube pod name
 PINNED_PODMAN_COMPOSE = "podman-compose==1.5.0"
 HEALTHY_WITHIN_S = 90.0
 
-# image -> build context, as podman-compose.yml builds them
+# image -> (build context, Containerfile), as podman-compose.yml builds them
 IMAGES = {
-    "localhost/camera-broker:latest": REPO / "broker",
-    "localhost/camera-mediamtx:latest": REPO / "mediamtx",
-    "localhost/camera-agent:latest": REPO,
-    "localhost/camera-web:latest": REPO / "web",
+    "localhost/camera-broker:latest": (REPO / "broker", REPO / "broker/Containerfile"),
+    "localhost/camera-mediamtx:latest": (REPO / "mediamtx", REPO / "mediamtx/Containerfile"),
+    "localhost/camera-agent:latest": (REPO, REPO / "Containerfile"),
+    "localhost/camera-web:latest": (REPO, REPO / "web/Containerfile"),
+    "localhost/camera-console:latest": (REPO, REPO / "console/Containerfile"),
 }
+
+CONSOLE_TOML = """\
+[mqtt]
+host = "{broker}"
+port = 8883
+ca = "/etc/camera-console/pki/ca_chain.pem"
+cert = "/etc/camera-console/pki/clients/console/cert.pem"
+key = "/etc/camera-console/pki/clients/console/key.pem"
+
+[console]
+socket = "/run/camera-console/console.sock"
+"""
 
 # In the pod the services share localhost; on a network they have names.
 AGENT_TOML = """\
@@ -192,6 +206,20 @@ def _prepare_bridge(pki: Path, broker: Path, conf_d: Path, site: str | None) -> 
     _copy(snippet, conf_d / f"{site}.conf")
 
 
+def _prepare_console(pki: Path, ca: CertificateAuthority, console: Path) -> None:
+    """The console service's identity and configs, and the operator's PKCS#12 bundle that a
+    person imports into a browser to open the console."""
+    if ca.load_registry().find_active("console") is None:
+        ca.issue("console", Role.CONSOLE)
+    _copy(pki / "ca_chain.pem", console / "pki/ca_chain.pem")
+    _copy(pki / "clients/console/cert.pem", console / "pki/clients/console/cert.pem")
+    _copy(pki / "clients/console/key.pem", console / "pki/clients/console/key.pem", 0o400)
+    _chown(console / "pki/clients/console/key.pem", CONSOLE_UID)
+    for name, broker in (("console.toml", "127.0.0.1"), ("console-network.toml", "broker")):
+        (console / name).write_text(CONSOLE_TOML.format(broker=broker))
+    ca.browser_bundle("operator")
+
+
 def prepare(
     pod_dir: Path, ports: HostPorts | None = None, place: FleetPlace | None = None
 ) -> StreamCredentials:
@@ -216,6 +244,13 @@ def prepare(
         _copy(pki / name, web / name)
     _copy(pki / "server/key.pem", web / "server/key.pem", 0o400)
     _chown(web / "server/key.pem", WEB_UID)
+    # The viewer's stream password, which nginx adds to the console's video requests.
+    stream = pod_dir / "web-stream" / "authorization.conf"
+    stream.parent.mkdir(parents=True, exist_ok=True)
+    stream.write_text(stream_authorization(credentials))
+    stream.chmod(0o400)
+    _chown(stream, WEB_UID)
+    _prepare_console(pki, ca, pod_dir / "console")
 
     agent = pod_dir / "agent"
     settings = place.agent_settings()
@@ -287,11 +322,14 @@ def podman_compose() -> list[str]:
 
 
 def build_missing_images() -> None:
-    for image, context in IMAGES.items():
+    for image, (context, containerfile) in IMAGES.items():
         exists = subprocess.run(["podman", "image", "exists", image], check=False)
         if exists.returncode != 0:
             print(f"building {image}")
-            subprocess.run(["podman", "build", "-t", image, str(context)], check=True)
+            subprocess.run(
+                ["podman", "build", "-t", image, "-f", str(containerfile), str(context)],
+                check=True,
+            )
 
 
 def agent_container(kube: bool) -> str | None:
@@ -354,10 +392,13 @@ def up(pod_dir: Path, kube: bool, network: bool, extra: list[str]) -> int:
         return 1
     viewer = f"rtsp://viewer:{credentials.viewer}@{ports.host}:{ports.rtsp}/cam"
     client = pod_dir / "pki/clients/viewer"
+    bundle = pod_dir / "pki/clients/operator/bundle.p12"
     print(
         f"pod up; MQTT on port {ports.mqtt}; watch: ffplay -rtsp_transport tcp {viewer}\n"
         f"files: curl --cacert {pod_dir}/pki/ca_chain.pem --cert {client}/cert.pem"
-        f" --key {client}/key.pem {ports.captures_url}"
+        f" --key {client}/key.pem {ports.captures_url}\n"
+        f"console: https://{ports.host}:{ports.web}/ (import {bundle} into the browser;"
+        f" password in {bundle.with_name('bundle.p12.password')})"
     )
     return 0
 

@@ -34,6 +34,7 @@ def pki_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     ca.issue("viewer-b", Role.VIEWER, camera="b")  # a viewer of another camera only
     ca.issue("viewer-here", Role.VIEWER, base_topic="camera")  # of this camera only
     ca.issue("homeassistant", Role.OPERATOR)  # what Home Assistant connects as
+    ca.issue("console", Role.CONSOLE)  # the browser console's service
     return directory
 
 

@@ -84,7 +84,9 @@ def test_pod_variants_run_the_same_images_mounts_and_ports() -> None:
     kube = {c["name"]: c for c in load(KUBE_FILE)["spec"]["containers"]}
     pod = load(COMPOSE_FILE)["services"]
     network = load(NETWORK_COMPOSE_FILE)["services"]
-    assert set(kube) == set(pod) == set(network) == {"broker", "mediamtx", "agent", "web"}
+    assert set(kube) == set(pod) == set(network) == {
+        "broker", "mediamtx", "agent", "web", "console"
+    }  # fmt: skip
     for name, container in kube.items():
         assert pod[name]["image"] == network[name]["image"] == container["image"]
         in_container = {m["mountPath"] for m in container["volumeMounts"]}
@@ -97,8 +99,20 @@ def test_pod_variants_run_the_same_images_mounts_and_ports() -> None:
     assert kube_ports == pod_ports == network_ports == PUBLISHED
     # In the pod the broker owns the namespace; on the network each publishes its own.
     assert all(
-        pod[name]["network_mode"] == "service:broker" for name in ("mediamtx", "agent", "web")
+        pod[name]["network_mode"] == "service:broker"
+        for name in ("mediamtx", "agent", "web", "console")
     )
+    # nginx and the console service share the socket's volume, and no one else mounts it.
+    for variant in (pod, network):
+        sharing = {
+            name for name, service in variant.items()
+            if any(v.startswith("console-socket:") for v in service.get("volumes", []))
+        }  # fmt: skip
+        assert sharing == {"web", "console"}, sharing
+    assert {
+        name for name, c in kube.items()
+        if any(m["name"] == "console-socket" for m in c["volumeMounts"])
+    } == {"web", "console"}  # fmt: skip
     # nginx reads the captures the agent writes, and only reads them.
     for variant in (pod, network):
         agent_captures = next(v for v in variant["agent"]["volumes"] if "captures" in v)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shlex
 import signal
 import subprocess
@@ -12,7 +13,9 @@ import sys
 from pathlib import Path
 
 from devstack import REPO, Broker
+from playwright.sync_api import expect
 
+from tests.browser import chromium
 from tests.support import Probe, children_of, wait_until
 from tests.test_jobs import run_job
 
@@ -32,9 +35,10 @@ def test_the_printed_curl_and_camera_ctl_lines_work_and_stopping_leaves_nothing(
         for line in stack.stdout:
             label, _, rest = line.partition(":")
             printed[label.strip()] = rest.strip()
-            if label == "files":
+            if label == "console":
                 break
         assert "files" in printed, f"scripts/run printed no curl line: {printed}"
+        assert "console" in printed, f"scripts/run printed no console line: {printed}"
         broker_port = int(printed["broker on 127.0.0.1"].split(" ")[0])
         operator = Probe(Broker(home / "pki", tmp_path / "probe", port=broker_port), "operator")
         try:
@@ -60,9 +64,30 @@ def test_the_printed_curl_and_camera_ctl_lines_work_and_stopping_leaves_nothing(
         )  # fmt: skip
         assert control.returncode == 0, control.stderr
         assert control.stdout.strip() == "SUCCESS: brightness set to 0.3"
+        # The printed console line: its bundle and password, imported as a person would, open
+        # the console, which shows the camera and the value just set.
+        found = re.fullmatch(
+            r"(https://\S+) \(import (\S+) into the browser, password in (\S+);.*",
+            printed["console"],
+        )
+        assert found, printed["console"]
+        url, bundle, password = found.groups()
+        with chromium() as browser:
+            page = browser.new_context(
+                ignore_https_errors=True,
+                client_certificates=[{
+                    "origin": url.rstrip("/"), "pfxPath": bundle,
+                    "passphrase": Path(password).read_text().strip(),
+                }],
+            ).new_page()  # fmt: skip
+            page.goto(url)
+            expect(page.locator("[data-camera]")).to_have_count(1)
+            page.goto(url + "#/camera/camera")
+            expect(page.locator('[data-control="brightness"] output')).to_have_text("0.3")
     finally:
         os.killpg(stack.pid, signal.SIGTERM)
         stack.wait(30)
-    # Ctrl-C/SIGTERM stops the agent, nginx, MediaMTX and the broker: nothing is left running.
-    assert len(servers) == 4, servers
+    # Ctrl-C/SIGTERM stops the agent, the console, nginx, MediaMTX and the broker: nothing is
+    # left running.
+    assert len(servers) == 5, servers
     wait_until(lambda: not any(Path(f"/proc/{pid}").exists() for pid in servers), what="exit")

@@ -561,6 +561,8 @@ class JobsPanel {
 // -- the gallery -----------------------------------------------------------------------------
 
 const PAGE_SIZE = 24;
+const VIDEO_KINDS = new Set(["record", "trim", "timelapse_video"]);
+const KIND_NAMES = { record: "recording", trim: "trimmed clip", timelapse: "timelapse frames", timelapse_video: "timelapse video", sidecar: "settings", picture: "picture" };
 
 class Gallery {
   constructor(base) {
@@ -603,7 +605,8 @@ class Gallery {
     const name = file.name;
     let preview;
     if (file.kind === "picture" && local) preview = h("img", { src: local, alt: name, loading: "lazy" });
-    else preview = h("div", { class: `kind ${file.kind}`, "aria-hidden": "true", text: file.kind.replace("_", " ") });
+    else if (VIDEO_KINDS.has(file.kind) && local) preview = h("video", { src: `${local}#t=0.5`, preload: "metadata", muted: true, "aria-hidden": "true", tabindex: "-1" });
+    else preview = h("div", { class: `kind ${file.kind}`, "aria-hidden": "true", text: KIND_NAMES[file.kind] || file.kind });
     const open = h("button", { type: "button", class: "open", "aria-label": `open ${name}`, onclick: () => this.open(file, local) }, preview);
     const actions = h("div", { class: "file-actions" },
       local && !name.endsWith("/") ? h("a", { href: local, download: name.split("/").pop(), "aria-label": `download ${name}` }, "Download") : null,
@@ -670,7 +673,7 @@ class EventList {
     return h("li", { class: event.ok === false ? "bad" : "" },
       h("time", { datetime: event.ts, text: timeText(event.ts) }), " ",
       h("strong", { text: event.event }), " ",
-      event.message || "",
+      event.message || (event.data && event.data.progress ? `${event.data.kind || "job"} ${jobProgressText(event.data)}` : ""),
       event.by ? h("span", { class: "by", text: ` (${event.by})` }) : null);
   }
 
