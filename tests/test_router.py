@@ -331,3 +331,23 @@ def test_the_answer_cache_forgets_after_its_ttl_and_keeps_only_the_newest() -> N
     assert cache.get("action", "s1") is None  # per kind: an action may reuse a settings id
     now[0] = 3600.5
     assert cache.get("settings", "s3") is None  # an hour on, a retry runs again
+
+
+async def test_by_is_logged_and_echoed_in_the_answer_and_refused_when_malformed(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    router, bus, _ = make_router()
+    with caplog.at_level("INFO"):
+        await send(router, TOPICS.settings, '{"id": "c1", "by": "CN=alice", "set": {"hue": 10}}')
+    (answer,) = bus.on("site/cam1/status")
+    assert (answer["ok"], answer["by"]) == (True, "CN=alice")
+    assert "on behalf of CN=alice" in caplog.text
+    # A refusal still says for whom.
+    await send(router, TOPICS.settings, '{"id": "c2", "by": "CN=alice", "set": {"hue": 999}}')
+    assert bus.on("site/cam1/status")[1]["by"] == "CN=alice"
+    # Without `by`, the answer carries none (the original contract, unchanged).
+    await send(router, TOPICS.settings, "hue 5")
+    assert "by" not in bus.on("site/cam1/status")[2]
+    for bad in ('"by": 3', '"by": ""', '"by": "a\\nb"', f'"by": "{"x" * 129}"'):
+        await send(router, TOPICS.settings, f'{{"id": "b", {bad}, "set": {{"hue": 1}}}}')
+        assert bus.on("site/cam1/status")[-1]["error"]["code"] == "bad_request", bad

@@ -1,0 +1,50 @@
+"""The console's picture of the cameras, built from the agents' topics alone (no broker)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from console.fleet import Fleet, split_topic, subscriptions
+
+
+@pytest.mark.parametrize(
+    ("topic", "parts"),
+    [
+        ("camera/state", ("camera", "state")),
+        ("camera/picture/info", ("camera", "picture/info")),
+        ("camera/picture", ("camera", "picture")),
+        ("camera/door/picture/info", ("camera/door", "picture/info")),
+        ("camera/door/availability", ("camera/door", "availability")),
+        ("camera/control/settings", None),  # a command, not a report
+        ("camera/response/x", None),
+        ("state", None),  # no base
+        ("a/b/c/state", None),  # deeper than the console looks
+    ],
+)
+def test_a_report_topic_names_its_camera(topic: str, parts: tuple[str, str] | None) -> None:
+    assert split_topic(topic) == parts
+
+
+def test_the_subscriptions_cover_one_and_two_level_bases() -> None:
+    assert "+/state" in subscriptions() and "+/+/picture/info" in subscriptions()
+
+
+def test_a_camera_appears_with_its_retained_reports_and_goes_when_they_are_cleared() -> None:
+    fleet = Fleet(events_kept=10)
+    assert fleet.apply("camera/door/status", b'{"event": "x.y"}') is None  # no camera yet
+    state = {"camera": "door", "stream": {"url": "rtsp://127.0.0.1:8554/door"}, "jobs": []}
+    fleet.apply("camera/door/state", json.dumps(state).encode())
+    fleet.apply("camera/door/availability", b"online")
+    camera = fleet.cameras["camera/door"]
+    assert (camera.id, camera.stream_path, camera.view()["online"]) == ("door", "door", True)
+    assert fleet.by_stream_path("door") is camera
+    for n in range(25):  # the events kept stay bounded however long the camera runs
+        fleet.apply("camera/door/status", json.dumps({"event": "job.progress", "n": n}).encode())
+    assert len(camera.events) == 10 and camera.events[-1]["n"] == 24
+    assert fleet.apply("camera/door/status", b"SUCCESS: plain text") is None
+    for report in ("state", "availability"):
+        change = fleet.apply(f"camera/door/{report}", b"")
+    assert change is not None and change[1] == "removed"
+    assert "camera/door" not in fleet.cameras
