@@ -5,7 +5,10 @@ PKI opens the shipped nginx config, which serves the page, proxies the console s
 from __future__ import annotations
 
 import json
+import os
+import re
 import shutil
+import signal
 import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -374,6 +377,46 @@ def test_a_killed_agent_goes_offline_on_its_card(
     expect(card.locator(".badge")).to_have_text("offline", timeout=15_000)
     start_agent(console.agent, operator)
     expect(card.locator(".badge")).to_have_text("online", timeout=15_000)
+
+
+def test_the_video_comes_back_by_itself_after_mediamtx_restarts(
+    browser: Browser, console: Console, operator: Probe
+) -> None:
+    page = open_console(browser, console, "operator")
+    open_camera(page, console)
+    wait_for_video(page)
+    frames = "() => document.querySelector('video').getVideoPlaybackQuality().totalVideoFrames"
+    console.media.restart()
+    operator.wait_event(event="stream.online", timeout=30)
+    after_restart = page.evaluate(frames)
+    # New frames arrive in the same page, without a reload or a click.
+    poll(page, frames, lambda n: n > after_restart + 30, 30, "frames after the restart")
+    expect(page.locator(".video-state")).to_have_text(re.compile(r"^live"))
+
+
+def test_a_command_the_camera_cannot_answer_is_reported_unknown_in_words(
+    browser: Browser, console: Console, operator: Probe
+) -> None:
+    console.service.stop()
+    console.service.env["CAMERA_CONSOLE_CONSOLE__ANSWER_TIMEOUT_S"] = "3"
+    console.service.start()
+    page = open_console(browser, console, "operator")
+    open_camera(page, console)
+    wait_for_video(page)
+    # The agent hangs (still connected as far as anyone knows): no answer comes.
+    assert console.agent.process is not None
+    os.kill(console.agent.process.pid, signal.SIGSTOP)
+    try:
+        page.get_by_role("button", name="Picture").click()
+        expect(page.locator(".job-message")).to_contain_text(
+            "no answer from camera within 3 s", timeout=10_000
+        )
+        expect(page.locator(".job-message")).to_contain_text("may still run")
+    finally:
+        os.kill(console.agent.process.pid, signal.SIGCONT)
+    # And so it does, once the agent goes on: the picture is taken, for the operator.
+    done = operator.wait_event(event="job.succeeded", timeout=30)
+    assert done["by"] == "CN=operator"
 
 
 def test_the_page_reconnects_after_the_console_service_restarts(

@@ -3,6 +3,9 @@
 // stream credentials; the page never sees a stream password.
 
 const WEBRTC_FIRST_FRAME_MS = 5000;
+// No new frame for this long while live: the session is dead even if nobody said so (MediaMTX
+// restarted, the network moved); start a new one.
+const STALL_MS = 4000;
 
 export class LivePlayer {
   constructor(video, path, onState) {
@@ -15,9 +18,28 @@ export class LivePlayer {
     this.closed = false;
     this.retry = null;
     this.mode = null;
+    this.watchdog = null;
+  }
+
+  // Restarts the session when frames stop coming, whatever the transport reported.
+  watch() {
+    clearInterval(this.watchdog);
+    let frames = -1;
+    let since = performance.now();
+    this.watchdog = setInterval(() => {
+      const count = this.video.getVideoPlaybackQuality().totalVideoFrames;
+      if (count !== frames) {
+        frames = count;
+        since = performance.now();
+      } else if (performance.now() - since > STALL_MS && !this.retry) {
+        this.onState("video stalled; reconnecting");
+        this.scheduleRestart();
+      }
+    }, 500);
   }
 
   async start() {
+    this.watch();
     try {
       await this.startWebRTC();
     } catch (err) {
@@ -123,6 +145,7 @@ export class LivePlayer {
   close() {
     this.closed = true;
     clearTimeout(this.retry);
+    clearInterval(this.watchdog);
     this.teardown();
   }
 }
