@@ -37,6 +37,10 @@ log = logging.getLogger(__name__)
 
 MAX_MESSAGE_BYTES = 64 * 1024  # the agent refuses larger commands anyway
 VERIFIED = "SUCCESS"
+# Actions that only list what a reader may see anyway (nginx serves viewers the captures'
+# listing): a viewer's gallery and job history go through these. Everything else changes the
+# camera and needs Access.COMMAND.
+QUERIES = frozenset({"files", "jobs"})
 
 
 def subject_of(headers: Headers) -> Subject | None:
@@ -199,11 +203,12 @@ class ConsoleServer:
             return refuse(f"no camera {base!r} on the broker")
         if not page.subject.permits(base, Access.READ):
             return refuse(f"no camera {base!r} on the broker")  # absent, not forbidden
-        if not page.subject.permits(base, Access.COMMAND):
-            log.info("%s (%s) may not command %s", page.subject.dn, page.subject.role, base)
-            return refuse(f"{page.subject.role} {page.subject.name} may not change {base}")
         if channel not in CHANNELS or not isinstance(body, dict):
             return refuse("a command needs a channel (settings or action) and a body object")
+        query = channel == "action" and body.get("action") in QUERIES
+        if not query and not page.subject.permits(base, Access.COMMAND):
+            log.info("%s (%s) may not command %s", page.subject.dn, page.subject.role, base)
+            return refuse(f"{page.subject.role} {page.subject.name} may not change {base}")
         log.info("%s %s on %s for %s", channel, _brief(body), base, page.subject.dn)
         answer = await self._bus.command(base, channel, body, page.subject.dn)
         if isinstance(answer, Unanswered):

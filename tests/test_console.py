@@ -4,6 +4,7 @@ PKI opens the shipped nginx config, which serves the page, proxies the console s
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -185,6 +186,12 @@ def test_a_viewer_sees_the_camera_and_can_change_nothing(
     assert answer["refused"] is True and "viewer viewer may not change camera" in answer["message"]
     page.wait_for_timeout(500)
     assert not [m for m in operator.history if m.topic == "camera/control/settings"]
+    # The gallery lists the captures (as nginx lets a viewer list them), with nothing to delete.
+    run_job(operator, {"id": "v-1", "action": "picture"})
+    page.get_by_role("link", name="Gallery").click()
+    expect(page.locator("[data-file]")).to_have_count(1)
+    expect(page.get_by_role("button", name=re.compile("^delete "))).to_have_count(0)
+    expect(page.get_by_role("link", name=re.compile("^download "))).to_have_count(1)
     assert foreign == []
 
 
@@ -272,7 +279,13 @@ def test_picture_record_gallery_and_delete(
     page.get_by_role("button", name="Close").click()
 
     url = recorded["data"]["result"]["url"]
-    assert curl(url, console.broker.pki_dir, "operator").status == 200
+    fetched = curl(url, console.broker.pki_dir, "operator")
+    assert fetched.status == 200
+    # Download saves the very file the agent recorded.
+    with page.expect_download() as download:
+        page.get_by_role("link", name=f"download {recording}").click()
+    saved = Path(download.value.path())
+    assert hashlib.sha256(saved.read_bytes()).hexdigest() == recorded["data"]["result"]["sha256"]
     page.get_by_role("button", name=f"delete {recording}").click()
     page.get_by_role("button", name="Delete", exact=True).click()
     expect(page.locator(f'[data-file="{recording}"]')).to_have_count(0)
@@ -344,6 +357,56 @@ def test_the_fleet_page_shows_the_cameras_each_certificate_covers(
     finally:
         for agent in others:
             agent.stop()
+
+
+def test_a_timelapse_from_the_page_shows_its_progress_and_its_end(
+    browser: Browser, console: Console, operator: Probe
+) -> None:
+    page = open_console(browser, console, "operator")
+    open_camera(page, console)
+    page.get_by_label("every (s)").fill("1")
+    page.get_by_label("frames").fill("3")
+    page.get_by_role("button", name="Timelapse").click()
+    expect(page.locator(".jobs li").first).to_contain_text(re.compile(r"timelapse · \d of 3"))
+    done = operator.wait_event(event="job.succeeded", timeout=30)
+    assert done["data"]["kind"] == "timelapse" and done["by"] == "CN=operator"
+    expect(page.locator(".jobs.done li").first).to_contain_text("timelapse succeeded")
+
+
+def test_keyboard_alone_opens_a_camera_and_moves_a_control(
+    browser: Browser, console: Console, operator: Probe
+) -> None:
+    page = open_console(browser, console, "operator")
+    page.goto(console.origin + "/")
+    expect(page.locator("[data-camera]")).to_have_count(1)
+
+    def tab_to(selector: str) -> None:
+        for _ in range(60):
+            page.keyboard.press("Tab")
+            if page.evaluate(f"() => document.activeElement.matches({selector!r})"):
+                return
+        raise AssertionError(f"Tab never reached {selector}")
+
+    tab_to(".cardlink")
+    page.keyboard.press("Enter")
+    expect(page.locator("#camera-title")).to_be_visible()
+    tab_to("#control-brightness")
+    page.keyboard.press("End")  # the slider's maximum, as a keyboard user reaches it
+    applied = operator.wait_event(event="settings.applied")
+    assert applied["data"]["applied"] == {"brightness": 1.0}
+    expect(page.locator('[data-control="brightness"] output')).to_have_text("1")
+
+
+def test_a_camera_short_of_disk_says_so_on_its_card(
+    browser: Browser, console: Console, operator: Probe
+) -> None:
+    console.agent.stop()
+    # More free space asked for than any disk has: the agent reports the disk nearly full.
+    console.agent.env["CAMERA_AGENT_STORAGE__MIN_FREE_BYTES"] = str(2**60)
+    start_agent(console.agent, operator)
+    page = open_console(browser, console, "viewer")
+    page.goto(console.origin + "/")
+    expect(page.locator('[data-camera="camera"] .warning')).to_contain_text("disk nearly full")
 
 
 # -- faults -------------------------------------------------------------------------------------

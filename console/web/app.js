@@ -155,6 +155,7 @@ const handlers = {
     state.events.set(message.base, list);
     const data = message.event.data || {};
     if (message.event.event === "settings.applied" && data.restarted) state.lastDowntime = data.downtime_s;
+    if (message.event.event === "job.progress") foldProgress(message.base, message.event);
     state.page?.eventArrived?.(message.base, message.event);
   },
   broker(message) {
@@ -168,6 +169,15 @@ const handlers = {
     waiter.resolve(message);
   },
 };
+
+// The agent republishes its state at a job's transitions, not at every progress report: the
+// progress goes into the job's entry here, as the console service does for pages that open.
+function foldProgress(base, event) {
+  const camera = state.cameras.get(base);
+  const jobs = (camera && camera.state && camera.state.jobs) || [];
+  const job = jobs.find((j) => j.id === event.job);
+  if (job && event.data && event.data.progress) job.progress = event.data.progress;
+}
 
 function receive(message) {
   handlers[message.type]?.(message);
@@ -361,6 +371,7 @@ class CameraPage {
     if (base !== this.base) return;
     this.eventList?.add(event);
     this.jobsPanel?.eventArrived(event);
+    if (event.event === "job.progress") this.jobsPanel?.render(this.camera);
     if (this.gallery && ["job.succeeded", "file.deleted"].includes(event.event)) this.gallery.load();
   }
 
