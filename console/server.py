@@ -58,19 +58,27 @@ class Page:
         self.connection = connection
         self.subject = subject
         self.queue: asyncio.Queue[str] = asyncio.Queue(limit)
+        self.dropped = False
 
     def may_read(self, camera: Camera) -> bool:
         return self.subject.permits(camera.base, Access.READ)
 
     def send(self, message: dict[str, Any]) -> None:
+        self.send_text(json.dumps(message))
+
+    def send_text(self, text: str) -> None:
+        if self.dropped:
+            return
         try:
-            self.queue.put_nowait(json.dumps(message))
+            self.queue.put_nowait(text)
         except asyncio.QueueFull:
             # A page that does not read (a phone asleep) must not make the console hold an
             # ever-growing backlog; it reconnects and starts from a fresh snapshot.
             log.warning("page of %s too slow; disconnecting it", self.subject.dn)
-            task = asyncio.ensure_future(self.connection.close(1013, "too slow; reconnect"))
-            task.add_done_callback(lambda _: None)
+            self.dropped = True
+            self.queue = asyncio.Queue(1)  # what it held is of no use to it any more
+            closing = asyncio.ensure_future(self.connection.close(1013, "too slow; reconnect"))
+            closing.add_done_callback(lambda _: None)
 
 
 class ConsoleServer:
@@ -230,12 +238,14 @@ class ConsoleServer:
             message = {"type": "removed", "base": camera.base}
         else:
             message = {"type": "camera", "camera": camera.view()}
+        text = json.dumps(message)  # once, however many pages show this camera
         for page in self._readers(camera):
-            page.send(message)
+            page.send_text(text)
 
     async def broker_changed(self, connected: bool) -> None:
+        text = json.dumps({"type": "broker", "connected": connected})
         for page in list(self.pages):
-            page.send({"type": "broker", "connected": connected})
+            page.send_text(text)
 
     def _readers(self, camera: Camera) -> Iterable[Page]:
         return [page for page in self.pages if page.may_read(camera)]

@@ -1,12 +1,16 @@
-"""The console's picture of the cameras, built from the agents' topics alone (no broker)."""
+"""The console service's own rules, without a broker: its picture of the cameras, built from
+the agents' topics alone, and what it holds for a page."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import pytest
 
 from console.fleet import Fleet, split_topic, subscriptions
+from console.server import Page
+from pki.access import Subject
 
 
 @pytest.mark.parametrize(
@@ -48,3 +52,23 @@ def test_a_camera_appears_with_its_retained_reports_and_goes_when_they_are_clear
         change = fleet.apply(f"camera/door/{report}", b"")
     assert change is not None and change[1] == "removed"
     assert "camera/door" not in fleet.cameras
+
+
+class StuckConnection:
+    """A page's connection that never drains (a phone asleep)."""
+
+    def __init__(self) -> None:
+        self.closed_with: tuple[int, str] | None = None
+
+    async def close(self, code: int, reason: str) -> None:
+        self.closed_with = (code, reason)
+
+
+async def test_a_page_that_does_not_read_is_dropped_not_buffered_without_end() -> None:
+    connection = StuckConnection()
+    page = Page(connection, Subject("alice", "viewer", "*"), limit=3)  # type: ignore[arg-type]
+    for n in range(10):
+        page.send({"type": "event", "n": n})
+    await asyncio.sleep(0)  # the close is scheduled, not awaited in the sender's path
+    assert connection.closed_with == (1013, "too slow; reconnect")
+    assert page.dropped and page.queue.qsize() == 0

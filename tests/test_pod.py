@@ -20,8 +20,10 @@ from pathlib import Path
 
 import pytest
 from devstack import REPO, Broker, StreamCredentials, free_port, mediamtx_binary
+from playwright.sync_api import expect
 from pod import PROJECT
 
+from tests.browser import FRAME_BRIGHTNESS, chromium, poll
 from tests.support import Probe, RtspReader
 from tests.test_jobs import assert_clean_timestamps, probe, run_job
 from tests.test_web import curl
@@ -85,7 +87,7 @@ def build_mediamtx_base(env: dict[str, str], work: Path) -> None:
 
 @pytest.fixture(scope="module")
 def images(podman_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> None:
-    """Our four images under the names podman-compose.yml and deploy/kube.yaml use."""
+    """Our five images under the names podman-compose.yml and deploy/kube.yaml use."""
     work = tmp_path_factory.mktemp("images")
     build_debian_base(podman_env, work)
     build_mediamtx_base(podman_env, work)
@@ -97,7 +99,11 @@ def images(podman_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory)
     podman(podman_env, "build", "--build-arg", f"MEDIAMTX_IMAGE={MEDIAMTX_BASE}",
            "-t", "localhost/camera-mediamtx:latest", str(REPO / "mediamtx"))  # fmt: skip
     podman(podman_env, *common, *pip_trust, "-t", "localhost/camera-agent:latest", str(REPO))
-    podman(podman_env, *common, "-t", "localhost/camera-web:latest", str(REPO / "web"))
+    podman(podman_env, *common, *pip_trust, "-f", str(REPO / "console/Containerfile"),
+           "-t", "localhost/camera-console:latest", str(REPO))  # fmt: skip
+    podman(podman_env, *common, "--build-arg", f"NODE_IMAGE={DEBIAN_BASE}",
+           "-f", str(REPO / "web/Containerfile"), "-t", "localhost/camera-web:latest",
+           str(REPO))  # fmt: skip
 
 
 class Pod:
@@ -175,7 +181,7 @@ def pod(
 
 def test_pod_takes_a_picture_and_a_recording_and_streams(pod: Pod) -> None:
     containers = pod.containers(running_only=True)
-    assert set(containers) == {"broker", "mediamtx", "agent", "web"}, containers
+    assert set(containers) == {"broker", "mediamtx", "agent", "web", "console"}, containers
 
     # From the host, as an operator: only the mapped MQTT port and the pod's own PKI.
     broker = Broker(pki_dir=pod.pod_dir / "pki", work_dir=pod.pod_dir, port=pod.mqtt_port)
@@ -215,6 +221,23 @@ def test_pod_takes_a_picture_and_a_recording_and_streams(pod: Pod) -> None:
         player.wait_for(lambda frame: True, timeout=20)
     finally:
         player.close()
+
+    # The console on the mapped web port, opened with the bundle pod-up pointed to: the camera's
+    # card, then its live video (WebRTC, or LL-HLS where the mapped ICE port cannot be reached).
+    origin = f"https://127.0.0.1:{pod.web_port}"
+    bundle = pod.pod_dir / "pki/clients/operator/bundle.p12"
+    with chromium() as browser:
+        page = browser.new_context(
+            ignore_https_errors=True,
+            client_certificates=[{
+                "origin": origin, "pfxPath": str(bundle),
+                "passphrase": bundle.with_name("bundle.p12.password").read_text().strip(),
+            }],
+        ).new_page()  # fmt: skip
+        page.goto(origin + "/")
+        expect(page.locator('[data-camera="camera"] .badge')).to_have_text("online")
+        page.goto(origin + "/#/camera/camera")
+        poll(page, FRAME_BRIGHTNESS, lambda v: v is not None, 30, "live video in the pod")
 
     # The agent's processes run as the image's non-root user, in the video group.
     top = podman(pod.env, "top", containers["agent"], "user", "group").splitlines()[1:]
