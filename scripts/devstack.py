@@ -351,10 +351,6 @@ class ConsoleService:
             self.process.wait()
             self.process = None
 
-    def restart(self) -> None:
-        self.stop()
-        self.start()
-
     def log_text(self) -> str:
         return read_log(self.log_path)
 

@@ -106,6 +106,14 @@ def refused(page: Page, url: str) -> bool:
     return response is not None and response.status == 400 and "Cameras" not in page.content()
 
 
+def live_camera_page(browser: Browser, console: Console, identity: str = "operator") -> Page:
+    """The camera's page, opened by ``identity``, with its live video playing."""
+    page = open_console(browser, console, identity)
+    open_camera(page, console)
+    wait_for_video(page)
+    return page
+
+
 def wait_for_video(page: Page) -> float:
     """The page's live video shows frames; returns the brightness of one."""
     value: float = poll(page, FRAME_BRIGHTNESS, lambda v: v is not None, VIDEO_S, "a live frame")
@@ -235,9 +243,7 @@ def test_an_operator_brightens_the_live_video_and_the_page_shows_the_cameras_val
 def test_picture_record_gallery_and_delete(
     browser: Browser, console: Console, operator: Probe
 ) -> None:
-    page = open_console(browser, console, "operator")
-    open_camera(page, console)
-    wait_for_video(page)
+    page = live_camera_page(browser, console)
     page.get_by_role("button", name="Picture").click()
     picture = operator.wait_event(event="job.succeeded", timeout=15)
     assert picture["by"] == "CN=operator"
@@ -297,9 +303,7 @@ def test_picture_record_gallery_and_delete(
 def test_a_restart_class_change_asks_first_then_the_video_goes_on_at_the_new_size(
     browser: Browser, console: Console, operator: Probe
 ) -> None:
-    page = open_console(browser, console, "operator")
-    open_camera(page, console)
-    wait_for_video(page)
+    page = live_camera_page(browser, console)
     width = page.get_by_label("width", exact=True)
     width.fill("640")
     dialog = page.get_by_role("dialog")
@@ -415,9 +419,7 @@ def test_a_camera_short_of_disk_says_so_on_its_card(
 def test_broker_restart_the_page_reconnects_and_a_command_sent_meanwhile_is_answered(
     browser: Browser, console: Console, operator: Probe
 ) -> None:
-    page = open_console(browser, console, "operator")
-    open_camera(page, console)
-    wait_for_video(page)
+    page = live_camera_page(browser, console)
     console.broker.stop()
     expect(page.locator("#banner")).to_contain_text("Reconnecting")
     page.get_by_role("button", name="Picture").click()
@@ -445,9 +447,7 @@ def test_a_killed_agent_goes_offline_on_its_card(
 def test_the_video_comes_back_by_itself_after_mediamtx_restarts(
     browser: Browser, console: Console, operator: Probe
 ) -> None:
-    page = open_console(browser, console, "operator")
-    open_camera(page, console)
-    wait_for_video(page)
+    page = live_camera_page(browser, console)
     frames = "() => document.querySelector('video').getVideoPlaybackQuality().totalVideoFrames"
     console.media.restart()
     operator.wait_event(event="stream.online", timeout=30)
@@ -463,9 +463,7 @@ def test_a_command_the_camera_cannot_answer_is_reported_unknown_in_words(
     console.service.stop()
     console.service.env["CAMERA_CONSOLE_CONSOLE__ANSWER_TIMEOUT_S"] = "3"
     console.service.start()
-    page = open_console(browser, console, "operator")
-    open_camera(page, console)
-    wait_for_video(page)
+    page = live_camera_page(browser, console)
     # The agent hangs (still connected as far as anyone knows): no answer comes.
     assert console.agent.process is not None
     os.kill(console.agent.process.pid, signal.SIGSTOP)
@@ -485,9 +483,7 @@ def test_a_command_the_camera_cannot_answer_is_reported_unknown_in_words(
 def test_the_page_reconnects_after_the_console_service_restarts(
     browser: Browser, console: Console, operator: Probe
 ) -> None:
-    page = open_console(browser, console, "operator")
-    open_camera(page, console)
-    wait_for_video(page)
+    page = live_camera_page(browser, console)
     console.service.kill()
     expect(page.locator("#banner")).to_contain_text("Reconnecting to the console")
     console.service.start()
