@@ -330,6 +330,10 @@ def test_a_restart_class_change_asks_first_then_the_video_goes_on_at_the_new_siz
 def test_the_fleet_page_shows_the_cameras_each_certificate_covers(
     browser: Browser, console: Console, operator: Probe, tmp_path: Path
 ) -> None:
+    # A link to camera a, followed before a is on the broker, shows a once it comes.
+    early = open_console(browser, console, "operator")
+    early.goto(f"{console.origin}/#/camera/camera%2Fa")
+    expect(early.get_by_role("heading", level=1)).to_have_text("No such camera")
     others = []
     for camera in ("a", "b"):
         # The session's identities cam-a and cam-b serve the fleet cameras a and b.
@@ -344,6 +348,8 @@ def test_the_fleet_page_shows_the_cameras_each_certificate_covers(
     try:
         for camera in ("a", "b"):
             operator.wait_for(is_online(camera), timeout=20, what=f"camera {camera} online")
+        expect(early.locator("#camera-title")).to_have_text("a")
+        expect(early.get_by_label("brightness", exact=True)).to_be_enabled()
         expectations = {"operator": 3, "viewer-b": 1, "viewer-here": 1}
         for identity, count in expectations.items():
             page = open_console(browser, console, identity)
@@ -507,6 +513,9 @@ def test_screenshots_on_a_phone_and_no_serious_accessibility_findings(
         page = open_console(browser, console, "operator", bypass_csp=True, **options)
         page.goto(console.origin + "/")
         expect(page.locator("[data-camera]")).to_have_count(1)
+        # The card shows the latest picture, the retained BASE/picture, at its full size.
+        thumbnail = "() => document.querySelector('[data-camera=\"camera\"] img')?.naturalWidth"
+        poll(page, thumbnail, lambda width: width == 1280, 10, "the latest picture on the card")
         assert axe_findings(page) == []
         screenshot(page, f"console-fleet-{name}")
         open_camera(page, console)

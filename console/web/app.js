@@ -193,11 +193,11 @@ function problemOf(answer) {
 
 // -- routing ---------------------------------------------------------------------------------
 
-function route() {
+function route(again = false) {
   const match = location.hash.match(/^#\/camera\/(.+?)(?:\/(gallery|events))?$/);
   const base = match ? decodeURIComponent(match[1]) : null;
   const tab = match ? match[2] || "live" : null;
-  if (state.page && state.page.base === base && state.page.tab === tab) return;
+  if (!again && state.page && state.page.base === base && state.page.tab === tab) return;
   state.page?.close?.();
   if (!state.user) return;
   if (base === null) state.page = new FleetPage();
@@ -353,6 +353,12 @@ class CameraPage {
   }
 
   cameraChanged(camera, removedBase) {
+    if (!this.camera && camera && camera.base === this.base) {
+      // Opened before the camera was known (the console service had just started, or the
+      // camera came online after the link was followed): show it now.
+      route(true);
+      return;
+    }
     if (removedBase === this.base || (camera && camera.base !== this.base)) {
       if (removedBase === this.base) this.status.textContent = "this camera is gone from the broker";
       return;
