@@ -101,7 +101,8 @@ def images(podman_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory)
     podman(podman_env, *common, *pip_trust, "-t", "localhost/camera-agent:latest", str(REPO))
     podman(podman_env, *common, *pip_trust, "-f", str(REPO / "console/Containerfile"),
            "-t", "localhost/camera-console:latest", str(REPO))  # fmt: skip
-    podman(podman_env, *common, "--build-arg", f"NODE_IMAGE={DEBIAN_BASE}",
+    npm_trust = ["--volume", f"{HOST_CA_BUNDLE}:/ca.crt:ro", "--build-arg", "NPM_CERT=/ca.crt"]
+    podman(podman_env, *common, *npm_trust, "--build-arg", f"NODE_IMAGE={DEBIAN_BASE}",
            "-f", str(REPO / "web/Containerfile"), "-t", "localhost/camera-web:latest",
            str(REPO))  # fmt: skip
 
