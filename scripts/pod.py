@@ -207,10 +207,8 @@ def _prepare_bridge(pki: Path, broker: Path, conf_d: Path, site: str | None) -> 
 
 
 def _prepare_console(pki: Path, ca: CertificateAuthority, console: Path) -> None:
-    """The console service's identity and configs, and the operator's PKCS#12 bundle that a
+    """The console service's certificate and configs, and the operator's PKCS#12 bundle that a
     person imports into a browser to open the console."""
-    if ca.load_registry().find_active("console") is None:
-        ca.issue("console", Role.CONSOLE)
     _copy(pki / "ca_chain.pem", console / "pki/ca_chain.pem")
     _copy(pki / "clients/console/cert.pem", console / "pki/clients/console/cert.pem")
     _copy(pki / "clients/console/key.pem", console / "pki/clients/console/key.pem", 0o400)
@@ -230,6 +228,9 @@ def prepare(
     if ca.init():
         ca.issue("viewer", Role.VIEWER)
         print(f"generated a PKI in {pki}")
+    if ca.load_registry().find_active("console") is None:
+        # Before the broker's copy of the ACL below, which must name it.
+        ca.issue("console", Role.CONSOLE)
     credentials = StreamCredentials.load_or_create(pod_dir / "stream-credentials.json")
 
     broker = pod_dir / "broker"
