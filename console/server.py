@@ -83,9 +83,10 @@ class Page:
 
 class ConsoleServer:
     """WebSocket messages, page to console: `{"type": "command", "ref", "camera": BASE,
-    "channel": "settings"|"action", "body": {...}}`. Console to page: `hello` (who you are,
-    whether the broker is connected), `cameras` (the snapshot), `camera` (one camera's view
-    changed), `removed`, `event` (a camera's event), `broker` (connected or not), `answer` (to a
+    "channel": "settings"|"action", "body": {...}}` and `{"type": "history", "camera": BASE}`.
+    Console to page: `hello` (who you are, whether the broker is connected), `cameras` (the
+    snapshot), `camera` (one camera's view changed), `removed`, `event` (a camera's event),
+    `history` (a camera's recent events, asked for), `broker` (connected or not), `answer` (to a
     command: the camera's event, or `refused`/`unknown` with a message in words)."""
 
     def __init__(self, fleet: Fleet, bus: Bus, queue_limit: int) -> None:
@@ -181,19 +182,32 @@ class ConsoleServer:
 
     def _snapshot(self, page: Page) -> dict[str, Any]:
         visible = [c for c in self._fleet.cameras.values() if page.may_read(c)]
+        # Events are not in it: a camera's page asks for its own (`history`), so that a fleet
+        # page of many cameras loads only what it shows.
         return {
             "type": "cameras",
             "cameras": [c.view() for c in sorted(visible, key=lambda c: c.base)],
-            "events": {c.base: list(c.events) for c in visible},
         }
+
+    def _history(self, page: Page, base: object) -> None:
+        camera = self._fleet.cameras.get(base) if isinstance(base, str) else None
+        events = list(camera.events) if camera is not None and page.may_read(camera) else []
+        page.send({"type": "history", "base": base, "events": events})
 
     def _receive(self, page: Page, raw: str | bytes) -> None:
         try:
             message = json.loads(raw)
         except ValueError as err:
             message = f"not JSON: {err}"
+        if isinstance(message, dict) and message.get("type") == "history":
+            self._history(page, message.get("camera"))
+            return
         if not isinstance(message, dict) or message.get("type") != "command":
-            why = message if isinstance(message, str) else "expected {'type': 'command', ...}"
+            why = (
+                message
+                if isinstance(message, str)
+                else "expected {'type': 'command', ...} or {'type': 'history', 'camera': ...}"
+            )
             page.send({"type": "answer", "ref": None, "refused": True, "message": why})
             return
         task = asyncio.create_task(self._command(page, message))

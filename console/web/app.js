@@ -4,7 +4,7 @@
 
 import { CameraPage } from "./camera.js";
 import { FleetPage } from "./fleet.js";
-import { connect, state } from "./session.js";
+import { askHistory, connect, state } from "./session.js";
 
 const main = () => document.getElementById("main");
 
@@ -28,8 +28,10 @@ function snapshot() {
   const page = state.page;
   if (!page || !page.cameraChanged) return;
   if (page.base === null) page.cameraChanged();
-  else if (state.cameras.has(page.base)) page.cameraChanged(state.cameras.get(page.base));
-  else page.cameraChanged(null, page.base);
+  else if (state.cameras.has(page.base)) {
+    page.cameraChanged(state.cameras.get(page.base));
+    askHistory(page.base); // the events the page had went with the old connection
+  } else page.cameraChanged(null, page.base);
 }
 
 window.addEventListener("hashchange", () => route());

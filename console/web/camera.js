@@ -7,7 +7,7 @@ import { warnings } from "./fleet.js";
 import { Gallery } from "./gallery.js";
 import { JobsPanel } from "./jobs.js";
 import { LivePlayer } from "./player.js";
-import { mayCommand, problemOf, send, state } from "./session.js";
+import { askHistory, mayCommand, problemOf, send, state } from "./session.js";
 
 export class CameraPage {
   // ``reopen``: show the page again from scratch (the camera it waited for has arrived).
@@ -65,7 +65,14 @@ export class CameraPage {
     );
   }
 
+  historyArrived(base) {
+    if (base !== this.base) return;
+    this.eventList?.render();
+    this.jobsPanel?.historyArrived();
+  }
+
   opened() {
+    if (this.camera) askHistory(this.base);
     if (this.video) {
       this.renderControls();
       this.startVideo();

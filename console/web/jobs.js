@@ -36,7 +36,7 @@ export class JobsPanel {
   constructor(base) {
     this.base = base;
     this.ends = new Map(); // job id -> its terminal event
-    for (const event of state.events.get(base) || []) this.eventArrived(event);
+    this.historyArrived();
     this.message = h("p", { class: "job-message", role: "status", "aria-live": "polite" });
     this.running = h("ul", { class: "jobs", "aria-label": "Running jobs" });
     this.finished = h("ul", { class: "jobs done", "aria-label": "Finished jobs" });
@@ -55,6 +55,12 @@ export class JobsPanel {
     this.element = h("section", { class: "panel", "aria-labelledby": "jobs-title" },
       h("h2", { id: "jobs-title", text: "Jobs" }), commands, this.message, this.running, this.finished);
     this.render(state.cameras.get(base));
+  }
+
+  // The camera's earlier events: how jobs that ended before the page opened ended, in words.
+  historyArrived() {
+    for (const event of state.events.get(this.base) || []) this.eventArrived(event);
+    if (this.running) this.render(state.cameras.get(this.base));
   }
 
   value(id) {

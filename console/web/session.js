@@ -55,6 +55,13 @@ function showBanner() {
   document.body.classList.toggle("offline", Boolean(text));
 }
 
+// A camera's recent events, for its page (the snapshot has none).
+export function askHistory(camera) {
+  if (state.socket && state.socket.readyState === WebSocket.OPEN) {
+    state.socket.send(JSON.stringify({ type: "history", camera }));
+  }
+}
+
 export function send(camera, channel, body) {
   const ref = String(state.nextRef++);
   return new Promise((resolve) => {
@@ -77,7 +84,7 @@ const handlers = {
   },
   cameras(message) {
     state.cameras = new Map(message.cameras.map((c) => [c.base, c]));
-    state.events = new Map(Object.entries(message.events));
+    state.events = new Map();
     onSnapshot();
   },
   camera(message) {
@@ -97,6 +104,14 @@ const handlers = {
     if (message.event.event === "settings.applied" && data.restarted) state.lastDowntime = data.downtime_s;
     if (message.event.event === "job.progress") foldProgress(message.base, message.event);
     state.page?.eventArrived?.(message.base, message.event);
+  },
+  history(message) {
+    // What came live since the request is newer than the history: keep both, in order.
+    const live = state.events.get(message.base) || [];
+    const seen = new Set(live.map((e) => `${e.ts} ${e.event} ${e.job}`));
+    const older = message.events.filter((e) => !seen.has(`${e.ts} ${e.event} ${e.job}`));
+    state.events.set(message.base, [...older, ...live].slice(-EVENTS_KEPT));
+    state.page?.historyArrived?.(message.base);
   },
   broker(message) {
     state.brokerUp = message.connected;
