@@ -271,7 +271,13 @@ def main(argv: list[str]) -> int:
     ):
         operator = Probe(system.broker, "operator")
         operator.subscribe("camera/#")
-        operator.wait_event(event="stream.online", timeout=30)
+        # The retained state, not the event: the stream may have come online before this
+        # subscription.
+        operator.wait_for(
+            lambda m: m.topic == "camera/state" and m.json()["stream"]["state"] == "online",
+            timeout=30,
+            what="the stream online",
+        )
         load_to_interactive_ms(browser, system, 1)  # warm-up: the encoder and nginx's caches
 
         measure: dict[str, Callable[[], list[float]]] = {

@@ -171,7 +171,7 @@ def render_web_config(
     temporary files and stream authorization in work_dir, and `user root` (started as root,
     nginx's workers would run as nobody, who cannot enter the tests' private directories)."""
     text = WEB_CONF.read_text()
-    text = text.replace("listen 8443 ssl;", f"listen {host}:{port} ssl;")
+    text = text.replace("listen 8443 ssl http2;", f"listen {host}:{port} ssl http2;")
     text = text.replace(WEB_CONTAINER_PKI, str(pki_dir))
     text = text.replace(WEB_CONTAINER_CAPTURES, f"{captures_dir}/")
     text = text.replace(WEB_CONTAINER_CONSOLE, f"{CONSOLE_DIR}/web/")
