@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from devstack import Broker, MediaServer, WebServer
+from devstack import Broker, ConsoleService, MediaServer, WebServer
 
 from pki.authority import CertificateAuthority, Role
 from tests import contract
@@ -124,3 +125,39 @@ def served_agent(
     operator.wait_event(event="stream.online", timeout=15)
     yield agent
     agent.stop()
+
+
+@dataclass
+class Console:
+    broker: Broker
+    media: MediaServer
+    web: WebServer
+    service: ConsoleService
+    agent: AgentProcess
+
+    @property
+    def origin(self) -> str:
+        return self.web.url.rstrip("/")
+
+
+@pytest.fixture
+def console(
+    broker: Broker, media: MediaServer, operator: Probe, tmp_path: Path
+) -> Iterator[Console]:
+    """The pod's five pieces natively: broker, MediaMTX, nginx, the console service and a
+    streaming agent whose captures nginx serves."""
+    web = WebServer(broker.pki_dir, tmp_path / "agent" / "captures", tmp_path / "web", media=media)
+    web.start()
+    service = ConsoleService(broker, web, tmp_path / "console")
+    service.start()
+    # A short keep-alive, so that a killed agent's will fires within seconds.
+    agent = AgentProcess(
+        broker, tmp_path / "agent", media=media, web=web,
+        env={"CAMERA_AGENT_MQTT__KEEPALIVE_S": "5"},
+    )  # fmt: skip
+    start_agent(agent, operator)
+    operator.wait_event(event="stream.online", timeout=15)
+    yield Console(broker, media, web, service, agent)
+    agent.stop()
+    service.stop()
+    web.stop()

@@ -12,11 +12,10 @@ import shutil
 import signal
 import socket
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from devstack import Broker, ConsoleService, MediaServer, WebServer
+from devstack import WebServer
 from playwright.sync_api import Browser, Page, expect
 from playwright.sync_api import Error as PlaywrightError
 
@@ -32,7 +31,7 @@ from tests.browser import (
     screenshot,
     watch_origins,
 )
-from tests.conftest import start_agent
+from tests.conftest import Console, start_agent
 from tests.support import AgentProcess, Probe, camera_agent_env, is_online
 from tests.test_jobs import run_job
 from tests.test_web import curl
@@ -44,42 +43,6 @@ VIDEO_S = 20.0  # first frame through WHEP, with MediaMTX and the encoder warmin
 def browser() -> Iterator[Browser]:
     with chromium() as launched:
         yield launched
-
-
-@dataclass
-class Console:
-    broker: Broker
-    media: MediaServer
-    web: WebServer
-    service: ConsoleService
-    agent: AgentProcess
-
-    @property
-    def origin(self) -> str:
-        return self.web.url.rstrip("/")
-
-
-@pytest.fixture
-def console(
-    broker: Broker, media: MediaServer, operator: Probe, tmp_path: Path
-) -> Iterator[Console]:
-    """The pod's five pieces natively: broker, MediaMTX, nginx, the console service and a
-    streaming agent whose captures nginx serves."""
-    web = WebServer(broker.pki_dir, tmp_path / "agent" / "captures", tmp_path / "web", media=media)
-    web.start()
-    service = ConsoleService(broker, web, tmp_path / "console")
-    service.start()
-    # A short keep-alive, so that a killed agent's will fires within seconds.
-    agent = AgentProcess(
-        broker, tmp_path / "agent", media=media, web=web,
-        env={"CAMERA_AGENT_MQTT__KEEPALIVE_S": "5"},
-    )  # fmt: skip
-    start_agent(agent, operator)
-    operator.wait_event(event="stream.online", timeout=15)
-    yield Console(broker, media, web, service, agent)
-    agent.stop()
-    service.stop()
-    web.stop()
 
 
 def open_console(
@@ -238,6 +201,22 @@ def test_an_operator_brightens_the_live_video_and_the_page_shows_the_cameras_val
     expect(page.locator("#control-brightness-problem")).to_contain_text("out of range")
     expect(page.locator('[data-control="brightness"] output')).to_have_text("0.5")
     assert errors == [] and foreign == []
+
+
+def test_without_webrtc_the_video_plays_over_ll_hls_through_the_same_door(
+    browser: Browser, console: Console
+) -> None:
+    page = open_console(browser, console, "operator")
+    foreign = watch_origins(page, console.origin)
+    # WebRTC refused on the way (a network that blocks it): the player falls back to LL-HLS.
+    page.route("**/whep", lambda route: route.abort())
+    open_camera(page, console)
+    wait_for_video(page)
+    expect(page.locator(".video-state")).to_have_text("live (HLS)")
+    hls = [url for url in page.evaluate("() => performance.getEntries().map(e => e.name)")
+           if "/media/cam/" in url and "whep" not in url]  # fmt: skip
+    assert any(url.endswith("index.m3u8") for url in hls), hls
+    assert foreign == []
 
 
 def test_picture_record_gallery_and_delete(

@@ -151,8 +151,9 @@ export class CameraPage {
       if (!entry.editing) entry.show(value);
       const disabled = !mayCommand() || d.read_only || Boolean(d.inactive) || !this.camera.online;
       for (const input of entry.inputs) input.disabled = disabled;
-      entry.inactive.textContent = d.inactive ? `inactive: ${d.inactive}` : "";
-      entry.inactive.hidden = !d.inactive;
+      const why = d.inactive ? `inactive: ${d.inactive}` : d.read_only ? "read-only: the camera reports it" : "";
+      entry.inactive.textContent = why;
+      entry.inactive.hidden = !why;
     }
   }
 

@@ -74,7 +74,15 @@ export class LivePlayer {
       body: pc.localDescription.sdp,
     });
     if (response.status !== 201) {
-      throw new Error(`${response.status} ${(await response.text()).trim().slice(0, 120)}`);
+      // MediaMTX says why in JSON ({"status": "error", "error": "codecs not supported..."}).
+      const text = (await response.text()).trim();
+      let why = text.slice(0, 120);
+      try {
+        why = JSON.parse(text).error || why;
+      } catch {
+        // not JSON: nginx's own page (403, 502), shown as it is
+      }
+      throw new Error(`${response.status}: ${why}`);
     }
     this.session = response.headers.get("Location");
     await pc.setRemoteDescription({ type: "answer", sdp: await response.text() });
