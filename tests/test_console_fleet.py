@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -72,3 +75,25 @@ async def test_a_page_that_does_not_read_is_dropped_not_buffered_without_end() -
     await asyncio.sleep(0)  # the close is scheduled, not awaited in the sender's path
     assert connection.closed_with == (1013, "too slow; reconnect")
     assert page.dropped and page.queue.qsize() == 0
+
+
+@pytest.mark.parametrize(
+    ("config", "said"),
+    [
+        ("[console]\nsockett = '/tmp/x.sock'\n", "console.sockett"),
+        ("[console]\nanswer_timeout_s = -1\n", "console.answer_timeout_s"),
+        ("[mqtt]\ncert = '/nonexistent/cert.pem'\n", "cannot read /nonexistent/cert.pem"),
+        ("not toml [", "is not valid TOML"),
+    ],
+)
+def test_a_bad_console_config_is_a_clear_error_not_a_traceback(
+    config: str, said: str, tmp_path: Path
+) -> None:
+    path = tmp_path / "console.toml"
+    path.write_text(config)
+    run = subprocess.run(
+        [sys.executable, "-m", "console", "run", "--config", str(path)],
+        capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
+    assert run.returncode == 2, run.stderr
+    assert said in run.stderr and "Traceback" not in run.stderr, run.stderr
