@@ -33,9 +33,13 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from devstack import REPO, StreamCredentials, render_mediamtx_config, stream_authorization
-
-from pki.authority import CertificateAuthority, Role
+from devstack import (
+    REPO,
+    StreamCredentials,
+    prepare_pki,
+    render_mediamtx_config,
+    stream_authorization,
+)
 
 BROKER_UID = 1883  # the official eclipse-mosquitto image's user
 AGENT_UID = 1000  # the agent image's `camera` user
@@ -206,16 +210,14 @@ def _prepare_bridge(pki: Path, broker: Path, conf_d: Path, site: str | None) -> 
     _copy(snippet, conf_d / f"{site}.conf")
 
 
-def _prepare_console(pki: Path, ca: CertificateAuthority, console: Path) -> None:
-    """The console service's certificate and configs, and the operator's PKCS#12 bundle that a
-    person imports into a browser to open the console."""
+def _prepare_console(pki: Path, console: Path) -> None:
+    """The console service's certificate and configs."""
     _copy(pki / "ca_chain.pem", console / "pki/ca_chain.pem")
     _copy(pki / "clients/console/cert.pem", console / "pki/clients/console/cert.pem")
     _copy(pki / "clients/console/key.pem", console / "pki/clients/console/key.pem", 0o400)
     _chown(console / "pki/clients/console/key.pem", CONSOLE_UID)
     for name, broker in (("console.toml", "127.0.0.1"), ("console-network.toml", "broker")):
         (console / name).write_text(CONSOLE_TOML.format(broker=broker))
-    ca.browser_bundle("operator")
 
 
 def prepare(
@@ -224,13 +226,9 @@ def prepare(
     """Each service's directory under pod_dir, from the PKI and passwords (made if missing)."""
     place = place or FleetPlace()
     pki = pod_dir / "pki"
-    ca = CertificateAuthority(pki)
-    if ca.init():
-        ca.issue("viewer", Role.VIEWER)
-        print(f"generated a PKI in {pki}")
-    if ca.load_registry().find_active("console") is None:
-        # Before the broker's copy of the ACL below, which must name it.
-        ca.issue("console", Role.CONSOLE)
+    # The same identities as scripts/run's, the console's among them: before the broker's copy
+    # of the ACL below, which must name it.
+    prepare_pki(pki)
     credentials = StreamCredentials.load_or_create(pod_dir / "stream-credentials.json")
 
     broker = pod_dir / "broker"
@@ -251,7 +249,7 @@ def prepare(
     stream.write_text(stream_authorization(credentials))
     stream.chmod(0o400)
     _chown(stream, WEB_UID)
-    _prepare_console(pki, ca, pod_dir / "console")
+    _prepare_console(pki, pod_dir / "console")
 
     agent = pod_dir / "agent"
     settings = place.agent_settings()
