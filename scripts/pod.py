@@ -10,7 +10,9 @@ instead of in a pod (`--network`), and waits until the agent reports healthy.
 Keys are made readable by the uid the service runs as (through `podman unshare` when Podman is
 rootless). Host address and ports come from the environment: CAMERA_POD_BIND (default
 0.0.0.0), CAMERA_MQTT_PORT, CAMERA_RTSP_PORT, CAMERA_HLS_PORT, CAMERA_WEBRTC_PORT,
-CAMERA_WEBRTC_UDP_PORT, CAMERA_WEB_PORT.
+CAMERA_WEBRTC_UDP_PORT, CAMERA_WEB_PORT. CAMERA_WIDTH, CAMERA_HEIGHT and CAMERA_FPS set the
+camera's starting size and rate (a Pi Zero, an emulated arm64 run); CAMERA_IMAGE_TAG the images'
+tag (default latest: the manifest lists scripts/build-images makes, so any architecture).
 
 In a fleet (README, "Fleets"), the pod's PKI directory holds a copy of the fleet's PKI, and
 CAMERA_ID=<camera> makes the agent that camera (its identity `clients/<camera>`, topic base
@@ -88,7 +90,7 @@ base_topic = "{base_topic}"
 
 [camera]
 id = "{camera}"
-
+{camera_size}
 [stream]
 url = "rtsp://{mediamtx}:8554/cam"
 api_url = "http://{mediamtx}:9997"
@@ -220,8 +222,38 @@ def _prepare_console(pki: Path, console: Path) -> None:
         (console / name).write_text(CONSOLE_TOML.format(broker=broker))
 
 
+def camera_size(environ: dict[str, str]) -> str:
+    """`[camera]` lines from CAMERA_WIDTH, CAMERA_HEIGHT and CAMERA_FPS: a Pi Zero, or an arm64
+    image under emulation, wants less than the default 1280x720 at 30 fps. The agent checks
+    the ranges (and names a bad one) as for any setting."""
+    lines = []
+    for variable, key in (
+        ("CAMERA_WIDTH", "width"),
+        ("CAMERA_HEIGHT", "height"),
+        ("CAMERA_FPS", "fps"),
+    ):
+        value = environ.get(variable, "")
+        if not value:
+            continue
+        if not value.isdigit():
+            raise SystemExit(f"pod-up: {variable}={value!r} is not a whole number")
+        lines.append(f"{key} = {int(value)}\n")
+    return "".join(lines)
+
+
+def image_tag(environ: dict[str, str]) -> str:
+    """CAMERA_IMAGE_TAG picks the images' tag (default latest, what scripts/build-images makes)."""
+    tag = environ.get("CAMERA_IMAGE_TAG") or "latest"
+    if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}", tag):
+        raise SystemExit(f"pod-up: CAMERA_IMAGE_TAG={tag!r} is not an image tag")
+    return tag
+
+
 def prepare(
-    pod_dir: Path, ports: HostPorts | None = None, place: FleetPlace | None = None
+    pod_dir: Path,
+    ports: HostPorts | None = None,
+    place: FleetPlace | None = None,
+    size: str = "",
 ) -> StreamCredentials:
     """Each service's directory under pod_dir, from the PKI and passwords (made if missing)."""
     place = place or FleetPlace()
@@ -271,6 +303,7 @@ def prepare(
             AGENT_TOML.format(
                 password=credentials.agent,
                 public_url=(ports or HostPorts()).captures_url,
+                camera_size=size,
                 **hosts,
                 **settings,
             )
@@ -288,13 +321,14 @@ def prepare(
     return credentials
 
 
-def render_kube(pod_dir: Path, ports: HostPorts) -> str:
-    """deploy/kube.yaml with its host directory replaced by pod_dir and its host ports by
-    `ports`; everything else as shipped."""
+def render_kube(pod_dir: Path, ports: HostPorts, tag: str = "latest") -> str:
+    """deploy/kube.yaml with its host directory replaced by pod_dir, its host ports by `ports`
+    and its images' tag by `tag`; everything else as shipped."""
     documents = list(yaml.safe_load_all(KUBE_FILE.read_text()))
     for document in documents:
         spec: dict[str, Any] = document["spec"]
         for container in spec["containers"]:
+            container["image"] = container["image"].rsplit(":", 1)[0] + ":" + tag
             for port in container.get("ports", []):
                 port["hostPort"] = ports.host_port(port["containerPort"])
                 port["hostIP"] = ports.bind
@@ -320,8 +354,9 @@ def podman_compose() -> list[str]:
     return ["uv", "tool", "run", "--from", PINNED_PODMAN_COMPOSE, "podman-compose"]
 
 
-def build_missing_images() -> None:
-    for image, (context, containerfile) in IMAGES.items():
+def build_missing_images(tag: str) -> None:
+    for latest, (context, containerfile) in IMAGES.items():
+        image = latest.rsplit(":", 1)[0] + ":" + tag
         exists = subprocess.run(["podman", "image", "exists", image], check=False)
         if exists.returncode != 0:
             print(f"building {image}")
@@ -372,11 +407,15 @@ def compose(network: bool) -> list[str]:
 
 def up(pod_dir: Path, kube: bool, network: bool, extra: list[str]) -> int:
     ports = HostPorts.from_environment(dict(os.environ))
-    credentials = prepare(pod_dir, ports, FleetPlace.from_environment(dict(os.environ)))
-    build_missing_images()
+    environ = dict(os.environ)
+    tag = image_tag(environ)
+    credentials = prepare(
+        pod_dir, ports, FleetPlace.from_environment(environ), camera_size(environ)
+    )
+    build_missing_images(tag)
     if kube:
         manifest = pod_dir / "kube.yaml"
-        manifest.write_text(render_kube(pod_dir, ports))
+        manifest.write_text(render_kube(pod_dir, ports, tag))
         command = ["podman", "kube", "play", "--replace", *extra, str(manifest)]
     else:
         command = [*compose(network), "up", "-d", *extra]

@@ -11,6 +11,7 @@ from devstack import Broker, ConsoleService, MediaServer, WebServer
 
 from pki.authority import CertificateAuthority, Role
 from tests import contract
+from tests.pod_images import build_pod_images, sandbox_env
 from tests.support import AgentProcess, Probe
 
 
@@ -161,3 +162,15 @@ def console(
     agent.stop()
     service.stop()
     web.stop()
+
+
+@pytest.fixture(scope="session")
+def podman_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """The environment every podman call of the tests runs in (tests/pod_images.py)."""
+    return sandbox_env(tmp_path_factory.mktemp("podman"))
+
+
+@pytest.fixture(scope="session")
+def images(podman_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Our five images for this machine (amd64), under the names the pod files use."""
+    build_pod_images(podman_env, tmp_path_factory.mktemp("images"), ["amd64"])

@@ -2,109 +2,31 @@
 a pod with podman-compose and with `podman kube play`, and as services on a private network,
 and each driven from the host like a user would.
 
-Two quirks of the machine the tests run on are configured here and only here: Podman needs runc
-and explicit ulimits (a containers.conf named by CONTAINERS_CONF), and no image registry is
-reachable, so the images are built on local base images (a debootstrapped Debian, and MediaMTX's
-official image remade from our own build of the same version) passed as build arguments.
+The images are built by scripts/build-images on local base images (tests/pod_images.py says
+why and how), with the `podman_env` and `images` fixtures of conftest.py.
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
-import shutil
 import subprocess
-import tarfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from devstack import REPO, Broker, StreamCredentials, free_port, mediamtx_binary
+from devstack import REPO, Broker, StreamCredentials, free_port
 from playwright.sync_api import expect
 from pod import PROJECT
 
+from agent.stream.ffmpeg_args import x264_live_args
+from agent.stream.still import still_output_args
 from tests.browser import FRAME_BRIGHTNESS, chromium, poll
+from tests.pod_images import podman
 from tests.support import Probe, RtspReader
 from tests.test_jobs import assert_clean_timestamps, probe, run_job
 from tests.test_web import curl
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
-
-DEBIAN_BASE = "localhost/camera-test-debian:bookworm"
-MEDIAMTX_BASE = "localhost/camera-test-mediamtx-base:latest"
-DEBIAN_MIRROR = "http://deb.debian.org/debian"
-HOST_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
-
-SANDBOX_CONTAINERS_CONF = """\
-[containers]
-default_ulimits = ["nofile=20000:20000", "nproc=4096:4096"]
-
-[engine]
-runtime = "runc"
-"""
-
-
-def podman(env: dict[str, str], *args: str, timeout: float = 600) -> str:
-    result = subprocess.run(
-        ["podman", *args], env=env, capture_output=True, text=True, timeout=timeout, check=False
-    )
-    if result.returncode != 0:
-        raise AssertionError(f"podman {' '.join(args)} failed:\n{result.stderr[-3000:]}")
-    return result.stdout
-
-
-@pytest.fixture(scope="module")
-def podman_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    if shutil.which("podman") is None:
-        pytest.fail("podman is not installed: run scripts/bootstrap --all")
-    conf = tmp_path_factory.mktemp("podman") / "containers.conf"
-    conf.write_text(SANDBOX_CONTAINERS_CONF)
-    return {**os.environ, "CONTAINERS_CONF": str(conf)}
-
-
-def build_debian_base(env: dict[str, str], work: Path) -> None:
-    exists = subprocess.run(["podman", "image", "exists", DEBIAN_BASE], env=env, check=False)
-    if exists.returncode == 0:
-        return
-    rootfs = work / "rootfs"
-    subprocess.run(
-        ["debootstrap", "--variant=minbase", "bookworm", str(rootfs), DEBIAN_MIRROR],
-        check=True, capture_output=True, timeout=900,
-    )  # fmt: skip
-    archive = work / "rootfs.tar"
-    subprocess.run(["tar", "-C", str(rootfs), "-cf", str(archive), "."], check=True)
-    podman(env, "import", str(archive), DEBIAN_BASE)
-
-
-def build_mediamtx_base(env: dict[str, str], work: Path) -> None:
-    """The official image's layout (the binary at /mediamtx, its entrypoint) from our build of
-    the pinned version; always rebuilt, so it follows the pin."""
-    archive = work / "mediamtx.tar"
-    with tarfile.open(archive, "w") as tar:
-        tar.add(mediamtx_binary(), arcname="mediamtx")
-    podman(env, "import", "--change", 'ENTRYPOINT ["/mediamtx"]', str(archive), MEDIAMTX_BASE)
-
-
-@pytest.fixture(scope="module")
-def images(podman_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> None:
-    """Our five images under the names podman-compose.yml and deploy/kube.yaml use."""
-    work = tmp_path_factory.mktemp("images")
-    build_debian_base(podman_env, work)
-    build_mediamtx_base(podman_env, work)
-    # Builds reach apt and PyPI through the host's network; PyPI through a TLS-intercepting
-    # proxy whose CA only the host's bundle has.
-    common = ["build", "--network", "host", "--build-arg", f"BASE_IMAGE={DEBIAN_BASE}"]
-    pip_trust = ["--volume", f"{HOST_CA_BUNDLE}:/ca.crt:ro", "--build-arg", "PIP_CERT=/ca.crt"]
-    podman(podman_env, *common, "-t", "localhost/camera-broker:latest", str(REPO / "broker"))
-    podman(podman_env, "build", "--build-arg", f"MEDIAMTX_IMAGE={MEDIAMTX_BASE}",
-           "-t", "localhost/camera-mediamtx:latest", str(REPO / "mediamtx"))  # fmt: skip
-    podman(podman_env, *common, *pip_trust, "-t", "localhost/camera-agent:latest", str(REPO))
-    podman(podman_env, *common, *pip_trust, "-f", str(REPO / "console/Containerfile"),
-           "-t", "localhost/camera-console:latest", str(REPO))  # fmt: skip
-    npm_trust = ["--volume", f"{HOST_CA_BUNDLE}:/ca.crt:ro", "--build-arg", "NPM_CERT=/ca.crt"]
-    podman(podman_env, *common, *npm_trust, "--build-arg", f"NODE_IMAGE={DEBIAN_BASE}",
-           "-f", str(REPO / "web/Containerfile"), "-t", "localhost/camera-web:latest",
-           str(REPO))  # fmt: skip
 
 
 class Pod:
@@ -244,3 +166,82 @@ def test_pod_takes_a_picture_and_a_recording_and_streams(pod: Pod) -> None:
     top = podman(pod.env, "top", containers["agent"], "user", "group").splitlines()[1:]
     users = [line.split() for line in top if line.strip()]
     assert users and all(user == ["camera", "video"] for user in users), top
+
+
+AGENT_IMAGE = "localhost/camera-agent:latest"
+
+
+def in_agent_image(env: dict[str, str], work: Path, *argv: str) -> subprocess.CompletedProcess[str]:
+    """A program of the agent image, run with `work` at /work (as the image's user)."""
+    return subprocess.run(
+        ["podman", "run", "--rm", "--volume", f"{work}:/work", "--entrypoint", argv[0],
+         AGENT_IMAGE, *argv[1:]],
+        env=env, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+
+
+def test_the_image_ffmpeg_reads_webcams_mjpeg_and_v4l2(
+    images: None, podman_env: dict[str, str], tmp_path: Path
+) -> None:
+    """What the pod's test pattern does not touch: the V4L2 input and a webcam's MJPEG, through
+    the same encode and still-frame outputs the V4L2 pusher uses (agent/stream/ffmpeg_args.py)."""
+    work = tmp_path / "work"
+    work.mkdir(mode=0o777)
+    work.chmod(0o777)  # the image's `camera` user writes here
+    # A webcam's MJPEG, 640x480 at 10 fps, made by the host's ffmpeg.
+    subprocess.run(
+        ["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "testsrc2=size=640x480:rate=10",
+         "-frames:v", "20", "-c:v", "mjpeg", "-f", "mjpeg", str(work / "webcam.mjpeg")],
+        check=True, timeout=60,
+    )  # fmt: skip
+    devices = in_agent_image(podman_env, work, "ffmpeg", "-hide_banner", "-devices")
+    assert " v4l2 " in devices.stdout and " lavfi " in devices.stdout, devices.stdout
+    # The V4L2 input is there: with no camera it is the device that is missing, not the format.
+    v4l2 = in_agent_image(
+        podman_env, work, "ffmpeg", "-hide_banner", "-f", "v4l2", "-input_format", "mjpeg",
+        "-i", "/dev/video9", "-f", "null", "-",
+    )  # fmt: skip
+    assert "Cannot open video device /dev/video9" in v4l2.stderr, v4l2.stderr
+    gop = 10
+    encode = in_agent_image(
+        podman_env, work, "ffmpeg", "-hide_banner", "-nostdin", "-loglevel", "error",
+        "-f", "mjpeg", "-framerate", "10", "-i", "/work/webcam.mjpeg",
+        "-map", "0:v", *x264_live_args(gop, 1000), "-f", "mp4", "/work/webcam.mp4",
+        "-map", "0:v", *still_output_args("/work/still.yuv"),
+    )  # fmt: skip
+    assert encode.returncode == 0, encode.stderr
+    clip = probe(str(work / "webcam.mp4"))["streams"][0]
+    assert (clip["codec_name"], clip["width"], clip["height"]) == ("h264", 640, 480), clip
+    assert clip["nb_frames"] == "20"
+    assert (work / "still.yuv").stat().st_size == 640 * 480 * 3 // 2  # one raw yuv420p frame
+
+
+@pytest.mark.parametrize("pod", ["compose"], indirect=True)
+def test_the_pod_makes_a_timelapse_and_trims_a_recording(pod: Pod) -> None:
+    """The jobs whose ffmpeg work the first test does not reach: the timelapse assembly (MJPEG
+    decode, scale, libx264, MP4 with faststart) and an exact trim (H.264 decode and re-encode,
+    MPEG-TS, the concat protocol)."""
+    broker = Broker(pki_dir=pod.pod_dir / "pki", work_dir=pod.pod_dir, port=pod.mqtt_port)
+    operator = Probe(broker, "operator")
+    try:
+        operator.subscribe("camera/#")
+        series = run_job(operator, {"id": "pod-tl", "action": "timelapse", "interval": 1,
+                                    "count": 4, "fps": 4}, timeout=60)  # fmt: skip
+        assert series["ok"] is True, series.get("error")
+        record = run_job(operator, {"id": "pod-rec", "action": "record", "duration": 3},
+                         timeout=60)  # fmt: skip
+        assert record["ok"] is True, record.get("error")
+        trim = run_job(operator, {"id": "pod-trim", "action": "trim", "mode": "exact",
+                                  "file": record["data"]["result"]["path"], "start": 0.5,
+                                  "end": 2.5}, timeout=60)  # fmt: skip
+        assert trim["ok"] is True, trim.get("error")
+    finally:
+        operator.close()
+    captures = pod.pod_dir / "captures"
+    video = probe(str(captures / series["data"]["result"]["video"]["path"]))
+    assert video["streams"][0]["codec_name"] == "h264"
+    assert video["streams"][0]["nb_frames"] == "4"
+    trimmed = probe(str(captures / trim["data"]["result"]["path"]))
+    assert trimmed["streams"][0]["codec_name"] == "h264"
+    assert abs(float(trimmed["format"]["duration"]) - 2.0) < 0.2, trimmed["format"]
+    assert_clean_timestamps(captures / trim["data"]["result"]["path"])
