@@ -54,11 +54,18 @@ def arch_image(image: str, tag: str, arch: str) -> str:
 
 
 def build_command(
-    image: str, tag: str, arch: str, build_args: list[str], volumes: list[str]
+    image: str,
+    tag: str,
+    arch: str,
+    build_args: list[str],
+    volumes: list[str],
+    no_cache: bool = False,
 ) -> list[str]:
     context, containerfile = IMAGES[image]
     command = ["podman", "build", "--platform", f"linux/{arch}", "--network", "host",
                "--build-arg", f"BUILDPLATFORM={build_platform()}"]  # fmt: skip
+    if no_cache:
+        command.append("--no-cache")
     for volume in volumes:
         command += ["--volume", volume]
     for build_arg in build_args:
@@ -97,6 +104,7 @@ def build_all(
     build_args: list[str],
     volumes: list[str],
     env: dict[str, str] | None = None,
+    no_cache: bool = False,
 ) -> list[Built]:
     built = []
     for image in IMAGES:
