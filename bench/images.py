@@ -11,7 +11,10 @@
   memory and translation cache; the ratio shows whether any path is worse than the rest (a
   pure-Python loop would stand out).
 
-    scripts/bench images [--baseline REV] [--no-build] [--seconds 30]
+    scripts/bench images [--rebuild] [--baseline REV] [--seconds 30]
+
+Without --rebuild it measures the images as they are (build times then show as -); the
+baseline image is built when missing.
 
 Uses the local base images the tests build (tests/pod_images.py): run the slow tests once first.
 """
@@ -62,8 +65,10 @@ def size_mb(env: dict[str, str], image: str) -> float:
 
 
 def build_baseline(env: dict[str, str], rev: str, arch: str) -> str:
-    """The agent image from `rev`'s Containerfile (the same sources otherwise)."""
+    """The agent image from `rev`'s Containerfile (the same sources otherwise), kept."""
     tag = f"localhost/camera-agent:baseline-{arch}"
+    if subprocess.run(["podman", "image", "exists", tag], env=env, check=False).returncode == 0:
+        return tag
     with tempfile.TemporaryDirectory() as tmp:
         containerfile = Path(tmp) / "Containerfile"
         containerfile.write_text(
@@ -166,14 +171,16 @@ playback_url = "{media.playback_url}"
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="scripts/bench images", description=__doc__)
     parser.add_argument("--baseline", default=BASELINE_REV, help="revision (default %(default)s)")
-    parser.add_argument("--no-build", action="store_true", help="measure the images as they are")
+    parser.add_argument(
+        "--rebuild", action="store_true", help="build every image from scratch, timed (long)"
+    )
     parser.add_argument("--seconds", type=float, default=30.0, help="streaming window")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="camera-bench-images-") as tmp:
         env = sandbox_env(Path(tmp))
         os.environ["CONTAINERS_CONF"] = env["CONTAINERS_CONF"]
         times: dict[tuple[str, str], float] = {}
-        if not args.no_build:
+        if args.rebuild:
             built = build_all(list(ARCHES), "latest", None, BUILD_ARGS, VOLUMES, env=env,
                               no_cache=True)  # fmt: skip
             times = {(item.image, item.arch): item.seconds for item in built}

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from devstack import REPO
-from images import ARCHES, build_all
+from images import ARCHES, MACHINE_ARCH, build_all
 from pod import IMAGES
 
 IMAGE_NAMES = tuple(IMAGES)  # the manifest lists, `localhost/camera-*:latest`
@@ -94,8 +94,9 @@ def build_debian_base(env: dict[str, str], work: Path, arch: str) -> None:
 def build_mediamtx_base(env: dict[str, str], work: Path, arch: str) -> None:
     """The official image's layout (the binary at /mediamtx, its entrypoint) from our build of
     the pinned version; always remade, so it follows the pin."""
+    native = MACHINE_ARCH.get(os.uname().machine) == arch  # the build the other tests use
     built = subprocess.run(
-        [str(REPO / "scripts/build-mediamtx"), "--arch", arch],
+        [str(REPO / "scripts/build-mediamtx"), *([] if native else ["--arch", arch])],
         capture_output=True, text=True, check=True, timeout=900,
     )  # fmt: skip
     archive = work / f"mediamtx-{arch}.tar"

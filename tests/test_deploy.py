@@ -19,6 +19,8 @@ from pod import (
     NETWORK_COMPOSE_FILE,
     FleetPlace,
     HostPorts,
+    camera_size,
+    image_tag,
     prepare,
     render_kube,
 )
@@ -88,7 +90,12 @@ def test_pod_variants_run_the_same_images_mounts_and_ports() -> None:
         "broker", "mediamtx", "agent", "web", "console"
     }  # fmt: skip
     for name, container in kube.items():
-        assert pod[name]["image"] == network[name]["image"] == container["image"]
+        # The compose files take the tag from CAMERA_IMAGE_TAG; pod-up renders it into kube.
+        assert (
+            pod[name]["image"]
+            == network[name]["image"]
+            == container["image"].replace(":latest", ":${CAMERA_IMAGE_TAG:-latest}")
+        )
         in_container = {m["mountPath"] for m in container["volumeMounts"]}
         for variant in (pod, network):
             mounts = {mount_target(volume) for volume in variant[name].get("volumes", [])}
@@ -150,7 +157,9 @@ def test_the_agent_config_pod_up_writes_is_valid_and_uses_the_mounts(
     public_url = HostPorts(bind="127.0.0.1", web=1443).captures_url
     settings_ = FleetPlace().agent_settings()
     config_file.write_text(
-        AGENT_TOML.format(password="pw", public_url=public_url, **hosts, **settings_)
+        AGENT_TOML.format(
+            password="pw", public_url=public_url, camera_size="", **hosts, **settings_
+        )
     )
     settings = load_config(config_file)
     mounts = {mount_target(v) for v in load(variant_file)["services"]["agent"]["volumes"]}
@@ -209,3 +218,23 @@ def test_pod_up_makes_a_fleet_camera_and_bridges_its_site(tmp_path: Path) -> Non
     assert list((tmp_path / "broker-conf.d").iterdir()) == []
     with pytest.raises(SystemExit, match="camera-pki issue"):
         prepare(tmp_path, place=FleetPlace(camera="farm-shed"))
+
+
+def test_the_image_tag_and_camera_size_come_from_the_environment(tmp_path: Path) -> None:
+    assert image_tag({}) == "latest"
+    assert image_tag({"CAMERA_IMAGE_TAG": "latest-arm64"}) == "latest-arm64"
+    with pytest.raises(SystemExit, match="is not an image tag"):
+        image_tag({"CAMERA_IMAGE_TAG": "a b"})
+    rendered = yaml.safe_load(render_kube(tmp_path, HostPorts(), "latest-arm64"))
+    images = {c["image"] for c in rendered["spec"]["containers"]}
+    assert images == {f"localhost/camera-{name}:latest-arm64"
+                      for name in ("broker", "mediamtx", "agent", "web", "console")}  # fmt: skip
+    assert camera_size({}) == ""
+    size = camera_size({"CAMERA_WIDTH": "320", "CAMERA_HEIGHT": "240", "CAMERA_FPS": "5"})
+    assert size == "width = 320\nheight = 240\nfps = 5\n"
+    with pytest.raises(SystemExit, match="CAMERA_FPS='fast' is not a whole number"):
+        camera_size({"CAMERA_FPS": "fast"})
+    # The agent reads them as its [camera] settings.
+    prepare(tmp_path / "pod", size=size)
+    config = load_config(tmp_path / "pod/agent/agent.toml")
+    assert (config.camera.width, config.camera.height, config.camera.fps) == (320, 240, 5)
