@@ -37,9 +37,10 @@ from concurrent.futures import CancelledError, Future
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-import pytest
+if TYPE_CHECKING:  # tests/test_pi_image.py installs this module where pytest is not
+    import pytest
 
 DEVICES = Path(__file__).resolve().parent / "fixtures" / "devices"
 USB_WEBCAM_INFO = {
