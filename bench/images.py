@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -31,7 +30,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from devstack import REPO, Broker, MediaServer
+from devstack import REPO, Broker, MediaServer, agent_config_toml
 from images import ARCHES, arch_image, build_all
 from pod import IMAGES
 
@@ -116,36 +115,24 @@ def agent_running(env: dict[str, str], image: str, root: Path, seconds: float) -
     broker, media = Broker(root / "pki", root / "broker"), MediaServer(root / "mediamtx")
     broker.start()
     media.start()
-    mounted = root / "mounted"
-    mounted.mkdir()
-    for name in ("ca_chain.pem", "clients/agent/cert.pem", "clients/agent/key.pem"):
-        (mounted / name).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(root / "pki" / name, mounted / name)
-        (mounted / name).chmod(0o644)  # the image's user reads them; a throwaway PKI
-    (mounted / "agent.toml").write_text(f"""\
-[mqtt]
-host = "127.0.0.1"
-port = {broker.port}
-ca = "/bench/ca_chain.pem"
-cert = "/bench/clients/agent/cert.pem"
-key = "/bench/clients/agent/key.pem"
-
-[camera]
-backend = "testsrc"
-width = {SIZE[0]}
-height = {SIZE[1]}
-fps = {FPS}
-
-[stream]
-url = "{media.rtsp_url}"
-username = "agent"
-password = "{media.credentials.agent}"
-api_url = "{media.api_url}"
-playback_url = "{media.playback_url}"
-""")
-    container = podman(env, "run", "-d", "--rm", "--network", "host", "--volume",
-                       f"{mounted}:/bench:ro", image, "run", "--config",
-                       "/bench/agent.toml").strip()  # fmt: skip
+    # The same paths inside as outside; the image's user reads the (throwaway) keys and
+    # writes the agent's directories.
+    root.chmod(0o755)
+    for path in (root / "pki").rglob("*"):
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    state = root / "agent"
+    for directory in (state, state / "captures", state / "state"):
+        directory.mkdir(mode=0o777, exist_ok=True)
+        directory.chmod(0o777)
+    config = root / "agent.toml"
+    config.write_text(agent_config_toml(root / "pki", broker.port, state, media=media))
+    size = [f"CAMERA_AGENT_CAMERA__{key}={value}"
+            for key, value in (("WIDTH", SIZE[0]), ("HEIGHT", SIZE[1]), ("FPS", FPS))]  # fmt: skip
+    container = podman(
+        env, "run", "-d", "--rm", "--network", "host",
+        *(option for pair in (("--env", item) for item in size) for option in pair),
+        "--volume", f"{root}:{root}", image, "run", "--config", str(config),
+    ).strip()  # fmt: skip
     try:
         pid = int(podman(env, "inspect", "--format", "{{.State.Pid}}", container).strip())
         deadline = time.monotonic() + 300

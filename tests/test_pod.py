@@ -11,7 +11,9 @@ from __future__ import annotations
 import hashlib
 import subprocess
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 from devstack import REPO, Broker, StreamCredentials, free_port
@@ -23,7 +25,7 @@ from agent.stream.still import still_output_args
 from tests.browser import FRAME_BRIGHTNESS, chromium, poll
 from tests.pod_images import podman
 from tests.support import Probe, RtspReader
-from tests.test_jobs import assert_clean_timestamps, probe, run_job
+from tests.test_jobs import ask, assert_clean_timestamps, probe, run_job
 from tests.test_timelapse import decoded_frames
 from tests.test_web import curl
 
@@ -80,11 +82,9 @@ def service_of(container_name: str) -> str:
     return name.split("_")[0]
 
 
-@pytest.fixture(params=["compose", "kube", "network"])
-def pod(
-    request: pytest.FixtureRequest, images: None, podman_env: dict[str, str], tmp_path: Path
-) -> Iterator[Pod]:
-    pod = Pod(podman_env, tmp_path / "pod", variant=request.param)
+@contextmanager
+def running(pod: Pod) -> Iterator[Pod]:
+    """`scripts/pod-up`, then `scripts/pod-down` and the checks that it left nothing behind."""
     assert not pod.containers(), "a camera-agent pod is running: stop it (scripts/pod-down)"
     for volume in pod.volumes():  # a previous run's recordings and journal do not belong here
         podman(pod.env, "volume", "rm", "--force", volume)
@@ -103,22 +103,40 @@ def pod(
             podman(pod.env, "volume", "rm", "--force", volume)
 
 
-def test_pod_takes_a_picture_and_a_recording_and_streams(pod: Pod) -> None:
-    containers = pod.containers(running_only=True)
-    assert set(containers) == {"broker", "mediamtx", "agent", "web", "console"}, containers
+@pytest.fixture(params=["compose", "kube", "network"])
+def pod(
+    request: pytest.FixtureRequest, images: None, podman_env: dict[str, str], tmp_path: Path
+) -> Iterator[Pod]:
+    with running(Pod(podman_env, tmp_path / "pod", variant=request.param)) as pod:
+        yield pod
 
-    # From the host, as an operator: only the mapped MQTT port and the pod's own PKI.
+
+def picture_and_record(
+    pod: Pod, seconds: int, timeout: float
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """From the host, as an operator (only the mapped MQTT port and the pod's own PKI): the
+    agent lists its files, then a picture and a recording; their terminal events."""
     broker = Broker(pki_dir=pod.pod_dir / "pki", work_dir=pod.pod_dir, port=pod.mqtt_port)
     operator = Probe(broker, "operator")
     try:
         operator.subscribe("camera/#")
-        picture = run_job(operator, {"id": "pod-picture", "action": "picture"}, timeout=30)
+        listed = ask(operator, {"id": "pod-files", "action": "files"})
+        assert listed["ok"] is True, listed
+        picture = run_job(operator, {"id": "pod-picture", "action": "picture"}, timeout=timeout)
         assert picture["ok"] is True, picture.get("error")
-        record = run_job(operator, {"id": "pod-record", "action": "record", "duration": 2},
-                         timeout=60)  # fmt: skip
+        record = run_job(operator, {"id": "pod-record", "action": "record", "duration": seconds},
+                         timeout=2 * timeout)  # fmt: skip
         assert record["ok"] is True, record.get("error")
     finally:
         operator.close()
+    return picture, record
+
+
+def test_pod_takes_a_picture_and_a_recording_and_streams(pod: Pod) -> None:
+    containers = pod.containers(running_only=True)
+    assert set(containers) == {"broker", "mediamtx", "agent", "web", "console"}, containers
+
+    picture, record = picture_and_record(pod, seconds=2, timeout=30)
 
     # The files are in the captures volume on the host, and readable.
     captures = pod.pod_dir / "captures"

@@ -10,12 +10,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from devstack import Broker, StreamCredentials
+from devstack import StreamCredentials
 
 from tests.pod_images import IMAGE_NAMES, build_pod_images, emulation_problem, podman
-from tests.support import Probe, RtspReader
-from tests.test_jobs import ask, assert_clean_timestamps, probe, run_job
-from tests.test_pod import Pod
+from tests.support import RtspReader
+from tests.test_jobs import assert_clean_timestamps, probe
+from tests.test_pod import Pod, picture_and_record, running
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(3600)]
 
@@ -43,18 +43,8 @@ def arm64_pod(arm64_images: None, podman_env: dict[str, str], tmp_path: Path) ->
         "CAMERA_IMAGE_TAG": "latest-arm64",
         "CAMERA_WIDTH": str(SIZE[0]), "CAMERA_HEIGHT": str(SIZE[1]), "CAMERA_FPS": str(FPS),
     })  # fmt: skip
-    assert not pod.containers(), "a camera-agent pod is running: stop it (scripts/pod-down)"
-    for volume in pod.volumes():
-        podman(pod.env, "volume", "rm", "--force", volume)
-    up = pod.script("pod-up")
-    try:
-        assert up.returncode == 0, f"pod-up failed:\n{up.stdout[-3000:]}\n{up.stderr[-3000:]}"
-        yield pod
-    finally:
-        down = pod.script("pod-down")
-        assert down.returncode == 0, down.stderr[-3000:]
-        for volume in pod.volumes():
-            podman(pod.env, "volume", "rm", "--force", volume)
+    with running(pod) as started:
+        yield started
 
 
 def test_the_manifest_lists_hold_both_architectures(
@@ -75,19 +65,7 @@ def test_the_arm64_pod_answers_streams_takes_pictures_and_records(arm64_pod: Pod
     machine = podman(pod.env, "exec", containers["agent"], "uname", "-m").strip()
     assert machine == "aarch64"
 
-    broker = Broker(pki_dir=pod.pod_dir / "pki", work_dir=pod.pod_dir, port=pod.mqtt_port)
-    operator = Probe(broker, "operator")
-    try:
-        operator.subscribe("camera/#")
-        listed = ask(operator, {"id": "arm-files", "action": "files"})
-        assert listed["ok"] is True, listed
-        picture = run_job(operator, {"id": "arm-picture", "action": "picture"}, timeout=60)
-        assert picture["ok"] is True, picture.get("error")
-        record = run_job(operator, {"id": "arm-record", "action": "record", "duration": 3},
-                         timeout=120)  # fmt: skip
-        assert record["ok"] is True, record.get("error")
-    finally:
-        operator.close()
+    picture, record = picture_and_record(pod, seconds=3, timeout=60)
 
     captures = pod.pod_dir / "captures"
     still = probe(str(captures / picture["data"]["result"]["path"]))["streams"][0]
