@@ -125,6 +125,8 @@ def build_pod_images(env: dict[str, str], work: Path, arches: list[str]) -> Buil
     # TLS-intercepting proxy whose CA only the host's bundle has.
     build_args = [
         f"BASE_IMAGE={DEBIAN_BASE}",
+        # The agent's ffmpeg stage runs on the build machine's own architecture.
+        f"BUILD_BASE_IMAGE={native}",
         f"MEDIAMTX_IMAGE={MEDIAMTX_BASE}",
         # The web image's npm stage runs on the build machine's own architecture.
         f"NODE_IMAGE={native}",
