@@ -83,11 +83,18 @@ def test_the_arm64_pod_answers_streams_takes_pictures_and_records(arm64_pod: Pod
         player.close()
 
     # The field kit's tour, as an installer runs it: the agent stopped, the same image and
-    # config in the pod's network, on the camera the agent had.
+    # config in the pod and the broker's network, as the pod's services are (Podman refuses that
+    # network to a container outside the pod). The test pattern named, since the tour fails a
+    # camera it had to fall back to (no camera here).
     podman(pod.env, "stop", containers["agent"])
+    pod_name = podman(pod.env, "ps", "--pod", "--filter", f"name=^{containers['broker']}$",
+                      "--format", "{{.PodName}}").strip()  # fmt: skip
+    assert pod_name == "pod_camera-agent", pod_name
     tour = subprocess.run(
-        ["podman", "run", "--rm", "--network", f"container:{containers['broker']}",
+        ["podman", "run", "--rm", "--pod", pod_name,
+         "--network", f"container:{containers['broker']}",
          "--volume", f"{pod.pod_dir / 'agent'}:/etc/camera-agent:ro",
+         "--env", "CAMERA_AGENT_CAMERA__BACKEND=testsrc",
          "localhost/camera-agent:latest-arm64", "selftest", "--config",
          "/etc/camera-agent/agent.toml"],
         env=pod.env, capture_output=True, text=True, timeout=600, check=False,

@@ -34,7 +34,8 @@ from agent.process import run_command
 from agent.stream.pusher import Pusher
 from agent.stream.target import StreamTarget
 
-FIRST_FRAME_TIMEOUT_S = 10.0
+# A Pi Zero, or arm64 under QEMU, takes over 10 s from the encoder's start to its first frame.
+FIRST_FRAME_TIMEOUT_S = 30.0
 RECORD_S = 3.0
 
 
@@ -120,14 +121,23 @@ async def picture_step(backend: CameraBackend, pusher: Pusher, name: str = "pict
     """A picture of the configured size that is not one flat colour (waits for a first frame)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + FIRST_FRAME_TIMEOUT_S
-    while True:
-        try:
-            frame = await pusher.latest_frame()
-            break
-        except AgentError as err:
-            if loop.time() > deadline:
-                return Step(name, False, str(err))
-            await asyncio.sleep(0.2)  # the device opening, the encoder's first keyframe
+    # An encoder that ended (MediaMTX unreachable, a device error) brings no frame: say so at
+    # once rather than at the deadline, which is long for slow devices.
+    ended = asyncio.create_task(pusher.wait())
+    try:
+        while True:
+            try:
+                frame = await pusher.latest_frame()
+                break
+            except AgentError as err:
+                if ended.done():
+                    return Step(name, False, f"the encoder ended ({ended.result()}): "
+                                f"{pusher.stderr_text(3) or err}")  # fmt: skip
+                if loop.time() > deadline:
+                    return Step(name, False, str(err))
+                await asyncio.sleep(0.2)  # the device opening, the encoder's first keyframe
+    finally:
+        ended.cancel()
     data = await asyncio.to_thread(Path(frame.path).read_bytes)
     expected = frame.width * frame.height * 3 // 2
     values = backend.values()
