@@ -181,7 +181,7 @@ def main(argv: list[str]) -> int:
                 over = f"{size - base:.0f}" if "mediamtx" not in image else "-"
                 seconds = times.get((image, arch))
                 print(f"{image.split('/')[1].split(':')[0]:<24} {arch:<6} {size:>8.0f} {over:>10}"
-                      f" {seconds if seconds is None else round(seconds)!s:>8}")  # fmt: skip
+                      f" {'-' if seconds is None else round(seconds)!s:>8}")  # fmt: skip
         print()
         print(f"{'agent image over its base':<28} {'baseline MB':>12} {'now MB':>8} {'ratio':>6}")
         for arch in ARCHES:

@@ -9,6 +9,7 @@ import itertools
 import json
 import subprocess
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -411,6 +412,77 @@ def test_trim_exact_starts_on_the_frame_asked(agent: AgentProcess, operator: Pro
     # own H.264, so it decodes to the very same pixels (a lossy re-encode never would).
     assert frames[13:] == source_frames[50:100]
     assert frames[:13] != source_frames[37:50]
+
+
+@dataclass
+class Shown:
+    """A video as a player shows it: each frame's pixels (grey) and time."""
+
+    frames: list[bytes]
+    times: list[float]
+    keyframes: list[float]
+
+    def index(self, at: float) -> int:
+        """The frame shown at `at` seconds."""
+        return next(i for i, t in enumerate(self.times) if t >= at - 1e-3)
+
+
+def make_recording_like(directory: Path) -> tuple[Path, Shown]:
+    """What the record job writes: 30 fps in a 90 kHz timebase, its lead-in from the keyframe
+    before the asked start kept behind an edit list, so keyframes fall between milliseconds
+    (0.0333.., 1.0333.. s; measured on a pod recording)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    camera = directory / "camera.mp4"
+    subprocess.run(
+        ["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "testsrc2=size=320x240:rate=30",
+         "-t", "5", "-c:v", "libx264", "-g", "30", "-keyint_min", "30", "-sc_threshold", "0",
+         "-profile:v", "baseline", "-pix_fmt", "yuv420p", "-video_track_timescale", "90000",
+         "-y", str(camera)],
+        check=True, timeout=60,
+    )  # fmt: skip
+    path = directory / "recording.mp4"
+    subprocess.run(
+        ["ffmpeg", "-v", "error", "-ss", "0.95", "-i", str(camera), "-c", "copy",
+         "-video_track_timescale", "90000", "-y", str(path)],
+        check=True, timeout=60,
+    )  # fmt: skip
+    camera.unlink()
+
+    def shown_times(*options: str) -> list[float]:
+        return [float(line) for line in subprocess.run(
+            ["ffprobe", "-v", "error", "-select_streams", "v:0", *options,
+             "-show_entries", "frame=pts_time", "-of", "csv=p=0", str(path)],
+            capture_output=True, text=True, check=True, timeout=30,
+        ).stdout.split()]  # fmt: skip
+
+    shown = Shown(gray_frames(path, 320, 240), shown_times(), shown_times("-skip_frame", "nokey"))
+    assert shown.keyframes[:2] == [0.033333, 1.033333], shown.keyframes  # what this is about
+    assert len(shown.frames) == len(shown.times)
+    return path, shown
+
+
+def test_trim_exact_of_a_recording_copies_from_the_keyframe_between_milliseconds(
+    agent: AgentProcess, operator: Probe
+) -> None:
+    # Found in the pod: a seek to the keyframe's printed time (1.033) landed on the one before
+    # (0.0333), and the copied part ran a second long.
+    source, shown = make_recording_like(captures_dir(agent))
+    done = run_job(operator, {"id": "t5", "action": "trim", "file": source.name,
+                              "start": 0.5, "end": 2.5, "mode": "exact"})  # fmt: skip
+    assert done["ok"] is True, done.get("error")
+    frames = gray_frames(captures_dir(agent) / done["data"]["result"]["path"], 320, 240)
+    indices = [closest_source_frame(f, shown.frames) for f in frames]
+    first, keyframe, end = shown.index(0.5), shown.index(1.033333), shown.index(2.5)
+    assert indices == list(range(first, end)), indices  # 2 s, every frame, in order
+    assert frames[keyframe - first :] == shown.frames[keyframe:end]  # copied as is
+
+    done = run_job(operator, {"id": "t6", "action": "trim", "file": source.name,
+                              "start": 1.033, "end": 2.5})  # fmt: skip
+    assert done["ok"] is True, done.get("error")
+    frames = gray_frames(captures_dir(agent) / done["data"]["result"]["path"], 320, 240)
+    # The keyframe a player shows at 1.033 s, not the one a second before it.
+    assert closest_source_frame(frames[0], shown.frames) == keyframe
+    assert end - keyframe <= len(frames) <= end - keyframe + 2
 
 
 def test_trim_replace_swaps_the_file_atomically(agent: AgentProcess, operator: Probe) -> None:

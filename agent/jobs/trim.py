@@ -24,16 +24,30 @@ from agent.process import ManagedProcess
 
 TS_ARGS = ["-bsf:v", "h264_mp4toannexb", "-f", "mpegts"]
 
+# Frame times are not whole milliseconds (30 fps in a 90 kHz timebase: 1.0333333 s) and ffprobe
+# prints them rounded; a seek to the printed time lands on the keyframe before. Half a
+# millisecond is below any frame interval a camera makes and above the rounding.
+SEEK_MARGIN_S = 0.0005
+
+
+def seek_time(seconds: float) -> str:
+    """An input -ss that lands on the keyframe at `seconds`, or the one before it."""
+    return f"{seconds + SEEK_MARGIN_S:.6f}"
+
 
 def fast_trim_args(source: Path, start: float, end: float, output: Path) -> list[str]:
     """A stream-copy trim (pure; table-tested)."""
     return [
         "ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin", "-y",
         # -ss before -i seeks to the keyframe at or before start: a copy must begin on one.
-        "-ss", f"{start:.3f}", "-to", f"{end:.3f}", "-i", str(source),
+        "-ss", seek_time(start), "-to", f"{end:.6f}", "-i", str(source),
         "-map", "0:v", "-c", "copy", "-avoid_negative_ts", "make_zero",
         "-movflags", "+faststart", "-f", "mp4", str(output),
     ]  # fmt: skip
+
+
+# A frame this close to `start` or `end` counts as on it (times are rounded to microseconds).
+CUT_MARGIN_S = 1e-3
 
 
 @dataclass(frozen=True)
@@ -48,7 +62,7 @@ def plan_exact_cut(
     frame_times: list[float], keyframes: list[float], start: float, end: float
 ) -> CutPlan:
     """Pure: which frames an exact trim re-encodes (table-tested)."""
-    eps = 1e-3
+    eps = CUT_MARGIN_S
     following = [k for k in keyframes if k >= start - eps]
     keyframe = following[0] if following and following[0] < end - eps else None
     head_end = keyframe if keyframe is not None else end
@@ -78,7 +92,10 @@ class Trimmer:
             parts = []
             if plan.head_frames:
                 await _ffmpeg(
-                    ["ffmpeg", "-v", "error", "-nostdin", "-y", "-ss", f"{start:.3f}",
+                    # The frames plan_exact_cut counted from `start` (within its margin), so
+                    # -frames:v ends on the frame before the keyframe.
+                    ["ffmpeg", "-v", "error", "-nostdin", "-y",
+                     "-ss", f"{max(start - CUT_MARGIN_S, 0.0):.6f}",
                      "-i", str(source), "-map", "0:v", "-frames:v", str(plan.head_frames),
                      "-c:v", "libx264", "-preset", "veryfast", "-crf", "18",
                      "-profile:v", _x264_profile(facts.get("profile")),
@@ -88,9 +105,10 @@ class Trimmer:
             if plan.keyframe is not None:
                 head_s = plan.keyframe - start
                 await _ffmpeg(
-                    ["ffmpeg", "-v", "error", "-nostdin", "-y", "-ss", f"{plan.keyframe:.3f}",
-                     "-to", f"{end:.3f}", "-i", str(source), "-map", "0:v", "-c", "copy",
-                     "-output_ts_offset", f"{head_s:.3f}", *TS_ARGS, str(body)]
+                    ["ffmpeg", "-v", "error", "-nostdin", "-y", "-ss", seek_time(plan.keyframe),
+                     "-to", f"{end:.6f}", "-i", str(source), "-map", "0:v", "-c", "copy",
+                     # The seek's margin put the keyframe just before zero: back onto head_s.
+                     "-output_ts_offset", f"{head_s + SEEK_MARGIN_S:.6f}", *TS_ARGS, str(body)]
                 )  # fmt: skip
                 parts.append(body)
             await _ffmpeg(
