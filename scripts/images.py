@@ -114,7 +114,9 @@ def build_all(
             print(f"build-images: {arch_image(image, tag, arch)}", file=sys.stderr, flush=True)
             started = time.monotonic()
             subprocess.run(
-                build_command(image, tag, arch, build_args, volumes), env=env, check=True
+                build_command(image, tag, arch, build_args, volumes, no_cache),
+                env=env,
+                check=True,
             )
             built.append(Built(image, arch, time.monotonic() - started))
         make_manifest(image, tag, arches, env)
