@@ -37,6 +37,7 @@ from agent.jobs.timelapse import SeriesJournal, Timelapse
 from agent.jobs.trim import Trimmer
 from agent.memory import release_free_heap
 from agent.messaging import InboundMessage
+from agent.motion.service import MotionHooks, MotionService
 from agent.mqtt.client import BrokerLink
 from agent.mqtt.tls import certificate_identity, client_context
 from agent.mqtt.topics import Topics
@@ -68,18 +69,20 @@ async def select_backend(
 ) -> tuple[CameraBackend, list[str]]:
     """The configured camera backend, and warnings for `state` when it is a fallback."""
     cam = config.camera
+    rate = config.motion.fps
     if cam.backend == "testsrc":
-        return TestPatternCamera(cam.width, cam.height, cam.fps), []
+        return TestPatternCamera(cam.width, cam.height, cam.fps, rate), []
     if cam.backend == "v4l2":
-        return V4l2Camera(cam.device or "/dev/video0", cam.width, cam.height, cam.fps, run), []
+        path = cam.device or "/dev/video0"
+        return V4l2Camera(path, cam.width, cam.height, cam.fps, run, rate), []
     if cam.backend == "picamera2" or (cam.backend == "auto" and libcamera_cameras()):
         return Picamera2Camera(_camera_number(cam.device), cam.width, cam.height, cam.fps), []
     device, notes = await find_v4l2_capture(dev, run)
     if device is not None:
         log.info("auto-detected V4L2 camera %s", device)
-        return V4l2Camera(device, cam.width, cam.height, cam.fps, run), notes
+        return V4l2Camera(device, cam.width, cam.height, cam.fps, run, rate), notes
     warning = "no camera found; streaming the test pattern"
-    return TestPatternCamera(cam.width, cam.height, cam.fps), [*notes, warning]
+    return TestPatternCamera(cam.width, cam.height, cam.fps, rate), [*notes, warning]
 
 
 def _camera_number(device: str | None) -> int:
@@ -208,6 +211,16 @@ class AgentApp:
             changes.set,
             JobLedger(state_dir / "running"),
         )
+        self.motion = MotionService(
+            config.motion,
+            backend.motion_mask,
+            MotionHooks(
+                frames=self.stream.motion_frames,
+                report=self._report_motion,
+                retain=self._retain_motion,
+                changed=changes.set,
+            ),
+        )
         self.status = AgentStatus(
             config.camera.id,
             identity,
@@ -218,6 +231,7 @@ class AgentApp:
             stream_snapshot=self.stream.snapshot,
             jobs_snapshot=self.jobs.snapshot,
             storage_snapshot=self.retention.snapshot,
+            motion_snapshot=self.motion.snapshot,
             health=HealthSource(health_path(state_dir), self._health_report),
             warnings=list(warnings),
             status_format=config.mqtt.status_format,
@@ -273,6 +287,12 @@ class AgentApp:
         )
         self._spawn(self.status.emit(name, ok, message, data, error=error))
         self.status.mark_changed()
+
+    def _report_motion(self, name: str, message: str, data: dict[str, Any]) -> None:
+        self._spawn(self.status.emit(name, True, message, data))
+
+    async def _retain_motion(self, payload: bytes) -> None:
+        await self.link.publish(self.topics.motion, payload, retain=True)
 
     def _captures_in_use(self) -> set[str]:
         # Through the app: retention is made before the jobs whose files it must spare.
@@ -358,10 +378,13 @@ class AgentApp:
                     self.stream.start()
                 recover_task = tasks.create_task(self._recover_jobs(), name="recover")
                 retention_task = tasks.create_task(self.retention.run(), name="retention")
+                motion_task = tasks.create_task(self.motion.run(), name="motion")
                 await self._stop.wait()
                 log.info("stopping")
                 recover_task.cancel()  # still waiting for a broker that never came
                 retention_task.cancel()
+                motion_task.cancel()
+                await self.motion.stop()
                 await self.router.close(COMMAND_GRACE_S)
                 await self.jobs.shutdown()
                 if self._background:  # job ends and stream events on their way to the outbox

@@ -10,6 +10,7 @@ Zero's share per camera in a fleet, for what is a dozen lines below.
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import tomllib
@@ -172,6 +173,67 @@ class HomeAssistantSettings(Section):
     )
 
 
+Point = tuple[float, float]
+
+
+def _check_polygon(polygon: list[Point]) -> list[Point]:
+    if not 3 <= len(polygon) <= 64:
+        raise ValueError(f"a polygon has 3 to 64 points, not {len(polygon)}")
+    for x, y in polygon:
+        if not (0.0 <= x <= 1.0 and 0.0 <= y <= 1.0):
+            raise ValueError(
+                f"point ({x:g}, {y:g}) is outside the picture: coordinates are normalised,"
+                " (0, 0) top left to (1, 1) bottom right"
+            )
+    return polygon
+
+
+class MotionZone(Section):
+    name: str = Field(pattern=r"^[A-Za-z0-9_-]{1,32}$", description="the zone's name in events")
+    polygon: list[Point] = Field(description="vertices, normalised (0..1, top left origin)")
+
+    @field_validator("polygon")
+    @classmethod
+    def _polygon(cls, value: list[Point]) -> list[Point]:
+        return _check_polygon(value)
+
+
+class MotionSettings(Section):
+    enabled: bool = Field(
+        True, description="analyse the picture for motion (the `motion` control switches it)"
+    )
+    fps: float = Field(5.0, ge=0.5, le=15.0, description="frames analysed per second")
+    threshold: int = Field(
+        25, ge=1, le=255, description="grey levels a pixel must change by to count as moving"
+    )
+    min_area: float = Field(
+        0.003, gt=0.0, lt=1.0, description="share of the watched picture that must move"
+    )
+    off_delay_s: float = Field(
+        10.0, ge=0.0, le=3600.0, description="stillness after the last motion before OFF"
+    )
+    mask: list[list[Point]] = Field(
+        default_factory=list,
+        description="polygons never watched (normalised); empty: the camera's own overlays"
+        " (the test pattern's clock strip)",
+    )
+    zones: list[MotionZone] = Field(
+        default_factory=list, description="when given, only these are watched; events name one"
+    )
+    snapshot: bool = Field(False, description="a picture at each motion.started")
+    record: bool = Field(False, description="a clip of each motion event")
+    preroll_s: float = Field(3.0, ge=0.0, le=30.0, description="clip time before the motion")
+    postroll_s: float = Field(5.0, ge=0.0, le=300.0, description="clip time after the motion")
+    max_clip_s: float = Field(
+        120.0, ge=5.0, le=3000.0, description="longest clip; longer motion starts a new one"
+    )
+
+    @field_validator("mask")
+    @classmethod
+    def _mask(cls, value: list[list[Point]]) -> list[list[Point]]:
+        return [_check_polygon(polygon) for polygon in value]
+
+
 class LogSettings(Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="log level")
 
@@ -183,6 +245,7 @@ class AgentConfig(Section):
     storage: StorageSettings = StorageSettings()
     jobs: JobSettings = JobSettings()
     homeassistant: HomeAssistantSettings = HomeAssistantSettings()
+    motion: MotionSettings = MotionSettings()
     log: LogSettings = LogSettings()
 
 
@@ -210,6 +273,18 @@ def environment_overrides(
     return overrides
 
 
+def _environment_value(value: str) -> Any:
+    """Lists (polygons, zones) come from the environment as JSON; everything else as text."""
+    if value.lstrip().startswith("["):
+        try:
+            return json.loads(value)
+        except ValueError as err:
+            raise ConfigError(
+                f"invalid configuration: {value[:40]!r} is not valid JSON: {err}"
+            ) from None
+    return value
+
+
 def load_config(path: Path | None) -> AgentConfig:
     """Read the TOML file (if any) and the environment; ConfigError says what is wrong."""
     return load_sections(path, AgentConfig, ENV_PREFIX)
@@ -225,7 +300,8 @@ def load_sections(path: Path | None, model: type[ConfigT], prefix: str) -> Confi
             raise ConfigError(f"cannot read config file {path}: {err.strerror}") from err
         except tomllib.TOMLDecodeError as err:
             raise ConfigError(f"{path} is not valid TOML: {err}") from err
-    for section, values in environment_overrides(os.environ, model, prefix).items():
+    for section, texts in environment_overrides(os.environ, model, prefix).items():
+        values = {key: _environment_value(text) for key, text in texts.items()}
         if not isinstance(data.get(section, {}), dict):
             raise ConfigError(f"invalid configuration: {section}: must be a table")
         data[section] = {**data.get(section, {}), **values}

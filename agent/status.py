@@ -60,6 +60,7 @@ class AgentStatus:
         stream_snapshot: Callable[[], dict[str, Any]],
         jobs_snapshot: Callable[[], list[dict[str, Any]]],
         storage_snapshot: Callable[[], dict[str, Any]] | None = None,
+        motion_snapshot: Callable[[], dict[str, Any]] | None = None,
         health: HealthSource | None,
         warnings: list[str],
         status_format: StatusFormat = "json",
@@ -73,6 +74,7 @@ class AgentStatus:
         self._stream_snapshot = stream_snapshot
         self._jobs_snapshot = jobs_snapshot
         self._storage_snapshot = storage_snapshot
+        self._motion_snapshot = motion_snapshot
         self._health = health
         self.warnings = warnings
         self._status_format = status_format
@@ -103,6 +105,7 @@ class AgentStatus:
             "stream": self._stream_snapshot(),
             "jobs": self._jobs_snapshot(),
             "storage": storage,
+            "motion": self._motion_snapshot() if self._motion_snapshot is not None else None,
             "warnings": warnings,
         }
 

@@ -29,7 +29,9 @@ from collections.abc import Iterable, Sequence
 from pki.model import DEFAULT_BASE_TOPIC, Identity, Role, site_agents
 
 # Topics an agent publishes under its base; the agent's MQTT contract names the same set.
-REPORT_TOPICS = ("status", "events", "state", "availability", "controls", "picture", "picture/info")
+REPORT_TOPICS = (
+    "status", "events", "state", "availability", "controls", "picture", "picture/info", "motion",
+)  # fmt: skip
 RESPONSE_SUBTREE = "response/#"
 DISCOVERY_PREFIX = "homeassistant"
 

@@ -13,7 +13,7 @@ import threading
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +52,7 @@ class Received:
     payload: bytes
     retain: bool
     correlation_data: bytes | None
+    arrived: float = field(default_factory=time.time, compare=False)  # time.time() received
 
     def json(self) -> Any:
         return json.loads(self.payload)
@@ -316,6 +317,7 @@ class Frame:
     arrived: float  # time.time() when the frame was decoded
     stamp_ms: int  # the wall clock burned into the frame when it was made
     luma: float  # mean luma below the stamp strip and clock
+    middle_row: bytes = b""  # the row across the middle (where the test pattern's box moves)
 
 
 class RtspReader:
@@ -354,7 +356,8 @@ class RtspReader:
                 data[self.width * (STAMP_HEIGHT // 2) :], self.width, int(now * 1000)
             )
             body = data[body_start::97]  # a sparse sample is plenty for a mean
-            frame = Frame(now, stamp, sum(body) / len(body))
+            middle = data[self.width * (self.height // 2) : self.width * (self.height // 2 + 1)]
+            frame = Frame(now, stamp, sum(body) / len(body), middle)
             with self._lock:
                 self.frames.append(frame)
 

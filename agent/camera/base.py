@@ -194,3 +194,8 @@ class CameraBackend(ABC):
     def info(self) -> dict[str, Any]:
         """Backend facts for `BASE/state` (model, device, formats...)."""
         return {"backend": self.name}
+
+    def motion_mask(self) -> tuple[Sequence[tuple[float, float]], ...]:
+        """Regions of the picture the camera itself changes at every frame (an overlay), which
+        motion detection leaves out unless configured otherwise; normalised polygons."""
+        return ()

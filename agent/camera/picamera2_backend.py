@@ -47,6 +47,7 @@ from agent.camera.libcamera_controls import (
 from agent.camera.vocabulary import stream_parameter_descriptors
 from agent.errors import CameraError
 from agent.stream.ffmpeg_args import publish_args
+from agent.stream.motion_frames import MotionFrameSource
 from agent.stream.pusher import LiveValues, Pusher, runtime_dir
 from agent.stream.still import RawFrame
 from agent.stream.target import StreamTarget
@@ -111,6 +112,9 @@ class Picamera2Pusher:
     @property
     def pid(self) -> int | None:
         return None  # in-process
+
+    def motion_frames(self) -> MotionFrameSource | None:
+        return None  # TODO(issue 24): the lores stream's Y plane
 
     async def wait(self) -> int:
         await self._failed.wait()

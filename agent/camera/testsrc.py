@@ -26,7 +26,14 @@ from agent.camera.base import (
     as_number,
 )
 from agent.camera.vocabulary import stream_parameter_descriptors
-from agent.stream.ffmpeg_args import TestPatternParams, live_filter_commands, pattern_pusher_args
+from agent.motion.detector import Polygon
+from agent.stream.ffmpeg_args import (
+    STAMP_HEIGHT,
+    TestPatternParams,
+    live_filter_commands,
+    pattern_pusher_args,
+)
+from agent.stream.motion_frames import GreyFrameFile, analysis_size
 from agent.stream.pusher import FfmpegLaunch, FfmpegPusher, Pusher
 from agent.stream.still import StillFile
 from agent.stream.target import StreamTarget
@@ -36,7 +43,9 @@ log = logging.getLogger(__name__)
 
 F, INT, B, M = ControlType.FLOAT, ControlType.INT, ControlType.BOOL, ControlType.MENU
 
-PATTERNS = ("testsrc2", "testsrc", "smptebars", "rgbtestsrc")
+# `still`: a scene with nothing moving but sensor-like noise (and the clock), for motion
+# detection to stay quiet on.
+PATTERNS = ("testsrc2", "testsrc", "smptebars", "rgbtestsrc", "still")
 
 
 def pattern_descriptors(width: int, height: int, fps: int) -> tuple[ControlDescriptor, ...]:
@@ -58,6 +67,9 @@ def pattern_descriptors(width: int, height: int, fps: int) -> tuple[ControlDescr
             1,
             unit="us",
             active_if=manual_exposure,
+        ),
+        ControlDescriptor(
+            "moving_box", B, False, "a box moving across the picture (to try motion detection)"
         ),
         ControlDescriptor("hflip", B, False, "mirror horizontally", restarts_stream=True),
         ControlDescriptor("vflip", B, False, "flip vertically", restarts_stream=True),
@@ -87,7 +99,8 @@ class TestPatternCamera(CameraBackend):
     name = "testsrc"
     __test__ = False  # not a pytest test class, despite its name
 
-    def __init__(self, width: int, height: int, fps: int) -> None:
+    def __init__(self, width: int, height: int, fps: int, motion_fps: float = 5.0) -> None:
+        self._motion_fps = motion_fps
         self._descriptors = pattern_descriptors(width, height, fps)
         self._values: dict[str, ControlValue] = {d.name: d.default for d in self._descriptors}
 
@@ -119,7 +132,15 @@ class TestPatternCamera(CameraBackend):
             saturation=as_number(v["saturation"]),
             gamma=as_number(v["gamma"]),
             hue=as_number(v["hue"]),
+            moving_box=bool(v["moving_box"]),
+            motion_fps=self._motion_fps,
         )
+
+    def motion_mask(self) -> tuple[Polygon, ...]:
+        """The bit strip and the clock across the top: they change at every frame."""
+        height = as_int(self._values["height"])
+        band = (STAMP_HEIGHT + 16 + 1.5 * max(12, height // 24)) / height
+        return (((0.0, 0.0), (1.0, 0.0), (1.0, band), (0.0, band)),)
 
     async def start_pusher(self, target: StreamTarget) -> Pusher:
         params = self.params()
@@ -129,11 +150,14 @@ class TestPatternCamera(CameraBackend):
             # the agent's user can reach ffmpeg's filters, and no TCP port is taken.
             endpoint = f"ipc://{runtime / 'filters.zmq'}"
             still = StillFile(runtime / "latest.yuv", params.width, params.height)
+            grey = GreyFrameFile(
+                runtime / "motion.gray", *analysis_size(params.width, params.height)
+            )
             argv = pattern_pusher_args(
                 params, endpoint, target.publish_urls(), str(still.path),
-                target.rtsp_transport,
+                target.rtsp_transport, (str(grey.path), grey.width, grey.height),
             )  # fmt: skip
-            return FfmpegLaunch(argv, still, endpoint, live_filter_commands)
+            return FfmpegLaunch(argv, still, endpoint, live_filter_commands, grey)
 
         return await FfmpegPusher.start("testsrc-pusher", "camera-agent-testsrc-", plan)
 

@@ -43,6 +43,7 @@ from agent.camera.vocabulary import (
 from agent.errors import CameraError
 from agent.process import CommandResult, CommandRunner, ProcessStartError, run_command
 from agent.stream.ffmpeg_args import v4l2_pusher_args
+from agent.stream.motion_frames import GreyFrameFile, analysis_size
 from agent.stream.pusher import FfmpegLaunch, FfmpegPusher, Pusher
 from agent.stream.still import StillFile
 from agent.stream.target import StreamTarget
@@ -120,9 +121,16 @@ class V4l2Camera(CameraBackend):
     }
 
     def __init__(
-        self, device: str, width: int, height: int, fps: int, run: CommandRunner = run_command
+        self,
+        device: str,
+        width: int,
+        height: int,
+        fps: int,
+        run: CommandRunner = run_command,
+        motion_fps: float = 5.0,
     ) -> None:
         self._device = device
+        self._motion_fps = motion_fps
         self._run = run
         self._controls: list[V4l2Control] = []
         self._formats: dict[str, list[tuple[int, int]]] = {}
@@ -228,13 +236,16 @@ class V4l2Camera(CameraBackend):
 
         def plan(runtime: Path) -> FfmpegLaunch:
             still = StillFile(runtime / "latest.yuv", width, height)
+            grey = GreyFrameFile(runtime / "motion.gray", *analysis_size(width, height))
             argv = v4l2_pusher_args(
                 self._device, INPUT_FORMATS[fourcc], width, height,
                 as_int(v["fps"]), as_int(v["bitrate"]),
                 as_number(v["keyframe_interval"]), target.publish_urls(), str(still.path),
-                target.rtsp_transport,
+                target.rtsp_transport, (str(grey.path), grey.width, grey.height),
+                self._motion_fps,
             )  # fmt: skip
-            return FfmpegLaunch(argv, still)  # controls go to the device, not to filters
+            # Controls go to the device, not to filters.
+            return FfmpegLaunch(argv, still, motion=grey)
 
         return await FfmpegPusher.start("v4l2-pusher", "camera-agent-v4l2-", plan)
 

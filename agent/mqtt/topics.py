@@ -46,6 +46,11 @@ class Topics:
         return f"{self.base}/picture"
 
     @property
+    def motion(self) -> str:
+        """`ON` or `OFF`, retained: whether something moves in front of the camera."""
+        return f"{self.base}/motion"
+
+    @property
     def picture_info(self) -> str:
         return f"{self.base}/picture/info"
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from agent.stream.motion_frames import grey_output_args
 from agent.stream.still import still_output_args
 
 # The machine-readable timestamp: a strip of STAMP_BITS black/white blocks across the top of the
@@ -41,10 +42,17 @@ class TestPatternParams:
     saturation: float
     gamma: float
     hue: float
+    moving_box: bool = False
+    motion_fps: float = 5.0  # rate of the grey frames motion detection reads
 
     @property
     def gop(self) -> int:
         return max(1, round(self.fps * self.keyframe_interval_s))
+
+    @property
+    def source(self) -> str:
+        """The lavfi source: `still` is SMPTE bars, which have no moving part."""
+        return "smptebars" if self.pattern == "still" else self.pattern
 
 
 def _escape_option(value: str) -> str:
@@ -55,15 +63,48 @@ def _escape_option(value: str) -> str:
     return value.replace(":", "\\\\:")
 
 
-def pattern_filtergraph(p: TestPatternParams, zmq_endpoint: str) -> str:
-    """Filter graph: wall-clock pts, live eq/hue, flips, the bit strip and a readable clock."""
+# The `still` pattern's sensor noise: temporal, like a real sensor's (a mean absolute difference
+# of about 6 grey levels between frames).
+STILL_NOISE = "noise=alls=10:allf=t"
+# The box `moving_box` draws: a sixth of the picture's height, across the picture in 3 s.
+BOX_CROSSING_S = 3.0
+
+
+def moving_box_chain(p: TestPatternParams) -> tuple[str, str]:
+    """The box source (a chain of its own) and the overlay that moves it, on while
+    `moving_box` is (`overlay@box enable` through zmq). Placed before the wall-clock pts, where
+    the box's frames and the scene's share one timeline from zero."""
+    side = max(8, p.height // 6)
+    travel = max(1, p.width - side)
+    speed = round(travel / BOX_CROSSING_S, 3)
+    source = f"color=c=white:s={side}x{side}:r={p.fps}[box];"
+    overlay = (
+        f"[box]overlay@box=x='abs(mod(t*{speed},{2 * travel})-{travel})':y=(H-h)/2"
+        f":eval=frame:repeatlast=1:enable={int(p.moving_box)},"
+    )
+    return source, overlay
+
+
+def pattern_filtergraph(
+    p: TestPatternParams, zmq_endpoint: str, motion_size: tuple[int, int] | None = None
+) -> str:
+    """Filter graph: the moving box, wall-clock pts, live eq/hue, flips, the bit strip and a
+    readable clock; outputs [encoded] and [still], and [motion] (grey, `motion_size`, at the
+    motion rate) when asked."""
     flips = ("hflip," if p.hflip else "") + ("vflip," if p.vflip else "")
     stamp = f"255*mod(floor(floor(T*1000)/pow(2,floor(X*{STAMP_BITS}/W))),2)"  # bit k of the ms
     clock = r"%{pts\:gmtime\:0\:%H\\\:%M\\\:%S}.%{eif\:mod(t*1000\,1000)\:d\:3}"
+    box_source, box_overlay = moving_box_chain(p)
+    noise = f",{STILL_NOISE}" if p.pattern == "still" else ""
+    motion = ""
+    if motion_size is not None:
+        rate = f"fps={p.motion_fps:g}," if p.motion_fps < p.fps else ""
+        motion = f";[motionsrc]{rate}scale={motion_size[0]}:{motion_size[1]},format=gray[motion]"
     return (
+        box_source + f"[0:v]format=yuv420p{noise}[scene];[scene]" + box_overlay +
         # Frames carry the wall clock (in microseconds) as pts from here on, so the stamp and
         # the clock show when the frame was made, not when ffmpeg started.
-        "format=yuv420p,settb=AVTB,setpts=RTCTIME,"
+        "settb=AVTB,setpts=RTCTIME,"
         f"zmq=bind_address={_escape_option(zmq_endpoint)},"
         f"eq@eq=brightness={p.brightness}:contrast={p.contrast}"
         f":saturation={p.saturation}:gamma={p.gamma},"
@@ -77,7 +118,9 @@ def pattern_filtergraph(p: TestPatternParams, zmq_endpoint: str) -> str:
         # (-re paces them in real time). The wall-clock ones above can repeat or jitter by a few
         # microseconds, which became duplicate RTP timestamps ("Non-monotonous DTS") and
         # irregular HLS parts; the picture keeps the wall clock it was stamped with.
-        "setpts=N/FRAME_RATE/TB,split=2[encoded][still]"
+        "setpts=N/FRAME_RATE/TB,"
+        + ("split=3[encoded][still][motionsrc]" if motion else "split=2[encoded][still]")
+        + motion
     )
 
 
@@ -117,14 +160,18 @@ def pattern_pusher_args(
     publish_url: str | Sequence[str],
     still_path: str,
     rtsp_transport: str = "tcp",
+    motion: tuple[str, int, int] | None = None,
 ) -> list[str]:
     """ffmpeg generating the test pattern and publishing H.264 to MediaMTX over RTSP.
 
     A second output keeps the latest frame, raw, at ``still_path`` (replaced atomically at
     every frame): a picture is then one JPEG encode of the current frame, with no second RTSP
     connection and no wait for a keyframe. Raw costs the pusher ~2 % of a core; a JPEG per
-    frame would cost ~10 %.
+    frame would cost ~10 %. `motion` (path, width, height) adds the grey frames motion
+    detection reads.
     """
+    motion_size = (motion[1], motion[2]) if motion else None
+    motion_output = ["-map", "[motion]", *grey_output_args(motion[0])] if motion else []
     return [
         "ffmpeg",
         "-hide_banner",
@@ -134,14 +181,15 @@ def pattern_pusher_args(
         "-loglevel", "warning",
         "-re",  # pace the synthetic source at real time, like a sensor
         "-f", "lavfi",
-        "-i", f"{p.pattern}=size={p.width}x{p.height}:rate={p.fps}",
-        "-filter_complex", pattern_filtergraph(p, zmq_endpoint),
+        "-i", f"{p.source}=size={p.width}x{p.height}:rate={p.fps}",
+        "-filter_complex", pattern_filtergraph(p, zmq_endpoint, motion_size),
         "-map", "[encoded]",
         "-fps_mode", "passthrough",
         *x264_live_args(p.gop, p.bitrate_kbps),
         *publish_args(publish_url, rtsp_transport),
         "-map", "[still]",
         *still_output_args(still_path),
+        *motion_output,
     ]  # fmt: skip
 
 
@@ -156,9 +204,17 @@ def v4l2_pusher_args(
     publish_url: str | Sequence[str],
     still_path: str,
     rtsp_transport: str = "tcp",
+    motion: tuple[str, int, int] | None = None,
+    motion_fps: float = 5.0,
 ) -> list[str]:
-    """ffmpeg reading a V4L2 camera: its own H.264 copied, or MJPEG/raw encoded with libx264."""
+    """ffmpeg reading a V4L2 camera: its own H.264 copied, or MJPEG/raw encoded with libx264;
+    `motion` (path, width, height) adds the grey frames motion detection reads."""
     gop = max(1, round(fps * keyframe_interval_s))
+    motion_output: list[str] = []
+    if motion is not None:
+        rate = f"fps={motion_fps:g}," if motion_fps < fps else ""
+        motion_output = ["-map", "0:v", "-vf", f"{rate}scale={motion[1]}:{motion[2]}",
+                         *grey_output_args(motion[0])]  # fmt: skip
     # H.264 from the camera's own encoder is copied, never transcoded.
     copy = ["-c:v", "copy"]
     video = copy if input_format == "h264" else x264_live_args(gop, bitrate_kbps)
@@ -168,6 +224,7 @@ def v4l2_pusher_args(
         "-video_size", f"{width}x{height}", "-framerate", str(fps), "-i", device,
         "-map", "0:v", *video, *publish_args(publish_url, rtsp_transport),
         "-map", "0:v", *still_output_args(still_path),
+        *motion_output,
     ]  # fmt: skip
 
 
@@ -198,6 +255,8 @@ def live_filter_commands(values: Mapping[str, object]) -> list[str]:
         for name, option in HUE_CONTROLS.items()
         if name in values
     ]
+    if "moving_box" in values:
+        commands.append(f"overlay@box enable {int(bool(values['moving_box']))}")
     return commands
 
 

@@ -19,6 +19,7 @@ from typing import Protocol
 
 from agent.process import ManagedProcess
 from agent.stream.filter_commands import FilterCommandChannel, FilterCommandError
+from agent.stream.motion_frames import MotionFrameSource
 from agent.stream.still import RawFrame, StillFile
 
 log = logging.getLogger(__name__)
@@ -52,6 +53,10 @@ class Pusher(Protocol):
         takes them."""
         ...
 
+    def motion_frames(self) -> MotionFrameSource | None:
+        """This run's small grey frames for motion detection; None where there are none."""
+        ...
+
 
 def runtime_dir(prefix: str) -> tempfile.TemporaryDirectory[str]:
     """A private directory for one run, in RAM where there is some: the latest frame is
@@ -68,6 +73,7 @@ class FfmpegLaunch:
     still: StillFile
     filter_endpoint: str | None = None  # ffmpeg's zmq filter, for live changes
     live_commands: Callable[[LiveValues], list[str]] | None = None
+    motion: MotionFrameSource | None = None  # the grey output, where the run has one
 
 
 class FfmpegPusher:
@@ -82,6 +88,7 @@ class FfmpegPusher:
         self._process = process
         self._runtime: tempfile.TemporaryDirectory[str] | None = runtime
         self._still = launch.still
+        self._motion = launch.motion
         self._live_commands = launch.live_commands
         self._channel = (
             FilterCommandChannel(launch.filter_endpoint) if launch.filter_endpoint else None
@@ -125,6 +132,9 @@ class FfmpegPusher:
 
     async def latest_frame(self) -> RawFrame:
         return await self._still.frame()
+
+    def motion_frames(self) -> MotionFrameSource | None:
+        return self._motion
 
     async def apply_live(self, values: LiveValues) -> None:
         if self._channel is None or self._live_commands is None:

@@ -22,6 +22,7 @@ from typing import Any
 from agent.errors import CameraError
 from agent.process import ProcessStartError
 from agent.stream.mediamtx import MediaMtxApi
+from agent.stream.motion_frames import MotionFrameSource
 from agent.stream.outages import (
     MEDIAMTX_UNREACHABLE,
     SETTINGS_CHANGE,
@@ -178,6 +179,10 @@ class StreamSupervisor:
         if pusher is None:
             raise CameraError(f"the stream is {self.state} (`stream start` first)")
         return await pusher.latest_frame()
+
+    def motion_frames(self) -> MotionFrameSource | None:
+        """The running pipeline's grey frames for motion detection (a new object per run)."""
+        return self._pusher.motion_frames() if self._pusher is not None else None
 
     async def apply_live(self, values: LiveValues) -> None:
         """Hand live changes to the running pipeline (its filters); kept for the next run

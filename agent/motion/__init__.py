@@ -1,0 +1,1 @@
+"""Motion detection: the detector, its events, and the clips and snapshots they make."""

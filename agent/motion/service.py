@@ -1,0 +1,157 @@
+"""Motion detection in the running agent: reads the pipeline's grey frames at the analysis rate,
+analyses them off the event loop, and announces what the tracker decides.
+
+`BASE/motion` (retained) is `ON` or `OFF`; `motion.started` and `motion.ended` go out as events
+carrying the capture time of the frames they are about, not the time they were sent, so they
+say the truth after the broker was away. A start (or a restart after a kill) publishes `OFF`
+first: a retained `ON` left by a run that died must not stay.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from agent.config import MotionSettings
+from agent.motion.detector import Analysis, DetectorSettings, MotionDetector, Polygon, Zone
+from agent.motion.tracker import MotionEnded, MotionEvent, MotionStarted, MotionTracker
+from agent.stream.motion_frames import GreyFrame, MotionFrameSource
+
+log = logging.getLogger(__name__)
+
+# Announces an event: name, message, data.
+MotionReport = Callable[[str, str, dict[str, Any]], None]
+
+
+def iso_time(timestamp: float) -> str:
+    moment = dt.datetime.fromtimestamp(timestamp, dt.UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclass(frozen=True)
+class MotionHooks:
+    """What the service reports to (the app's status and broker link)."""
+
+    frames: Callable[[], MotionFrameSource | None]  # the running pipeline's grey frames
+    report: MotionReport
+    retain: Callable[[bytes], Awaitable[None]]  # BASE/motion
+    changed: Callable[[], None]  # BASE/state has `motion`
+
+
+class MotionService:
+    def __init__(
+        self,
+        settings: MotionSettings,
+        camera_mask: Callable[[], Sequence[Polygon]],
+        hooks: MotionHooks,
+    ) -> None:
+        self._settings = settings
+        self._camera_mask = camera_mask
+        self._hooks = hooks
+        self.enabled = settings.enabled
+        self._tracker = MotionTracker(settings.off_delay_s)
+        self._detector = self._new_detector()
+        self._source: MotionFrameSource | None = None
+        self._state = "OFF"
+        self._since = time.time()
+        self._last: dict[str, Any] | None = None  # the last event's data
+        self._analysed = 0
+
+    def _new_detector(self) -> MotionDetector:
+        s = self._settings
+        mask = tuple(tuple(p) for p in s.mask) if s.mask else tuple(self._camera_mask())
+        zones = tuple(Zone(z.name, tuple(z.polygon)) for z in s.zones)
+        return MotionDetector(
+            DetectorSettings(
+                threshold=s.threshold, min_area=s.min_area, fps=s.fps, mask=mask, zones=zones
+            )
+        )
+
+    def snapshot(self) -> dict[str, Any]:
+        """`motion` in BASE/state."""
+        return {
+            "enabled": self.enabled,
+            "state": self._state,
+            "since": iso_time(self._since),
+            "last_event": self._last,
+            "fps": self._settings.fps,
+        }
+
+    async def set_enabled(self, enabled: bool) -> None:
+        """The `motion` control: off ends an event under way (and says so)."""
+        if enabled == self.enabled:
+            return
+        self.enabled = enabled
+        if not enabled:
+            await self._announce(self._tracker.end())
+        self._hooks.changed()
+
+    async def run(self) -> None:
+        await self._hooks.retain(b"OFF")
+        period = 1.0 / (2 * self._settings.fps)  # twice the rate: no frame waits long
+        while True:
+            await self._announce(await self._step())
+            await asyncio.sleep(period)
+
+    async def stop(self) -> None:
+        """A clean stop ends an event under way, so nothing is left `ON`."""
+        await self._announce(self._tracker.end())
+
+    async def _step(self) -> list[MotionEvent]:
+        source = self._hooks.frames() if self.enabled else None
+        if source is not self._source:
+            # A new run of the pipeline (or none): its size, scene or overlays may differ.
+            self._source = source
+            self._detector = self._new_detector()
+        if source is None:
+            return self._tracker.idle(time.time())
+        analysed = await asyncio.to_thread(self._read_and_analyse, source)
+        if analysed is None:
+            return self._tracker.idle(time.time())
+        frame, analysis = analysed
+        self._analysed += 1
+        return self._tracker.update(analysis, frame.captured_at)
+
+    def _read_and_analyse(self, source: MotionFrameSource) -> tuple[GreyFrame, Analysis] | None:
+        frame = source.read_new()
+        if frame is None:
+            return None
+        pixels = np.frombuffer(frame.pixels, np.uint8).reshape(frame.height, frame.width)
+        return frame, self._detector.analyse(pixels)
+
+    async def _announce(self, events: list[MotionEvent]) -> None:
+        for event in events:
+            if isinstance(event, MotionStarted):
+                data: dict[str, Any] = {
+                    "time": iso_time(event.at),
+                    "area": event.area,
+                    "box": {"x": event.box.x, "y": event.box.y, "w": event.box.w, "h": event.box.h},
+                    "zone": event.zone,
+                }
+                where = f" in zone {event.zone}" if event.zone else ""
+                self._set_state("ON", event.at, data)
+                await self._hooks.retain(b"ON")
+                self._hooks.report("motion.started", f"SUCCESS: motion{where}", data)
+            elif isinstance(event, MotionEnded):
+                data = {
+                    "started": iso_time(event.started_at),
+                    "time": iso_time(event.last_motion_at),
+                    "duration_s": event.duration_s,
+                    "peak_area": event.peak_area,
+                }
+                self._set_state("OFF", time.time(), data)
+                await self._hooks.retain(b"OFF")
+                self._hooks.report(
+                    "motion.ended", f"SUCCESS: motion ended after {event.duration_s:g} s", data
+                )
+
+    def _set_state(self, state: str, since: float, data: dict[str, Any]) -> None:
+        self._state, self._since, self._last = state, since, data
+        self._hooks.changed()

@@ -1,0 +1,73 @@
+"""The small grey frames motion detection reads from the running pipeline (no second camera open).
+
+ffmpeg pushers write one beside the still frame, shrunk to ANALYSIS_WIDTH and reduced to the
+analysis rate, replaced atomically at every such frame (`-update 1 -atomic_writing 1`): a slow
+reader never holds the encoder up, it only skips frames. picamera2 gives its `lores` stream's
+Y plane instead (agent/camera/picamera2_backend.py).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+ANALYSIS_WIDTH = 320
+
+
+def analysis_size(width: int, height: int) -> tuple[int, int]:
+    """The grey frame's size for a `width`x`height` picture: ANALYSIS_WIDTH wide (or the
+    picture's own width when smaller), the picture's aspect, even sides."""
+    target = min(ANALYSIS_WIDTH, width)
+    return target - target % 2, max(2, round(height * target / width / 2) * 2)
+
+
+@dataclass(frozen=True)
+class GreyFrame:
+    pixels: bytes  # width*height bytes, one per pixel, rows top to bottom
+    width: int
+    height: int
+    captured_at: float  # time.time() the frame was made
+
+
+class MotionFrameSource(Protocol):
+    """Where a pusher's grey frames come from."""
+
+    def read_new(self) -> GreyFrame | None:
+        """The newest frame if it is one not read before, else None (blocking I/O: call it
+        from a worker thread)."""
+        ...
+
+
+class GreyFrameFile:
+    """The grey frame ffmpeg keeps replacing; a new file (inode or time) is a new frame."""
+
+    def __init__(self, path: Path, width: int, height: int) -> None:
+        self.path = path
+        self.width = width
+        self.height = height
+        self._last: tuple[int, int] | None = None
+
+    def read_new(self) -> GreyFrame | None:
+        try:
+            with self.path.open("rb") as file:
+                stat = os.fstat(file.fileno())
+                identity = (stat.st_ino, stat.st_mtime_ns)
+                if identity == self._last:
+                    return None
+                pixels = file.read(self.width * self.height + 1)
+        except FileNotFoundError:
+            return None  # before the pipeline's first frame
+        if len(pixels) != self.width * self.height:
+            return None  # not a frame of this size (never: the file is replaced whole)
+        self._last = identity
+        return GreyFrame(pixels, self.width, self.height, stat.st_mtime_ns / 1e9)
+
+
+def grey_output_args(path: str) -> list[str]:
+    """The pusher's grey output (after filters that shrink it and set its rate)."""
+    return [
+        "-pix_fmt", "gray", "-c:v", "rawvideo",
+        "-f", "image2", "-update", "1", "-atomic_writing", "1", path,
+    ]  # fmt: skip
