@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.atomicfile import sweep_temporaries
+from agent.camera.agent_controls import WithAgentControls
 from agent.camera.base import CameraBackend
 from agent.camera.detect import find_v4l2_capture, libcamera_cameras
 from agent.camera.picamera2_backend import Picamera2Camera
@@ -105,13 +106,14 @@ async def selftest(config: AgentConfig) -> list[Step]:
 class AgentApp:
     """Owns the components; `run` starts them in order and stops them in reverse."""
 
-    def __init__(self, config: AgentConfig, backend: CameraBackend, warnings: list[str]) -> None:
+    def __init__(self, config: AgentConfig, camera: CameraBackend, warnings: list[str]) -> None:
         """Every component, made with what it depends on, in dependency order."""
         self._config = config
         self._stop = asyncio.Event()
         self._background: set[asyncio.Task[None]] = set()
         state_dir = config.storage.state_dir
-        self.backend = backend
+        # The camera's controls and the agent's own (motion), as one set.
+        self.backend = backend = WithAgentControls(camera, config.motion.enabled, self._set_motion)
         self.topics = topics = Topics(config.mqtt.base_topic)
         # First: it says which certificate file is missing, in words a user can act on.
         tls = client_context(config.mqtt.ca, config.mqtt.cert, config.mqtt.key)
@@ -287,6 +289,10 @@ class AgentApp:
         )
         self._spawn(self.status.emit(name, ok, message, data, error=error))
         self.status.mark_changed()
+
+    async def _set_motion(self, enabled: bool) -> None:
+        # Through the app: the controls are made before the motion service they switch.
+        await self.motion.set_enabled(enabled)
 
     def _report_motion(self, name: str, message: str, data: dict[str, Any]) -> None:
         self._spawn(self.status.emit(name, True, message, data))

@@ -138,6 +138,10 @@ class Discovery:
             "stream_online", "Stream online", **state, device_class="connectivity",
             value_template="{{ 'ON' if value_json.stream.state == 'online' else 'OFF' }}",
         )  # fmt: skip
+        out[self._topic("binary_sensor", "motion")] = entity(
+            "motion", "Motion", state_topic=base.motion, device_class="motion",
+            payload_on="ON", payload_off="OFF",
+        )  # fmt: skip
         out[self._topic("sensor", "last_job")] = entity(
             "last_job", "Last job", **state, icon="mdi:briefcase-check",
             value_template="{% set jobs = value_json.jobs %}"

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from devstack import Broker
 
+from agent.camera.agent_controls import WithAgentControls
 from agent.camera.base import CameraBackend, ControlType
 from agent.camera.testsrc import TestPatternCamera
 from agent.homeassistant import Discovery
@@ -86,7 +87,8 @@ async def check_backend(backend: CameraBackend, tmp_path: Path) -> dict[str, Any
     assert checked["problems"] == []
     rendered = checked["rendered"]
     controls = {t.split("/")[3]: (t.split("/")[1], r) for t, r in rendered.items()
-                if t.split("/")[3] in by_name}  # fmt: skip
+                if t.split("/")[3] in by_name
+                and t.split("/")[1] in ("switch", "select", "number")}  # fmt: skip
     for name, (component, out) in controls.items():
         descriptor = by_name[name]
         # The state shows the camera's value, as Home Assistant would display it.
@@ -109,14 +111,24 @@ async def check_backend(backend: CameraBackend, tmp_path: Path) -> dict[str, Any
             }
     assert rendered["homeassistant/sensor/agent/stream_state/config"]["value"] == "online"
     assert rendered["homeassistant/binary_sensor/agent/stream_online/config"]["value"] == "ON"
+    motion = configs["homeassistant/binary_sensor/agent/motion/config"]
+    assert (motion["state_topic"], motion["device_class"]) == ("camera/motion", "motion")
     assert rendered["homeassistant/sensor/agent/last_job/config"]["value"] == "picture succeeded"
     assert float(rendered["homeassistant/sensor/agent/disk_free/config"]["value"]) == 512
     return configs
 
 
+async def switch_motion(enabled: bool) -> None:
+    return None
+
+
 async def test_test_pattern_discovery_is_valid_for_home_assistant(tmp_path: Path) -> None:
-    camera = TestPatternCamera(1280, 720, 30)
+    # As the agent runs it: with its own controls (the motion switch) beside the camera's.
+    camera = WithAgentControls(TestPatternCamera(1280, 720, 30), True, switch_motion)
     configs = await check_backend(camera, tmp_path)
+    assert configs["homeassistant/switch/agent/motion/config"]["payload_off"] == (
+        '{"set": {"motion": false}}'
+    )
     components = {t.split("/")[1] for t in configs}
     assert components == {"number", "select", "switch", "button", "image", "sensor",
                           "binary_sensor"}  # fmt: skip

@@ -184,6 +184,21 @@ def test_the_camera_appears_and_works_in_home_assistant(
     assert wait_until(lambda: (ha.state("number.cam_brightness") or {}).get("state") == "0.3",
                       what="Home Assistant shows 0.3")  # fmt: skip
 
+    # Motion: the default pattern (testsrc2) moves all over, so the motion sensor turns on;
+    # the motion switch turns detection off, which ends the event and turns the sensor off.
+    assert wait_until(lambda: (ha.state("binary_sensor.cam_motion") or {}).get("state") == "on",
+                      timeout=30, what="motion detected in Home Assistant")  # fmt: skip
+    motion = ha.state("binary_sensor.cam_motion")
+    assert motion is not None and motion["attributes"]["device_class"] == "motion"
+    assert (ha.state("switch.cam_motion") or {}).get("state") == "on"
+    ha.call("POST", "/api/services/switch/turn_off", {"entity_id": "switch.cam_motion"})
+    ended = operator.wait_event(event="motion.ended", timeout=20)
+    assert ended["data"]["duration_s"] > 0
+    assert wait_until(lambda: (ha.state("binary_sensor.cam_motion") or {}).get("state") == "off",
+                      what="no motion once detection is off")  # fmt: skip
+    assert wait_until(lambda: (ha.state("switch.cam_motion") or {}).get("state") == "off",
+                      what="the motion switch off")  # fmt: skip
+
     # The picture button takes a picture, and the image entity serves it.
     ha.call("POST", "/api/services/button/press", {"entity_id": "button.cam_picture"})
     taken = operator.wait_event(event="job.succeeded", timeout=20)

@@ -20,7 +20,8 @@ from devstack import REPO, Broker, StreamCredentials, free_port
 from playwright.sync_api import expect
 from pod import PROJECT
 
-from agent.stream.ffmpeg_args import x264_live_args
+from agent.stream.ffmpeg_args import TestPatternParams, pattern_filtergraph, x264_live_args
+from agent.stream.motion_frames import grey_output_args
 from agent.stream.still import still_output_args
 from tests.browser import FRAME_BRIGHTNESS, chromium, poll
 from tests.pod_images import podman
@@ -228,12 +229,28 @@ def test_the_image_ffmpeg_reads_webcams_mjpeg_and_v4l2(
         "-f", "mjpeg", "-framerate", "10", "-i", "/work/webcam.mjpeg",
         "-map", "0:v", *x264_live_args(gop, 1000), "-f", "mp4", "/work/webcam.mp4",
         "-map", "0:v", *still_output_args("/work/still.yuv"),
+        "-map", "0:v", "-vf", "fps=5,scale=320:240", *grey_output_args("/work/motion.gray"),
     )  # fmt: skip
     assert encode.returncode == 0, encode.stderr
+    assert (work / "motion.gray").stat().st_size == 320 * 240  # motion detection's grey frame
     clip = probe(str(work / "webcam.mp4"))["streams"][0]
     assert (clip["codec_name"], clip["width"], clip["height"]) == ("h264", 640, 480), clip
     assert decoded_frames(work / "webcam.mp4") == 20
     assert (work / "still.yuv").stat().st_size == 640 * 480 * 3 // 2  # one raw yuv420p frame
+
+    # The test pattern's `still` scene (sensor noise) with its moving box, and the grey output.
+    still = TestPatternParams(320, 240, 10, 500, 1.0, "still", False, False, 0.0, 1.0, 1.0, 1.0,
+                              0.0, moving_box=True)  # fmt: skip
+    pattern = in_agent_image(
+        podman_env, work, "ffmpeg", "-hide_banner", "-nostdin", "-loglevel", "error",
+        "-f", "lavfi", "-i", f"{still.source}=size=320x240:rate=10",
+        "-filter_complex", pattern_filtergraph(still, "ipc:///work/filters.zmq", (160, 120)),
+        "-map", "[encoded]", "-frames:v", "10", "-f", "null", "-",
+        "-map", "[still]", "-frames:v", "10", "-f", "null", "-",
+        "-map", "[motion]", "-frames:v", "5", *grey_output_args("/work/pattern.gray"),
+    )  # fmt: skip
+    assert pattern.returncode == 0, pattern.stderr
+    assert (work / "pattern.gray").stat().st_size == 160 * 120
 
 
 @pytest.mark.parametrize("pod", ["compose"], indirect=True)
