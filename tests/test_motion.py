@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import time
 from pathlib import Path
 
 from devstack import Broker, MediaServer
 
 from tests.conftest import start_agent
-from tests.support import AgentProcess, Frame, Probe, RtspReader, settle
+from tests.support import AgentProcess, Frame, Probe, RtspReader, settle, wait_until
 
 SETTINGS = "camera/control/settings"
 WIDTH, HEIGHT, FPS = 640, 360, 15
@@ -89,4 +90,73 @@ def test_a_still_scene_stays_quiet_and_the_moving_box_turns_motion_on_then_off(
         assert ended["data"]["peak_area"] >= started["data"]["area"]
     finally:
         player.close()
+        agent.stop()
+
+
+def test_motion_events_made_while_the_broker_is_away_arrive_after_with_their_times(
+    broker: Broker, media: MediaServer, operator: Probe, tmp_path: Path
+) -> None:
+    agent = start_agent(
+        motion_agent(broker, media, tmp_path / "agent", CAMERA_AGENT_MOTION__OFF_DELAY_S="2"),
+        operator,
+    )
+    # A persistent session: what the agent sends once the broker is back reaches it.
+    watcher = Probe(broker, "cli", session_expiry_s=120)
+    try:
+        watcher.subscribe("camera/status")
+        operator.wait_event(event="stream.online", timeout=20)
+        set_control(operator, "box-on", moving_box=True)
+        started = watcher.wait_event(event="motion.started", timeout=10)
+        set_control(operator, "box-off", moving_box=False)
+        box_off_at = time.time()
+        broker.stop()
+        agent.wait_for_log("motion ended", timeout=15)  # while the broker is away
+        broker.start()
+        back_at = time.time()
+        ended = watcher.wait_event(event="motion.ended", timeout=60)
+        # Made while the broker was away, about the frames before the box stopped.
+        assert seconds(ended["ts"]) < back_at
+        assert seconds(started["data"]["time"]) <= seconds(ended["data"]["time"]) < box_off_at + 0.5
+        assert ended["data"]["started"] == started["data"]["time"]
+        # And the retained state a newcomer reads is the truth: nothing moves.
+        newcomer = Probe(broker, "viewer")  # its own client id (the broker uses the identity)
+        try:
+            newcomer.subscribe("camera/motion")
+            assert newcomer.wait_for(lambda m: m.topic == "camera/motion").payload == b"OFF"
+        finally:
+            newcomer.close()
+    finally:
+        watcher.close()
+        agent.stop()
+
+
+def test_an_agent_killed_during_an_event_does_not_leave_motion_on(
+    broker: Broker, media: MediaServer, operator: Probe, tmp_path: Path
+) -> None:
+    work = tmp_path / "agent"
+    agent = start_agent(motion_agent(broker, media, work), operator)
+    operator.wait_event(event="stream.online", timeout=20)
+    set_control(operator, "box-on", moving_box=True)
+    operator.wait_event(event="motion.started", timeout=10)
+    operator.wait_for(lambda m: m.topic == "camera/motion" and m.payload == b"ON", what="ON")
+    wait_until(lambda: json.loads((work / "state" / "controls.json").read_text()).get("moving_box"),
+               what="the box saved")  # fmt: skip
+    agent.kill()
+    # The broker still holds the dead run's ON. The scene is still when the camera comes back.
+    saved = json.loads((work / "state" / "controls.json").read_text())
+    (work / "state" / "controls.json").write_text(json.dumps({**saved, "moving_box": False}))
+    operator.history.clear()
+    start_agent(agent, operator)
+    try:
+        assert operator.wait_for(lambda m: m.topic == "camera/motion").payload == b"OFF"
+        newcomer = Probe(broker, "viewer")  # its own client id (the broker uses the identity)
+        try:
+            newcomer.subscribe("camera/motion")
+            assert newcomer.wait_for(lambda m: m.topic == "camera/motion").payload == b"OFF"
+        finally:
+            newcomer.close()
+        operator.wait_event(event="stream.online", timeout=20)
+        quiet = settle(operator, 5)
+        assert not [m for m in quiet if m.topic == "camera/motion" and m.payload == b"ON"]
+    finally:
         agent.stop()

@@ -136,6 +136,7 @@ class MotionService:
                     "zone": event.zone,
                 }
                 where = f" in zone {event.zone}" if event.zone else ""
+                log.info("motion started%s (%.1f %% of the picture)", where, 100 * event.area)
                 self._set_state("ON", event.at, data)
                 await self._hooks.retain(b"ON")
                 self._hooks.report("motion.started", f"SUCCESS: motion{where}", data)
@@ -146,6 +147,7 @@ class MotionService:
                     "duration_s": event.duration_s,
                     "peak_area": event.peak_area,
                 }
+                log.info("motion ended after %.1f s", event.duration_s)
                 self._set_state("OFF", time.time(), data)
                 await self._hooks.retain(b"OFF")
                 self._hooks.report(
