@@ -221,6 +221,7 @@ class AgentApp:
                 report=self._report_motion,
                 retain=self._retain_motion,
                 changed=changes.set,
+                snapshot=self._motion_snapshot,
             ),
         )
         self.status = AgentStatus(
@@ -296,6 +297,16 @@ class AgentApp:
 
     def _report_motion(self, name: str, message: str, data: dict[str, Any]) -> None:
         self._spawn(self.status.emit(name, True, message, data))
+
+    async def _motion_snapshot(self) -> dict[str, Any]:
+        """A picture job, as `picture` would queue it (BASE/picture, the captures, its url)."""
+        try:
+            await self.retention.ensure_room()
+            job = self.jobs.submit("picture", {"quality": 90, "sidecar": False}, None, "motion")
+        except CommandError as err:
+            log.warning("no motion snapshot: %s", err.detail)
+            return {"error": err.detail}
+        return {"job": job.id}
 
     async def _retain_motion(self, payload: bytes) -> None:
         await self.link.publish(self.topics.motion, payload, retain=True)

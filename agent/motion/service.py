@@ -43,6 +43,8 @@ class MotionHooks:
     report: MotionReport
     retain: Callable[[bytes], Awaitable[None]]  # BASE/motion
     changed: Callable[[], None]  # BASE/state has `motion`
+    # Takes a picture (motion.snapshot): {"job": id}, or {"error": why not}.
+    snapshot: Callable[[], Awaitable[dict[str, Any]]] | None = None
 
 
 class MotionService:
@@ -135,6 +137,8 @@ class MotionService:
                     "box": {"x": event.box.x, "y": event.box.y, "w": event.box.w, "h": event.box.h},
                     "zone": event.zone,
                 }
+                if self._settings.snapshot and self._hooks.snapshot is not None:
+                    data["snapshot"] = await self._hooks.snapshot()
                 where = f" in zone {event.zone}" if event.zone else ""
                 log.info("motion started%s (%.1f %% of the picture)", where, 100 * event.area)
                 self._set_state("ON", event.at, data)
