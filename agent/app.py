@@ -222,6 +222,9 @@ class AgentApp:
                 retain=self._retain_motion,
                 changed=changes.set,
                 snapshot=self._motion_snapshot,
+                record_start=self._motion_clip,
+                record_stop=self._stop_motion_clip,
+                clip_status=self._motion_clip_status,
             ),
         )
         self.status = AgentStatus(
@@ -307,6 +310,30 @@ class AgentApp:
             log.warning("no motion snapshot: %s", err.detail)
             return {"error": err.detail}
         return {"job": job.id}
+
+    async def _motion_clip(self, preroll_s: float) -> dict[str, Any]:
+        """A recording until stopped, reaching back `preroll_s` (the record job's machinery:
+        MediaMTX playback, gaps reported, recovered after a kill)."""
+        preroll = min(preroll_s, self._config.jobs.max_preroll_s)
+        try:
+            await self.retention.ensure_room()
+            job = self.jobs.submit(
+                "record", {"duration": None, "preroll": round(preroll, 3)}, None, "motion"
+            )
+        except CommandError as err:
+            return {"error": err.detail}
+        return {"job": job.id}
+
+    def _stop_motion_clip(self, job_id: str) -> None:
+        with contextlib.suppress(CommandError):  # it ended already (failed, or stopped)
+            self.jobs.stop(job_id)
+
+    def _motion_clip_status(self, job_id: str) -> dict[str, Any]:
+        job = self.jobs.find(job_id)
+        if job is None:
+            return {"state": "unknown"}
+        result = job.result or {}
+        return {"state": str(job.state), "path": result.get("path"), "url": result.get("url")}
 
     async def _retain_motion(self, payload: bytes) -> None:
         await self.link.publish(self.topics.motion, payload, retain=True)

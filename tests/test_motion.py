@@ -13,8 +13,10 @@ from devstack import Broker, MediaServer
 
 from tests.conftest import start_agent
 from tests.support import AgentProcess, Frame, Probe, RtspReader, settle, wait_until
+from tests.test_jobs import assert_clean_timestamps, gray_frames, probe, stamp_of
 
 SETTINGS = "camera/control/settings"
+ACTION = "camera/control/action"
 WIDTH, HEIGHT, FPS = 640, 360, 15
 OFF_DELAY_S = 4.0
 
@@ -188,5 +190,81 @@ def test_motion_snapshot_takes_a_picture_of_what_moved(
         assert box_in(Frame(0.0, 0, 0.0, middle))  # the picture shows what moved
         info = operator.wait_for(lambda m: m.topic == "camera/picture/info").json()
         assert info["file"] == done["data"]["result"]["path"]
+    finally:
+        agent.stop()
+
+
+def clip_agent(broker: Broker, media: MediaServer, work: Path) -> AgentProcess:
+    return motion_agent(broker, media, work, CAMERA_AGENT_MOTION__RECORD="true",
+                        CAMERA_AGENT_MOTION__PREROLL_S="2", CAMERA_AGENT_MOTION__POSTROLL_S="3",
+                        CAMERA_AGENT_MOTION__OFF_DELAY_S="1")  # fmt: skip
+
+
+def test_a_motion_clip_holds_the_preroll_both_events_and_the_postroll(
+    broker: Broker, media: MediaServer, operator: Probe, tmp_path: Path
+) -> None:
+    work = tmp_path / "agent"
+    agent = start_agent(clip_agent(broker, media, work), operator)
+    try:
+        operator.wait_event(event="stream.online", timeout=20)
+        # MediaMTX must have recorded the preroll (2 s, and the keyframe before) before the box
+        # moves; nothing announces that, so the wait is a fixed one.
+        time.sleep(3.5)
+        set_control(operator, "on-1", moving_box=True)
+        first = operator.wait_event(event="motion.started", timeout=10)
+        set_control(operator, "off-1", moving_box=False)
+        ended_1 = operator.wait_event(event="motion.ended", timeout=10)
+        # Moving again within the clip's postroll: a second event, the same clip.
+        set_control(operator, "on-2", moving_box=True)
+        operator.wait_event(event="motion.started", timeout=10)
+        set_control(operator, "off-2", moving_box=False)
+        ended_2 = operator.wait_event(event="motion.ended", timeout=10)
+        job = ended_1["data"]["clip"]["job"]
+        assert ended_2["data"]["clip"]["job"] == job
+        done = operator.wait_event(job=job, event="job.succeeded", timeout=30)
+        assert done["data"]["requested_by"] == "motion"
+        result = done["data"]["result"]
+        assert result["complete"] is True and result["gaps"] == [], result
+        path = work / "captures" / result["path"]
+        media_info = probe(str(path))
+        assert media_info["streams"][0]["codec_name"] == "h264"
+        assert_clean_timestamps(path)
+        frames = gray_frames(path, WIDTH, HEIGHT)
+        first_at = seconds(first["data"]["time"])
+        last_at = seconds(ended_2["data"]["time"])
+        opening = stamp_of(frames[0], WIDTH, first_at * 1000) / 1000
+        closing = stamp_of(frames[-1], WIDTH, last_at * 1000) / 1000
+        # From the keyframe at or before preroll_s ahead of the first moving frame (a keyframe
+        # a second), to postroll_s after the last.
+        assert first_at - 2 - 1.1 <= opening <= first_at - 2 + 0.2, (opening, first_at)
+        assert closing >= last_at + 3 - 0.5, (closing, last_at)
+    finally:
+        agent.stop()
+
+
+def test_a_stream_restart_during_an_event_leaves_a_reported_gap_in_its_clip(
+    broker: Broker, media: MediaServer, operator: Probe, tmp_path: Path
+) -> None:
+    work = tmp_path / "agent"
+    agent = start_agent(clip_agent(broker, media, work), operator)
+    try:
+        operator.wait_event(event="stream.online", timeout=20)
+        set_control(operator, "on", moving_box=True)
+        operator.wait_event(event="motion.started", timeout=10)
+        operator.publish(ACTION, json.dumps({"id": "rs", "action": "stream", "op": "restart"}))
+        operator.wait_event(id="rs", event="stream.restarted", timeout=20)
+        set_control(operator, "off", moving_box=False)
+        ended = operator.wait_event(event="motion.ended", timeout=10)
+        job = ended["data"]["clip"]["job"]
+        done = operator.wait_for(
+            lambda m: m.topic == "camera/status" and m.json().get("job") == job
+            and m.json()["event"] in ("job.succeeded", "job.failed"), timeout=30,
+        ).json()  # fmt: skip
+        assert done["event"] == "job.succeeded", done
+        result = done["data"]["result"]
+        # Kept, and honest about what it lacks.
+        assert result["complete"] is False and result["gaps"], result
+        assert all(gap["cause"] for gap in result["gaps"])
+        assert (work / "captures" / result["path"]).stat().st_size > 0
     finally:
         agent.stop()

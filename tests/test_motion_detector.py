@@ -39,8 +39,9 @@ def frame(
 
 
 def settled(settings: DetectorSettings | None = None) -> MotionDetector:
+    """Past its calibration (2 s at 5 fps)."""
     detector = MotionDetector(settings or DetectorSettings())
-    for _ in range(10):
+    for _ in range(12):
         detector.analyse(frame())
     return detector
 
@@ -136,3 +137,14 @@ def test_tracker_ends_on_idle_and_on_demand() -> None:
     tracker.update(MOVING, 20.0)
     assert tracker.end() == [MotionEnded(20.0, 20.0, 0.02)]
     assert tracker.end() == []
+
+
+def test_what_moved_at_the_start_leaves_no_ghost() -> None:
+    # The box is in the very first frame (a pipeline restarted while something moved), then
+    # moves on and goes: once it has gone, nothing is left "moving" where it first was.
+    detector = MotionDetector(DetectorSettings())
+    seen = [detector.analyse(frame(box_at=(20 + 10 * i, 100))) for i in range(20)]
+    assert not any(a.moving for a in seen[:10])  # calibrating
+    assert all(a.moving for a in seen[11:])
+    after = [detector.analyse(frame()) for _ in range(5)]
+    assert not any(a.moving for a in after[1:]), [a.area for a in after]

@@ -188,6 +188,10 @@ class JobManager:
         if event != "job.progress":
             self._changed()
 
+    def find(self, job_id: str) -> Job | None:
+        """The job with this id, if it is still known (running, or finished within the hour)."""
+        return self._jobs.get(job_id)
+
     def stop(self, job_id: str | None) -> Job:
         """`stop [job]`: end the given job, or without an id the running recording."""
         if job_id is None:

@@ -29,6 +29,11 @@ ANALYSIS_ROWS = 90
 # A changed pixel counts only with most of its 3x3 neighbourhood changed: single-pixel sensor
 # noise never adds up to an area.
 NEIGHBOURS = 5 / 9
+# After a new scene (a start, a restart, the lights) the background is the per-pixel median of
+# the frames of this long, and no motion is reported meanwhile: what moved in the first frame
+# leaves no ghost behind (a moving thing covers a pixel in few of them; Frigate's detector
+# calibrates for the same reason), and an exposure still settling is no motion.
+CALIBRATION_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -117,6 +122,9 @@ class MotionDetector:
         self._watched: npt.NDArray[np.bool_] = np.zeros((0, 0), dtype=bool)
         self._zones: list[tuple[str, npt.NDArray[np.bool_]]] = []
         self._alpha = min(1.0, 1.0 / max(settings.background_s * settings.fps, 1.0))
+        self._calibration_frames = max(1, round(CALIBRATION_S * settings.fps))
+        self._calibration: list[npt.NDArray[np.float32]] = []  # frames seen while calibrating
+        self._calibrating = False
 
     @property
     def settings(self) -> DetectorSettings:
@@ -136,6 +144,18 @@ class MotionDetector:
         self._shape, self._watched = (height, width), watched
         self._zones = [(name, region & watched) for name, region in zones]
 
+    def _calibrate(
+        self, image: npt.NDArray[np.float32], restart: bool = False, area: float = 0.0
+    ) -> Analysis:
+        if restart:
+            self._calibration, self._calibrating = [], True
+        self._calibration.append(image)
+        self._background = image
+        if len(self._calibration) >= self._calibration_frames:
+            self._background = np.median(np.stack(self._calibration), axis=0).astype(np.float32)
+            self._calibration, self._calibrating = [], False
+        return Analysis(False, area, None, None, recalibrated=True)
+
     def analyse(self, frame: Grey) -> Analysis:
         image = box_blur(shrink(frame))
         height, width = image.shape
@@ -144,16 +164,16 @@ class MotionDetector:
             self._background = None
         watched_pixels = int(self._watched.sum())
         if self._background is None or watched_pixels == 0:
-            self._background = image
-            return Analysis(False, 0.0, None, None, recalibrated=True)
+            return self._calibrate(image, restart=True)
+        if self._calibrating:
+            return self._calibrate(image)
         changed = np.abs(image - self._background) > self._settings.threshold
         changed &= self._watched
         # Keep pixels with most of their neighbourhood changed (drops isolated noise).
         changed &= box_blur(changed.astype(np.float32)) >= NEIGHBOURS - 1e-6
         area = float(changed.sum()) / watched_pixels
         if area >= self._settings.recalibrate_area:
-            self._background = image
-            return Analysis(False, area, None, None, recalibrated=True)
+            return self._calibrate(image, restart=True, area=area)
         self._background += self._alpha * (image - self._background)
         if area < self._settings.min_area:
             return Analysis(False, area, None, None)

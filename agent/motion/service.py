@@ -45,6 +45,20 @@ class MotionHooks:
     changed: Callable[[], None]  # BASE/state has `motion`
     # Takes a picture (motion.snapshot): {"job": id}, or {"error": why not}.
     snapshot: Callable[[], Awaitable[dict[str, Any]]] | None = None
+    # Clips (motion.record): start a recording reaching back `preroll` seconds ({"job": id} or
+    # {"error": why not}), stop one, and what a clip job is now ({"state", "path", "url"}).
+    record_start: Callable[[float], Awaitable[dict[str, Any]]] | None = None
+    record_stop: Callable[[str], None] | None = None
+    clip_status: Callable[[str], dict[str, Any]] | None = None
+
+
+@dataclass
+class Clip:
+    """The recording a motion event is being kept in."""
+
+    job: str
+    start: float  # time.time() the clip reaches back to
+    stop_at: float  # the last moving frame + postroll_s (moves on while motion goes on)
 
 
 class MotionService:
@@ -65,6 +79,8 @@ class MotionService:
         self._since = time.time()
         self._last: dict[str, Any] | None = None  # the last event's data
         self._analysed = 0
+        self._clip: Clip | None = None
+        self._clip_of_event: str | None = None  # the clip the event under way is in
 
     def _new_detector(self) -> MotionDetector:
         s = self._settings
@@ -99,12 +115,52 @@ class MotionService:
         await self._hooks.retain(b"OFF")
         period = 1.0 / (2 * self._settings.fps)  # twice the rate: no frame waits long
         while True:
-            await self._announce(await self._step())
+            events = await self._step()
+            await self._keep_clip(events)
+            await self._announce(events)
             await asyncio.sleep(period)
 
     async def stop(self) -> None:
-        """A clean stop ends an event under way, so nothing is left `ON`."""
+        """A clean stop ends an event under way, so nothing is left `ON`; its clip ends with
+        the agent's recordings (they are finished on the way out)."""
         await self._announce(self._tracker.end())
+
+    async def _keep_clip(self, events: list[MotionEvent]) -> None:
+        """motion.record: one clip from preroll_s before the first moving frame to postroll_s
+        after the last, extended while motion goes on, up to max_clip_s."""
+        s, hooks = self._settings, self._hooks
+        if not s.record or hooks.record_start is None or hooks.record_stop is None:
+            return
+        now = time.time()
+        clip = self._clip
+        if clip is not None:
+            if self._tracker.active is not None:
+                clip.stop_at = max(clip.stop_at, self._tracker.last_motion_at + s.postroll_s)
+            if now >= clip.stop_at or now - clip.start >= s.max_clip_s:
+                hooks.record_stop(clip.job)
+                self._clip = clip = None
+        started = next((e for e in events if isinstance(e, MotionStarted)), None)
+        moving_recently = (
+            self._tracker.active is not None and now - self._tracker.last_motion_at < s.postroll_s
+        )
+        if clip is None and (started is not None or moving_recently):
+            first = started.at if started is not None else self._tracker.last_motion_at
+            reach_back = max(0.0, now - first) + s.preroll_s
+            outcome = await hooks.record_start(reach_back)
+            if "job" in outcome:
+                self._clip = Clip(outcome["job"], now - reach_back, first + s.postroll_s)
+                self._clip_of_event = outcome["job"]
+            elif started is not None:
+                log.warning("no motion clip: %s", outcome.get("error"))
+                self._clip_of_event = None
+        elif started is not None and clip is not None:
+            self._clip_of_event = clip.job  # a new event inside the clip's postroll: the same
+
+    def _clip_report(self) -> dict[str, Any] | None:
+        job = self._clip_of_event
+        if job is None or not self._settings.record or self._hooks.clip_status is None:
+            return None
+        return {"job": job, **self._hooks.clip_status(job)}
 
     async def _step(self) -> list[MotionEvent]:
         source = self._hooks.frames() if self.enabled else None
@@ -151,6 +207,9 @@ class MotionService:
                     "duration_s": event.duration_s,
                     "peak_area": event.peak_area,
                 }
+                clip = self._clip_report()
+                if clip is not None:
+                    data["clip"] = clip
                 log.info("motion ended after %.1f s", event.duration_s)
                 self._set_state("OFF", time.time(), data)
                 await self._hooks.retain(b"OFF")
