@@ -214,7 +214,7 @@ class MotionSettings(Section):
     )
     mask: list[list[Point]] = Field(
         default_factory=list,
-        description="polygons never watched (normalised); empty: the camera's own overlays"
+        description="polygons never watched (normalised), besides the camera's own overlays"
         " (the test pattern's clock strip)",
     )
     zones: list[MotionZone] = Field(

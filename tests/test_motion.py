@@ -47,6 +47,14 @@ def box_in(frame: Frame) -> bool:
     return best >= HEIGHT // 6 - 4
 
 
+def wait_calibrated(operator: Probe) -> None:
+    """Until the detector has learnt the scene (BASE/state says so)."""
+    operator.wait_for(
+        lambda m: m.topic == "camera/state" and m.json()["stream"]["state"] == "online"
+        and m.json()["motion"]["calibrating"] is False, timeout=15, what="calibrated",
+    )  # fmt: skip
+
+
 def set_control(operator: Probe, request_id: str, **values: object) -> None:
     operator.publish(SETTINGS, json.dumps({"id": request_id, "set": values}))
     answer = operator.wait_event(id=request_id, event="settings.applied", timeout=20)
@@ -77,6 +85,7 @@ def test_a_still_scene_stays_quiet_and_the_moving_box_turns_motion_on_then_off(
         box = started["data"]["box"]
         assert 0.3 < box["y"] + box["h"] / 2 < 0.7  # the box moves across the middle
         assert started["data"]["zone"] is None and started["data"]["area"] > 0.003
+        assert "clip" not in started["data"] and "snapshot" not in started["data"]
         state = operator.wait_for(
             lambda m: m.topic == "camera/state" and m.json()["motion"]["state"] == "ON"
         ).json()
@@ -208,8 +217,9 @@ def test_a_motion_clip_holds_the_preroll_both_events_and_the_postroll(
     try:
         operator.wait_event(event="stream.online", timeout=20)
         # MediaMTX must have recorded the preroll (2 s, and the keyframe before) before the box
-        # moves; nothing announces that, so the wait is a fixed one.
-        time.sleep(3.5)
+        # moves: the detector's calibration (2 s) and a little more.
+        wait_calibrated(operator)
+        time.sleep(1.0)
         set_control(operator, "on-1", moving_box=True)
         first = operator.wait_event(event="motion.started", timeout=10)
         set_control(operator, "off-1", moving_box=False)
@@ -266,5 +276,52 @@ def test_a_stream_restart_during_an_event_leaves_a_reported_gap_in_its_clip(
         assert result["complete"] is False and result["gaps"], result
         assert all(gap["cause"] for gap in result["gaps"])
         assert (work / "captures" / result["path"]).stat().st_size > 0
+    finally:
+        agent.stop()
+
+
+def test_the_lights_switched_on_and_motion_in_the_mask_are_no_events(
+    broker: Broker, media: MediaServer, operator: Probe, tmp_path: Path
+) -> None:
+    # The box's band across the middle of the picture is masked.
+    band = [[0.0, 0.3], [1.0, 0.3], [1.0, 0.7], [0.0, 0.7]]
+    agent = start_agent(
+        motion_agent(broker, media, tmp_path / "agent",
+                     CAMERA_AGENT_MOTION__MASK=json.dumps([band])),
+        operator,
+    )  # fmt: skip
+    try:
+        operator.wait_event(event="stream.online", timeout=20)
+        wait_calibrated(operator)
+        set_control(operator, "lights", brightness=0.6)  # lights on: the whole picture jumps
+        set_control(operator, "box-on", moving_box=True)  # moving only inside the mask
+        quiet = settle(operator, 8)
+        events = [m.json() for m in quiet if m.topic == "camera/status"]
+        assert not [e for e in events if e["event"].startswith("motion.")], events
+        state = [m for m in quiet if m.topic == "camera/state"][-1].json()
+        assert state["motion"]["state"] == "OFF" and state["controls"]["brightness"] == 0.6
+    finally:
+        agent.stop()
+
+
+def test_an_agent_killed_during_a_clip_recovers_the_clip(
+    broker: Broker, media: MediaServer, operator: Probe, tmp_path: Path
+) -> None:
+    work = tmp_path / "agent"
+    agent = start_agent(clip_agent(broker, media, work), operator)
+    try:
+        operator.wait_event(event="stream.online", timeout=20)
+        set_control(operator, "on", moving_box=True)
+        clip = operator.wait_event(event="motion.started", timeout=10)["data"]["clip"]["job"]
+        operator.wait_for(
+            lambda m: m.topic == "camera/status" and m.json().get("job") == clip
+            and m.json()["event"] == "job.progress", timeout=10,
+        )  # fmt: skip
+        agent.kill()
+        start_agent(agent, operator)
+        done = operator.wait_event(job=clip, event="job.succeeded", timeout=60)
+        result = done["data"]["result"]
+        assert result["recovered"] is True and result["complete"] is False
+        assert probe(str(work / "captures" / result["path"]))["streams"][0]["codec_name"] == "h264"
     finally:
         agent.stop()

@@ -130,6 +130,11 @@ class MotionDetector:
     def settings(self) -> DetectorSettings:
         return self._settings
 
+    @property
+    def calibrating(self) -> bool:
+        """Learning a new scene: no motion is reported until it has."""
+        return self._calibrating or self._background is None
+
     def reset(self) -> None:
         """Forget the background (a new pipeline, another size): the next frame is the scene."""
         self._background = None

@@ -79,12 +79,14 @@ class MotionService:
         self._since = time.time()
         self._last: dict[str, Any] | None = None  # the last event's data
         self._analysed = 0
+        self._was_calibrating = False
         self._clip: Clip | None = None
         self._clip_of_event: str | None = None  # the clip the event under way is in
 
     def _new_detector(self) -> MotionDetector:
         s = self._settings
-        mask = tuple(tuple(p) for p in s.mask) if s.mask else tuple(self._camera_mask())
+        # The camera's own overlays (the test pattern's clock) are never the scene.
+        mask = (*self._camera_mask(), *(tuple(p) for p in s.mask))
         zones = tuple(Zone(z.name, tuple(z.polygon)) for z in s.zones)
         return MotionDetector(
             DetectorSettings(
@@ -100,6 +102,7 @@ class MotionService:
             "since": iso_time(self._since),
             "last_event": self._last,
             "fps": self._settings.fps,
+            "calibrating": self.enabled and self._detector.calibrating,
         }
 
     async def set_enabled(self, enabled: bool) -> None:
@@ -175,6 +178,9 @@ class MotionService:
             return self._tracker.idle(time.time())
         frame, analysis = analysed
         self._analysed += 1
+        if analysis.recalibrated != self._was_calibrating:
+            self._was_calibrating = analysis.recalibrated
+            self._hooks.changed()  # BASE/state says whether it is learning the scene
         return self._tracker.update(analysis, frame.captured_at)
 
     def _read_and_analyse(self, source: MotionFrameSource) -> tuple[GreyFrame, Analysis] | None:
@@ -193,6 +199,8 @@ class MotionService:
                     "box": {"x": event.box.x, "y": event.box.y, "w": event.box.w, "h": event.box.h},
                     "zone": event.zone,
                 }
+                if self._settings.record and self._clip_of_event is not None:
+                    data["clip"] = {"job": self._clip_of_event}
                 if self._settings.snapshot and self._hooks.snapshot is not None:
                     data["snapshot"] = await self._hooks.snapshot()
                 where = f" in zone {event.zone}" if event.zone else ""
