@@ -226,6 +226,7 @@ class AgentApp:
                 record_stop=self._stop_motion_clip,
                 clip_status=self._motion_clip_status,
             ),
+            state_dir / "motion-regions.json",
         )
         self.status = AgentStatus(
             config.camera.id,
@@ -261,6 +262,7 @@ class AgentApp:
                 "jobs": job_actions.history,
                 "files": file_actions.listing,
                 "delete": file_actions.delete,
+                "motion": self._configure_motion,
             },
             max_payload_bytes=config.mqtt.max_payload_bytes,
             recording=self.recorder.recording,
@@ -293,6 +295,16 @@ class AgentApp:
         )
         self._spawn(self.status.emit(name, ok, message, data, error=error))
         self.status.mark_changed()
+
+    async def _configure_motion(self, command: ActionCommand) -> Answer:
+        regions = await self.motion.set_regions(command.params)
+        zones = ", ".join(zone["name"] for zone in regions["zones"]) or "the whole picture"
+        return Answer(
+            "motion.configured",
+            f"SUCCESS: motion is looked for in {zones}, {len(regions['mask'])} mask polygon(s)"
+            " left out; learning the scene anew",
+            regions,
+        )
 
     async def _set_motion(self, enabled: bool) -> None:
         # Through the app: the controls are made before the motion service they switch.

@@ -198,7 +198,33 @@ class MotionZone(Section):
         return _check_polygon(value)
 
 
-class MotionSettings(Section):
+class MotionRegions(Section):
+    """Where motion is looked for: settable over MQTT too (the `motion` action)."""
+
+    mask: list[list[Point]] = Field(
+        default_factory=list,
+        description="polygons never watched (normalised), besides the camera's own overlays"
+        " (the test pattern's clock strip)",
+    )
+    zones: list[MotionZone] = Field(
+        default_factory=list, description="when given, only these are watched; events name one"
+    )
+
+    @field_validator("mask")
+    @classmethod
+    def _mask(cls, value: list[list[Point]]) -> list[list[Point]]:
+        return [_check_polygon(polygon) for polygon in value]
+
+    @field_validator("zones")
+    @classmethod
+    def _zones(cls, value: list[MotionZone]) -> list[MotionZone]:
+        names = [zone.name for zone in value]
+        if len(set(names)) != len(names):
+            raise ValueError("zone names must differ")
+        return value
+
+
+class MotionSettings(MotionRegions):
     enabled: bool = Field(
         True, description="analyse the picture for motion (the `motion` control switches it)"
     )
@@ -212,14 +238,6 @@ class MotionSettings(Section):
     off_delay_s: float = Field(
         10.0, ge=0.0, le=3600.0, description="stillness after the last motion before OFF"
     )
-    mask: list[list[Point]] = Field(
-        default_factory=list,
-        description="polygons never watched (normalised), besides the camera's own overlays"
-        " (the test pattern's clock strip)",
-    )
-    zones: list[MotionZone] = Field(
-        default_factory=list, description="when given, only these are watched; events name one"
-    )
     snapshot: bool = Field(False, description="a picture at each motion.started")
     record: bool = Field(False, description="a clip of each motion event")
     preroll_s: float = Field(3.0, ge=0.0, le=30.0, description="clip time before the motion")
@@ -227,11 +245,6 @@ class MotionSettings(Section):
     max_clip_s: float = Field(
         120.0, ge=5.0, le=3000.0, description="longest clip; longer motion starts a new one"
     )
-
-    @field_validator("mask")
-    @classmethod
-    def _mask(cls, value: list[list[Point]]) -> list[list[Point]]:
-        return [_check_polygon(polygon) for polygon in value]
 
 
 class LogSettings(Section):

@@ -15,6 +15,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from pydantic import ValidationError
+
+from agent.config import MotionRegions
 from agent.errors import CommandError, ErrorCode, Problem
 
 MAX_ID_LENGTH = 128
@@ -340,6 +343,28 @@ def _delete(args: list[str], body: dict[str, Any]) -> dict[str, Any]:
     return {"file": file}
 
 
+def _motion(args: list[str], body: dict[str, Any]) -> dict[str, Any]:
+    """`motion`: where motion is looked for, as JSON (`mask`, `zones`: normalised polygons)."""
+    if args:
+        raise CommandError(
+            ErrorCode.INVALID_ARGUMENT,
+            'motion takes JSON: {"action": "motion", "mask": [[[x, y], ...]], "zones":'
+            ' [{"name": ..., "polygon": [[x, y], ...]}]}',
+        )
+    given = {key: body.pop(key) for key in ("mask", "zones") if key in body}
+    if not given:
+        raise CommandError(ErrorCode.INVALID_ARGUMENT, "motion needs a mask or zones (or both)")
+    try:
+        regions = MotionRegions.model_validate(given)
+    except ValidationError as err:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in err.errors()
+        )
+        raise CommandError(ErrorCode.INVALID_ARGUMENT, problems) from None
+    dumped = regions.model_dump()
+    return {key: dumped[key] for key in given}
+
+
 TIMELAPSE_MAX_FRAMES = 999_999  # frame numbers have six digits
 
 
@@ -432,6 +457,7 @@ ACTION_PARSERS: dict[str, ActionParser] = {
     "files": _files,
     "delete": _delete,
     "timelapse": _timelapse,
+    "motion": _motion,
 }
 
 

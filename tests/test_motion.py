@@ -325,3 +325,53 @@ def test_an_agent_killed_during_a_clip_recovers_the_clip(
         assert probe(str(work / "captures" / result["path"]))["streams"][0]["codec_name"] == "h264"
     finally:
         agent.stop()
+
+
+def test_the_motion_action_sets_zones_and_mask_live_and_keeps_them(
+    broker: Broker, media: MediaServer, operator: Probe, tmp_path: Path
+) -> None:
+    work = tmp_path / "agent"
+    agent = start_agent(motion_agent(broker, media, work), operator)
+    try:
+        operator.wait_event(event="stream.online", timeout=20)
+        # Bad input is answered, never applied.
+        for request_id, body in (
+            ("none", {}),
+            ("outside", {"mask": [[[0, 0], [1.5, 0], [1, 1]]]}),
+            ("short", {"zones": [{"name": "door", "polygon": [[0, 0], [1, 1]]}]}),
+            ("twice", {"zones": [{"name": "a", "polygon": [[0, 0], [1, 0], [1, 1]]},
+                                 {"name": "a", "polygon": [[0, 0], [1, 0], [0, 1]]}]}),
+        ):  # fmt: skip
+            operator.publish(ACTION, json.dumps({"id": request_id, "action": "motion", **body}))
+            refused = operator.wait_event(id=request_id, event="action.rejected")
+            assert refused["error"]["code"] == "invalid_argument", refused
+        # The box crosses the middle: a zone over the top half never sees it...
+        top = {"name": "sky", "polygon": [[0, 0.15], [1, 0.15], [1, 0.35], [0, 0.35]]}
+        operator.publish(ACTION, json.dumps({"id": "z1", "action": "motion", "zones": [top]}))
+        answer = operator.wait_event(id="z1", event="motion.configured")
+        assert answer["data"]["zones"] == [top] and answer["data"]["mask"] == []
+        wait_calibrated(operator)
+        set_control(operator, "on", moving_box=True)
+        quiet = settle(operator, 5)
+        assert not [m for m in quiet if m.topic == "camera/status"
+                    and m.json()["event"] == "motion.started"]  # fmt: skip
+        # ...a zone over the middle does, and the event names it.
+        middle = {"name": "path", "polygon": [[0, 0.35], [1, 0.35], [1, 0.65], [0, 0.65]]}
+        operator.publish(ACTION, json.dumps({"id": "z2", "action": "motion",
+                                             "zones": [top, middle]}))  # fmt: skip
+        operator.wait_event(id="z2", event="motion.configured")
+        started = operator.wait_event(event="motion.started", timeout=10)
+        assert started["data"]["zone"] == "path"
+    finally:
+        agent.stop()
+    # Kept across a restart.
+    saved = json.loads((work / "state" / "motion-regions.json").read_text())
+    assert [zone["name"] for zone in saved["zones"]] == ["sky", "path"]
+    start_agent(agent, operator)
+    try:
+        state = operator.wait_for(
+            lambda m: m.topic == "camera/state" and m.json()["motion"]["zones"]
+        ).json()
+        assert [zone["name"] for zone in state["motion"]["zones"]] == ["sky", "path"]
+    finally:
+        agent.stop()

@@ -15,11 +15,14 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from agent.config import MotionSettings
+from agent.atomicfile import write_atomic
+from agent.config import MotionRegions, MotionSettings
+from agent.errors import CommandError, ErrorCode
 from agent.motion.detector import Analysis, DetectorSettings, MotionDetector, Polygon, Zone
 from agent.motion.tracker import MotionEnded, MotionEvent, MotionStarted, MotionTracker
 from agent.stream.motion_frames import GreyFrame, MotionFrameSource
@@ -67,8 +70,10 @@ class MotionService:
         settings: MotionSettings,
         camera_mask: Callable[[], Sequence[Polygon]],
         hooks: MotionHooks,
+        regions_file: Path | None = None,
     ) -> None:
-        self._settings = settings
+        self._regions_file = regions_file
+        self._settings = settings.model_copy(update=self._saved_regions())
         self._camera_mask = camera_mask
         self._hooks = hooks
         self.enabled = settings.enabled
@@ -82,6 +87,42 @@ class MotionService:
         self._was_calibrating = False
         self._clip: Clip | None = None
         self._clip_of_event: str | None = None  # the clip the event under way is in
+
+    def _saved_regions(self) -> dict[str, Any]:
+        """The mask and zones last set over MQTT (they win over the config file's)."""
+        if self._regions_file is None:
+            return {}
+        try:
+            saved = MotionRegions.model_validate_json(self._regions_file.read_bytes())
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as err:
+            log.warning("ignoring unreadable %s: %s", self._regions_file, err)
+            return {}
+        return {"mask": saved.mask, "zones": saved.zones}
+
+    def regions(self) -> dict[str, Any]:
+        s = self._settings
+        return MotionRegions(mask=s.mask, zones=s.zones).model_dump()
+
+    async def set_regions(self, params: dict[str, Any]) -> dict[str, Any]:
+        """The `motion` action: new mask and/or zones, live (the detector learns the scene
+        anew) and kept across restarts."""
+        regions = MotionRegions.model_validate({**self.regions(), **params})
+        if self._regions_file is not None:
+            data = regions.model_dump_json(indent=1).encode()
+            try:
+                await asyncio.to_thread(write_atomic, self._regions_file, data)
+            except OSError as err:
+                raise CommandError(
+                    ErrorCode.IO_ERROR, f"cannot save the motion regions: {err.strerror}"
+                ) from err
+        self._settings = self._settings.model_copy(
+            update={"mask": regions.mask, "zones": regions.zones}
+        )
+        self._detector = self._new_detector()
+        self._hooks.changed()
+        return regions.model_dump()
 
     def _new_detector(self) -> MotionDetector:
         s = self._settings
@@ -103,6 +144,7 @@ class MotionService:
             "last_event": self._last,
             "fps": self._settings.fps,
             "calibrating": self.enabled and self._detector.calibrating,
+            **self.regions(),
         }
 
     async def set_enabled(self, enabled: bool) -> None:
