@@ -77,7 +77,8 @@ async def select_backend(
         path = cam.device or "/dev/video0"
         return V4l2Camera(path, cam.width, cam.height, cam.fps, run, rate), []
     if cam.backend == "picamera2" or (cam.backend == "auto" and libcamera_cameras()):
-        return Picamera2Camera(_camera_number(cam.device), cam.width, cam.height, cam.fps), []
+        camera = Picamera2Camera(_camera_number(cam.device), cam.width, cam.height, cam.fps, rate)
+        return camera, []
     device, notes = await find_v4l2_capture(dev, run)
     if device is not None:
         log.info("auto-detected V4L2 camera %s", device)

@@ -18,7 +18,12 @@ what the agent expects:
   wins over ScalerCrop. `state` is what the camera would do.
 - configure() on a PiSP (Pi 5) sets ScalerCrops from camera_controls, as picamera2 does.
 - `make_array("main")` is YUV420 as (height * 3 / 2) rows of the stride, padding included
-  (filled with 0xEE so that a caller that keeps it shows a band).
+  (filled with 0xEE so that a caller that keeps it shows a band); so is `make_array("lores")`
+  (picamera2's request.py reshapes every YUV420 stream that way). A `lores` stream is made as
+  picamera2's create_video_configuration makes it (format YUV420, the main size unless given,
+  preserve_ar False, sides made even by align_stream(optimal=False)), refused as its
+  check_camera_config refuses it ("lores stream dimensions may not exceed main stream"; on VC4
+  "lores stream must be YUV"), and given the ISP's 64-byte-aligned stride like main.
 - `capture_request(wait=False)` returns a Job that completes on the next frame; no frame comes
   while the camera is stopped, or while `frames_stalled` is set (a restart, a loose cable).
 - picamera2.encoders.H264Encoder is the V4L2 hardware encoder on VC4 (Pi 4), which refuses
@@ -182,9 +187,11 @@ class CompletedRequest:
         self.released = False
 
     def make_array(self, name: str) -> _Array:
-        main = self._camera.camera_config[name]
-        width, height = main["size"]
-        return _Array(width, height, main["stride"])
+        stream = self._camera.camera_config.get(name)
+        if stream is None:
+            raise RuntimeError(f"Stream {name!r} is not defined")
+        width, height = stream["size"]
+        return _Array(width, height, stream["stride"])
 
     def release(self) -> None:
         if self.released:
@@ -333,15 +340,18 @@ class Picamera2:
                                    controls: dict[str, Any] | None = None, display: str = "main",
                                    encode: str = "main", queue: bool = True, sensor: Any = None,
                                    use_case: str = "video") -> dict[str, Any]:  # fmt: skip
+        main_config = {"format": "XBGR8888", "size": (1280, 720), "preserve_ar": True,
+                       **(main or {})}  # fmt: skip
+        lores_config = None
+        if lores is not None:
+            lores_config = {"format": "YUV420", "size": main_config["size"], "preserve_ar": False,
+                            **lores}  # fmt: skip
+            width, height = lores_config["size"]
+            lores_config["size"] = (width - width % 2, height - height % 2)  # align_stream
         return {
             "use_case": use_case,
-            "main": {
-                "format": "XBGR8888",
-                "size": (1280, 720),
-                "preserve_ar": True,
-                **(main or {}),
-            },
-            "lores": lores,
+            "main": main_config,
+            "lores": lores_config,
             "raw": raw,
             "transform": transform or Transform(),
             "buffer_count": buffer_count,
@@ -371,7 +381,15 @@ class Picamera2:
         main = dict(camera_config["main"])
         width = main["size"][0]
         main["stride"] = (width + 63) // 64 * 64  # the ISP's output rows are 64-byte aligned
-        self.camera_config = {**camera_config, "main": main}
+        lores = camera_config.get("lores")
+        if lores is not None:
+            lores = dict(lores)
+            if lores["size"][0] > main["size"][0] or lores["size"][1] > main["size"][1]:
+                raise RuntimeError("lores stream dimensions may not exceed main stream")
+            if self.fixture.platform == "vc4" and lores["format"] not in ("YUV420", "YVU420"):
+                raise RuntimeError("lores stream must be YUV")
+            lores["stride"] = (lores["size"][0] + 63) // 64 * 64
+        self.camera_config = {**camera_config, "main": main, "lores": lores}
         self._pending = self._validated(camera_config["controls"])  # replaces, as picamera2 does
         if "ScalerCrops" in self.camera_controls:
             par_crop = self.camera_controls["ScalerCrops"]

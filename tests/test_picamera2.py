@@ -413,3 +413,42 @@ async def test_a_timelapse_lock_freezes_ae_and_awb_at_the_metadata_values(
     assert camera.auto_lock_plan() is None
     await controls.change(restore)
     assert camera.values()["auto_exposure"] is True
+
+
+@pytest.mark.parametrize("fixture", FIXTURES)
+async def test_motion_reads_the_lores_streams_luma_at_the_analysis_rate(
+    monkeypatch: pytest.MonkeyPatch, fixture: str
+) -> None:
+    fake_picamera2.install(monkeypatch, fixture)
+    camera = Picamera2Camera(0, 1000, 562, 30, motion_fps=5)
+    await camera.start()
+    pusher = await camera.start_pusher(TARGET)
+    lores = camera._camera.camera_config["lores"]
+    # picamera2's create_video_configuration and libcamera's stride: 320 wide, the picture's
+    # aspect, even sides; rows of 64-byte multiples.
+    assert (lores["format"], lores["size"], lores["stride"]) == ("YUV420", (320, 180), 320)
+    frames = pusher.motion_frames()
+    assert frames is not None
+    frame = await asyncio.to_thread(frames.read_new)
+    assert frame is not None and (frame.width, frame.height) == (320, 180)
+    # The Y plane without the row padding: the fake's luma is (x + y) % 200 + 16.
+    assert frame.pixels[:3] == bytes([16, 17, 18]) and frame.pixels[320] == 17
+    assert len(frame.pixels) == 320 * 180 and b"\xee" not in frame.pixels
+    assert await asyncio.to_thread(frames.read_new) is None  # within the same fifth of a second
+    assert not camera._camera.held_requests
+    await pusher.stop()
+    assert await asyncio.to_thread(frames.read_new) is None  # no stream, no frame
+
+
+async def test_a_lores_stream_larger_than_main_is_refused_as_picamera2_refuses_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    fake_picamera2.install(monkeypatch, "pi4-imx477")
+    picam = sys.modules["picamera2"].Picamera2(0)
+    config = picam.create_video_configuration(main={"size": (320, 240)}, lores={"size": (640, 480)})
+    with pytest.raises(RuntimeError, match="lores stream dimensions may not exceed main stream"):
+        picam.configure(config)
+    config = picam.create_video_configuration(lores={"size": (321, 181), "format": "RGB888"})
+    assert config["lores"]["size"] == (320, 180)  # align_stream(optimal=False)
+    with pytest.raises(RuntimeError, match="lores stream must be YUV"):
+        picam.configure(config)

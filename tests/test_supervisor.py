@@ -66,6 +66,9 @@ class FakePusher:
     async def latest_frame(self) -> RawFrame:
         raise CameraError("no frames in a fake")
 
+    def motion_frames(self) -> None:
+        return None  # no grey frames: motion detection is tested with real pipelines
+
     async def apply_live(self, values: Mapping[str, object]) -> None:
         return None
 

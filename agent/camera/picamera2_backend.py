@@ -47,7 +47,7 @@ from agent.camera.libcamera_controls import (
 from agent.camera.vocabulary import stream_parameter_descriptors
 from agent.errors import CameraError
 from agent.stream.ffmpeg_args import publish_args
-from agent.stream.motion_frames import MotionFrameSource
+from agent.stream.motion_frames import GreyFrame, MotionFrameSource, analysis_size
 from agent.stream.pusher import LiveValues, Pusher, runtime_dir
 from agent.stream.still import RawFrame
 from agent.stream.target import StreamTarget
@@ -89,6 +89,40 @@ def wait_job(camera: Any, job: Any) -> Any:
         ) from None
 
 
+class LoresFrames:
+    """Motion detection's grey frames: the Y plane of the `lores` stream (YUV420, rows of the
+    stride: picamera2's make_array), at most `fps` a second, each from a request of its own
+    taken while the encoder runs (as pictures are)."""
+
+    def __init__(self, camera: Any, fps: float) -> None:
+        self._camera = camera
+        self._interval = 1.0 / fps
+        self._last = 0.0
+
+    def read_new(self) -> GreyFrame | None:
+        camera = self._camera
+        if not camera.started or time.monotonic() - self._last < self._interval:
+            return None
+        lores = camera.camera_configuration().get("lores")
+        if lores is None:
+            return None
+        width, height = (int(n) for n in lores["size"])
+        stride = int(lores["stride"])
+        try:
+            request = wait_job(camera, camera.capture_request(wait=False))
+        except CameraError:
+            return None  # no frame now (a restart): the detector waits for the next
+        try:
+            array = request.make_array("lores")
+        finally:
+            request.release()
+        captured_at = time.time()
+        self._last = time.monotonic()
+        luma = array.tobytes()[: height * stride]
+        pixels = b"".join(luma[row * stride : row * stride + width] for row in range(height))
+        return GreyFrame(pixels, width, height, captured_at)
+
+
 class Picamera2Pusher:
     """One run of the camera: the started camera, its encoder, and a directory for pictures.
 
@@ -97,9 +131,12 @@ class Picamera2Pusher:
     camera, which stays open (and configured) for the next run.
     """
 
-    def __init__(self, camera: Any, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self, camera: Any, loop: asyncio.AbstractEventLoop, motion_fps: float = 5.0
+    ) -> None:
         self._camera = camera
         self._loop = loop
+        self._motion = LoresFrames(camera, motion_fps)
         self._failed = asyncio.Event()
         self._error = ""
         self._runtime: tempfile.TemporaryDirectory[str] | None = runtime_dir("camera-agent-picam-")
@@ -114,7 +151,7 @@ class Picamera2Pusher:
         return None  # in-process
 
     def motion_frames(self) -> MotionFrameSource | None:
-        return None  # TODO(issue 24): the lores stream's Y plane
+        return self._motion
 
     async def wait(self) -> int:
         await self._failed.wait()
@@ -178,8 +215,11 @@ class Picamera2Camera(CameraBackend):
     }
     readback_rel_tol = 0.02  # sensors quantise exposure and gain to their own steps
 
-    def __init__(self, camera_num: int, width: int, height: int, fps: int) -> None:
+    def __init__(
+        self, camera_num: int, width: int, height: int, fps: int, motion_fps: float = 5.0
+    ) -> None:
         self._camera_num = camera_num
+        self._motion_fps = motion_fps
         self._camera: Any = None
         self._descriptors: list[ControlDescriptor] = []
         self._values: dict[str, ControlValue] = {
@@ -241,8 +281,12 @@ class Picamera2Camera(CameraBackend):
         from libcamera import Transform  # type: ignore[import-not-found]  # noqa: PLC0415
 
         v = self._values
+        width, height = as_int(v["width"]), as_int(v["height"])
         return self._camera.create_video_configuration(
-            main={"size": (as_int(v["width"]), as_int(v["height"])), "format": "YUV420"},
+            main={"size": (width, height), "format": "YUV420"},
+            # Motion detection's grey frames: the ISP scales them for free (picamera2's
+            # capture_motion.py does the same).
+            lores={"size": analysis_size(width, height), "format": "YUV420"},
             controls={"FrameRate": as_int(v["fps"])},
             transform=Transform(hflip=int(bool(v["hflip"])), vflip=int(bool(v["vflip"]))),
         )
@@ -317,7 +361,7 @@ class Picamera2Camera(CameraBackend):
         output = FfmpegOutput(
             " ".join(["-map", "0:v", *publish] if publish[1] == "tee" else publish)
         )
-        pusher = Picamera2Pusher(self._camera, asyncio.get_running_loop())
+        pusher = Picamera2Pusher(self._camera, asyncio.get_running_loop(), self._motion_fps)
         output.error_callback = pusher.on_error
 
         def begin() -> None:
