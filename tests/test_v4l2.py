@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -446,3 +447,34 @@ async def test_a_timelapse_lock_freezes_the_automatics_where_they_are_and_restor
     assert camera.auto_lock_plan() is None  # nothing automatic runs any more
     await controls.change(restore)
     assert (camera.values()["auto_exposure"], camera.values()["auto_white_balance"]) == (3, True)
+
+
+@pytest.mark.parametrize("input_format", ["mjpeg", "h264"])
+def test_the_v4l2_pipeline_writes_motion_detections_grey_frame(
+    input_format: str, tmp_path: Path
+) -> None:
+    """The V4L2 pusher's own arguments, run by the real ffmpeg on what such a webcam sends (its
+    MJPEG, or its H.264 copied): the camera input and the RTSP output swapped for files."""
+    source = tmp_path / f"webcam.{input_format}"
+    encode = ["-c:v", "mjpeg"] if input_format == "mjpeg" else ["-c:v", "libx264", "-g", "10"]
+    subprocess.run(
+        ["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "testsrc2=size=640x360:rate=10",
+         "-frames:v", "30", *encode, "-f", input_format, str(source)],
+        check=True, timeout=60,
+    )  # fmt: skip
+    grey = tmp_path / "motion.gray"
+    argv = v4l2_pusher_args(
+        "/dev/video0", input_format, 640, 360, 10, 1000, 1.0, "rtsp://a:b@h/cam",
+        str(tmp_path / "still.yuv"), motion=(str(grey), 320, 180), motion_fps=5,
+    )  # fmt: skip
+    camera = argv.index("-f")  # `-f v4l2 -input_format F -video_size S -framerate N -i DEV`
+    argv[camera : argv.index("-i") + 2] = ["-f", input_format, "-framerate", "10", "-i",
+                                           str(source)]  # fmt: skip
+    rtsp = argv.index("rtsp")
+    argv[rtsp - 1 : rtsp + 4] = ["-f", "mp4", str(tmp_path / "published.mp4")]
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 0, result.stderr
+    pixels = grey.read_bytes()
+    assert len(pixels) == 320 * 180  # one grey frame, analysis size
+    assert len(set(pixels)) > 50  # the picture, shrunk, not a flat fill
+    assert (tmp_path / "still.yuv").stat().st_size == 640 * 360 * 3 // 2
