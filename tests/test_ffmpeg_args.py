@@ -17,6 +17,7 @@ from agent.stream.ffmpeg_args import (
     decode_stamp,
     jpeg_quality_scale,
     live_filter_commands,
+    motion_rate_filter,
     pattern_filtergraph,
     pattern_pusher_args,
 )
@@ -133,3 +134,23 @@ def test_fast_trim_copies_from_a_seek_before_the_input() -> None:
     assert argv.index("-ss") < argv.index("-i")
     assert option(argv, "-c") == "copy"
     assert argv[-1] == "/c/.b.partial"
+
+
+@pytest.mark.parametrize(
+    ("fps", "motion_fps", "expected"),
+    [(30, 5, "framestep=6,"), (25, 5, "framestep=5,"), (15, 5, "framestep=3,"), (5, 5, ""),
+     (4, 5, ""), (30, 0.5, "framestep=60,")],
+)  # fmt: skip
+def test_motion_frames_are_every_nth_frame(fps: int, motion_fps: float, expected: str) -> None:
+    assert motion_rate_filter(fps, motion_fps) == expected
+
+
+def test_the_pattern_graph_adds_the_grey_output_and_the_box_only_as_asked() -> None:
+    plain = pattern_filtergraph(PARAMS, "ipc:///run/a/f.zmq")
+    assert "[motion]" not in plain and "split=2[encoded][still]" in plain
+    assert "overlay@box" in plain and ":enable=0," in plain  # the box is there, off
+    graph = pattern_filtergraph(replace(PARAMS, moving_box=True, pattern="still"),
+                                "ipc:///run/a/f.zmq", (320, 240))  # fmt: skip
+    assert "split=3[encoded][still][motionsrc]" in graph and ":enable=1," in graph
+    assert graph.endswith(";[motionsrc]framestep=5,scale=320:240,format=gray[motion]")
+    assert "noise=alls=10:allf=t" in graph

@@ -158,7 +158,9 @@ class MotionService:
 
     async def run(self) -> None:
         await self._hooks.retain(b"OFF")
-        period = 1.0 / (2 * self._settings.fps)  # twice the rate: no frame waits long
+        # Four looks a frame interval: a new frame waits a quarter of one at most (a look is a
+        # stat when there is nothing new).
+        period = 1.0 / (4 * self._settings.fps)
         while True:
             events = await self._step()
             await self._keep_clip(events)

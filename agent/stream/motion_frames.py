@@ -68,6 +68,7 @@ class GreyFrameFile:
 def grey_output_args(path: str) -> list[str]:
     """The pusher's grey output (after filters that shrink it and set its rate)."""
     return [
+        "-fps_mode", "passthrough",
         "-pix_fmt", "gray", "-c:v", "rawvideo",
         "-f", "image2", "-update", "1", "-atomic_writing", "1", path,
     ]  # fmt: skip
