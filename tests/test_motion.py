@@ -7,6 +7,8 @@ import datetime as dt
 import json
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from devstack import Broker, MediaServer
@@ -36,6 +38,17 @@ def motion_agent(broker: Broker, media: MediaServer, work: Path, **env: str) -> 
     })  # fmt: skip
 
 
+@contextmanager
+def streaming(agent: AgentProcess, operator: Probe) -> Iterator[AgentProcess]:
+    """The agent started, its stream online; stopped at the end."""
+    start_agent(agent, operator)
+    try:
+        operator.wait_event(event="stream.online", timeout=20)
+        yield agent
+    finally:
+        agent.stop()
+
+
 def box_in(frame: Frame) -> bool:
     """The white box crosses the middle row: a run of near-white pixels SMPTE bars lack there
     (their 75 % white is grey 191, plus noise; the box is 235 in a JPEG, 255 from the stream)."""
@@ -53,6 +66,16 @@ def wait_calibrated(operator: Probe) -> None:
         lambda m: m.topic == "camera/state" and m.json()["stream"]["state"] == "online"
         and m.json()["motion"]["calibrating"] is False, timeout=15, what="calibrated",
     )  # fmt: skip
+
+
+def retained_motion(broker: Broker) -> bytes:
+    """What a newcomer reads on BASE/motion (its own client id: the broker uses the identity)."""
+    newcomer = Probe(broker, "viewer")
+    try:
+        newcomer.subscribe("camera/motion")
+        return newcomer.wait_for(lambda m: m.topic == "camera/motion").payload
+    finally:
+        newcomer.close()
 
 
 def set_control(operator: Probe, request_id: str, **values: object) -> None:
@@ -132,12 +155,7 @@ def test_motion_events_made_while_the_broker_is_away_arrive_after_with_their_tim
         assert seconds(started["data"]["time"]) <= seconds(ended["data"]["time"]) < box_off_at + 0.5
         assert ended["data"]["started"] == started["data"]["time"]
         # And the retained state a newcomer reads is the truth: nothing moves.
-        newcomer = Probe(broker, "viewer")  # its own client id (the broker uses the identity)
-        try:
-            newcomer.subscribe("camera/motion")
-            assert newcomer.wait_for(lambda m: m.topic == "camera/motion").payload == b"OFF"
-        finally:
-            newcomer.close()
+        assert retained_motion(broker) == b"OFF"
     finally:
         watcher.close()
         agent.stop()
@@ -162,12 +180,7 @@ def test_an_agent_killed_during_an_event_does_not_leave_motion_on(
     start_agent(agent, operator)
     try:
         assert operator.wait_for(lambda m: m.topic == "camera/motion").payload == b"OFF"
-        newcomer = Probe(broker, "viewer")  # its own client id (the broker uses the identity)
-        try:
-            newcomer.subscribe("camera/motion")
-            assert newcomer.wait_for(lambda m: m.topic == "camera/motion").payload == b"OFF"
-        finally:
-            newcomer.close()
+        assert retained_motion(broker) == b"OFF"
         operator.wait_event(event="stream.online", timeout=20)
         quiet = settle(operator, 5)
         assert not [m for m in quiet if m.topic == "camera/motion" and m.payload == b"ON"]
@@ -179,11 +192,9 @@ def test_motion_snapshot_takes_a_picture_of_what_moved(
     broker: Broker, media: MediaServer, operator: Probe, tmp_path: Path
 ) -> None:
     work = tmp_path / "agent"
-    agent = start_agent(
+    with streaming(
         motion_agent(broker, media, work, CAMERA_AGENT_MOTION__SNAPSHOT="true"), operator
-    )
-    try:
-        operator.wait_event(event="stream.online", timeout=20)
+    ):
         set_control(operator, "box-on", moving_box=True)
         started = operator.wait_event(event="motion.started", timeout=10)
         job = started["data"]["snapshot"]["job"]
@@ -199,8 +210,6 @@ def test_motion_snapshot_takes_a_picture_of_what_moved(
         assert box_in(Frame(0.0, 0, 0.0, middle))  # the picture shows what moved
         info = operator.wait_for(lambda m: m.topic == "camera/picture/info").json()
         assert info["file"] == done["data"]["result"]["path"]
-    finally:
-        agent.stop()
 
 
 def clip_agent(broker: Broker, media: MediaServer, work: Path) -> AgentProcess:
@@ -213,9 +222,7 @@ def test_a_motion_clip_holds_the_preroll_both_events_and_the_postroll(
     broker: Broker, media: MediaServer, operator: Probe, tmp_path: Path
 ) -> None:
     work = tmp_path / "agent"
-    agent = start_agent(clip_agent(broker, media, work), operator)
-    try:
-        operator.wait_event(event="stream.online", timeout=20)
+    with streaming(clip_agent(broker, media, work), operator):
         # MediaMTX must have recorded the preroll (2 s, and the keyframe before) before the box
         # moves: the detector's calibration (2 s) and a little more.
         wait_calibrated(operator)
@@ -248,17 +255,13 @@ def test_a_motion_clip_holds_the_preroll_both_events_and_the_postroll(
         # a second), to postroll_s after the last.
         assert first_at - 2 - 1.1 <= opening <= first_at - 2 + 0.2, (opening, first_at)
         assert closing >= last_at + 3 - 0.5, (closing, last_at)
-    finally:
-        agent.stop()
 
 
 def test_a_stream_restart_during_an_event_leaves_a_reported_gap_in_its_clip(
     broker: Broker, media: MediaServer, operator: Probe, tmp_path: Path
 ) -> None:
     work = tmp_path / "agent"
-    agent = start_agent(clip_agent(broker, media, work), operator)
-    try:
-        operator.wait_event(event="stream.online", timeout=20)
+    with streaming(clip_agent(broker, media, work), operator):
         set_control(operator, "on", moving_box=True)
         operator.wait_event(event="motion.started", timeout=10)
         operator.publish(ACTION, json.dumps({"id": "rs", "action": "stream", "op": "restart"}))
@@ -276,8 +279,6 @@ def test_a_stream_restart_during_an_event_leaves_a_reported_gap_in_its_clip(
         assert result["complete"] is False and result["gaps"], result
         assert all(gap["cause"] for gap in result["gaps"])
         assert (work / "captures" / result["path"]).stat().st_size > 0
-    finally:
-        agent.stop()
 
 
 def test_the_lights_switched_on_and_motion_in_the_mask_are_no_events(
@@ -285,13 +286,11 @@ def test_the_lights_switched_on_and_motion_in_the_mask_are_no_events(
 ) -> None:
     # The box's band across the middle of the picture is masked.
     band = [[0.0, 0.3], [1.0, 0.3], [1.0, 0.7], [0.0, 0.7]]
-    agent = start_agent(
+    with streaming(
         motion_agent(broker, media, tmp_path / "agent",
                      CAMERA_AGENT_MOTION__MASK=json.dumps([band])),
         operator,
-    )  # fmt: skip
-    try:
-        operator.wait_event(event="stream.online", timeout=20)
+    ):  # fmt: skip
         wait_calibrated(operator)
         set_control(operator, "lights", brightness=0.6)  # lights on: the whole picture jumps
         set_control(operator, "box-on", moving_box=True)  # moving only inside the mask
@@ -300,17 +299,13 @@ def test_the_lights_switched_on_and_motion_in_the_mask_are_no_events(
         assert not [e for e in events if e["event"].startswith("motion.")], events
         state = [m for m in quiet if m.topic == "camera/state"][-1].json()
         assert state["motion"]["state"] == "OFF" and state["controls"]["brightness"] == 0.6
-    finally:
-        agent.stop()
 
 
 def test_an_agent_killed_during_a_clip_recovers_the_clip(
     broker: Broker, media: MediaServer, operator: Probe, tmp_path: Path
 ) -> None:
     work = tmp_path / "agent"
-    agent = start_agent(clip_agent(broker, media, work), operator)
-    try:
-        operator.wait_event(event="stream.online", timeout=20)
+    with streaming(clip_agent(broker, media, work), operator) as agent:
         set_control(operator, "on", moving_box=True)
         clip = operator.wait_event(event="motion.started", timeout=10)["data"]["clip"]["job"]
         operator.wait_for(
@@ -323,17 +318,13 @@ def test_an_agent_killed_during_a_clip_recovers_the_clip(
         result = done["data"]["result"]
         assert result["recovered"] is True and result["complete"] is False
         assert probe(str(work / "captures" / result["path"]))["streams"][0]["codec_name"] == "h264"
-    finally:
-        agent.stop()
 
 
 def test_the_motion_action_sets_zones_and_mask_live_and_keeps_them(
     broker: Broker, media: MediaServer, operator: Probe, tmp_path: Path
 ) -> None:
     work = tmp_path / "agent"
-    agent = start_agent(motion_agent(broker, media, work), operator)
-    try:
-        operator.wait_event(event="stream.online", timeout=20)
+    with streaming(motion_agent(broker, media, work), operator) as agent:
         # Bad input is answered, never applied.
         for request_id, body in (
             ("none", {}),
@@ -362,8 +353,6 @@ def test_the_motion_action_sets_zones_and_mask_live_and_keeps_them(
         operator.wait_event(id="z2", event="motion.configured")
         started = operator.wait_event(event="motion.started", timeout=10)
         assert started["data"]["zone"] == "path"
-    finally:
-        agent.stop()
     # Kept across a restart.
     saved = json.loads((work / "state" / "motion-regions.json").read_text())
     assert [zone["name"] for zone in saved["zones"]] == ["sky", "path"]

@@ -99,9 +99,12 @@ class LoresFrames:
         self._interval = 1.0 / fps
         self._last = 0.0
 
+    def has_new(self) -> bool:
+        return bool(self._camera.started) and time.monotonic() - self._last >= self._interval
+
     def read_new(self) -> GreyFrame | None:
         camera = self._camera
-        if not camera.started or time.monotonic() - self._last < self._interval:
+        if not self.has_new():
             return None
         lores = camera.camera_configuration().get("lores")
         if lores is None:

@@ -215,7 +215,7 @@ class MotionService:
             # A new run of the pipeline (or none): its size, scene or overlays may differ.
             self._source = source
             self._detector = self._new_detector()
-        if source is None:
+        if source is None or not source.has_new():
             return self._tracker.idle(time.time())
         analysed = await asyncio.to_thread(self._read_and_analyse, source)
         if analysed is None:

@@ -83,14 +83,15 @@ def motion_rate_filter(fps: float, motion_fps: float) -> str:
 def moving_box_chain(p: TestPatternParams) -> tuple[str, str]:
     """The box source (a chain of its own) and the overlay that moves it, on while
     `moving_box` is (`overlay@box enable` through zmq). Placed before the wall-clock pts, where
-    the box's frames and the scene's share one timeline from zero."""
+    the box's frames and the scene's share one timeline from zero. `shortest` because the box
+    source never ends: without it the graph outlives a scene that does (a `-t` input)."""
     side = max(8, p.height // 6)
     travel = max(1, p.width - side)
     speed = round(travel / BOX_CROSSING_S, 3)
     source = f"color=c=white:s={side}x{side}:r={p.fps}[box];"
     overlay = (
         f"[box]overlay@box=x='abs(mod(t*{speed},{2 * travel})-{travel})':y=(H-h)/2"
-        f":eval=frame:repeatlast=1:enable={int(p.moving_box)},"
+        f":eval=frame:repeatlast=1:shortest=1:enable={int(p.moving_box)},"
     )
     return source, overlay
 

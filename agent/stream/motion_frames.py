@@ -34,6 +34,11 @@ class GreyFrame:
 class MotionFrameSource(Protocol):
     """Where a pusher's grey frames come from."""
 
+    def has_new(self) -> bool:
+        """Whether `read_new` would find a frame: cheap enough for the event loop (a stat of a
+        file in RAM, or a clock), so that a look with nothing new costs no thread."""
+        ...
+
     def read_new(self) -> GreyFrame | None:
         """The newest frame if it is one not read before, else None (blocking I/O: call it
         from a worker thread)."""
@@ -48,6 +53,13 @@ class GreyFrameFile:
         self.width = width
         self.height = height
         self._last: tuple[int, int] | None = None
+
+    def has_new(self) -> bool:
+        try:
+            stat = self.path.stat()
+        except FileNotFoundError:
+            return False
+        return (stat.st_ino, stat.st_mtime_ns) != self._last
 
     def read_new(self) -> GreyFrame | None:
         try:
