@@ -12,6 +12,10 @@ reverse) runs under QEMU user emulation (binfmt_misc; `scripts/bootstrap --all` 
 
 `--build-arg NAME=VALUE` goes to every build; `{arch}` in it becomes the architecture being
 built (the tests pass local base images that way: `BASE_IMAGE=localhost/debian:bookworm-{arch}`).
+
+`--build-arg PICAMERA2=true` (the Raspberry Pi variant) takes Raspberry Pi OS's repository and
+its key from this host's apt configuration when run on the Pi (`RASPBERRYPI_SOURCES`, key files
+below), unless `RASPBERRYPI_REPOSITORY` and `RASPBERRYPI_KEY_URL` are given.
 """
 
 from __future__ import annotations
@@ -22,11 +26,77 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from pod import IMAGES
 
 ARCHES = ("amd64", "arm64")
 MACHINE_ARCH = {"x86_64": "amd64", "aarch64": "arm64", "arm64": "arm64", "amd64": "amd64"}
+# Where Raspberry Pi OS keeps its own repository's entry and key (raspberrypi-archive-keyring
+# installs the key; older images have it under /usr/share/keyrings).
+RASPBERRYPI_SOURCES = Path("/etc/apt/sources.list.d/raspi.list")
+RASPBERRYPI_KEYS = (
+    Path("/etc/apt/trusted.gpg.d/raspberrypi-archive-stable.gpg"),
+    Path("/usr/share/keyrings/raspberrypi-archive-keyring.gpg"),
+)
+# The host's key as the build sees it (a build volume; curl reads file:// URLs).
+BUILD_KEY_PATH = "/run/raspberrypi-archive.gpg"
+
+
+class PiRepositoryError(Exception):
+    """The Pi variant was asked for where Raspberry Pi OS's repository is not configured."""
+
+
+def raspberrypi_repository(
+    sources: Path = RASPBERRYPI_SOURCES, keys: tuple[Path, ...] = RASPBERRYPI_KEYS
+) -> tuple[str, Path]:
+    """The repository URL of the first `deb` entry in `sources` and the key that signs it (its
+    `signed-by` option, else the first of `keys` that exists)."""
+    try:
+        lines = sources.read_text().splitlines()
+    except OSError as err:
+        raise PiRepositoryError(
+            f"cannot read {sources} ({err.strerror}): build the Pi variant on Raspberry Pi OS, or"
+            " pass --build-arg RASPBERRYPI_REPOSITORY=URL --build-arg RASPBERRYPI_KEY_URL=URL"
+        ) from None
+    for line in lines:
+        words = line.split("#", 1)[0].split()
+        if not words or words[0] != "deb":
+            continue
+        options: dict[str, str] = {}
+        rest = words[1:]
+        if rest and rest[0].startswith("["):
+            closing = next(i for i, word in enumerate(rest) if word.endswith("]"))
+            for option in " ".join(rest[: closing + 1]).strip("[]").split():
+                name, _, value = option.partition("=")
+                options[name] = value
+            rest = rest[closing + 1 :]
+        if not rest:
+            continue
+        signed_by = options.get("signed-by")
+        candidates = (Path(signed_by),) if signed_by else keys
+        key = next((path for path in candidates if path.is_file()), None)
+        if key is None:
+            names = ", ".join(map(str, candidates))
+            raise PiRepositoryError(f"no key for {rest[0]} (looked for {names})")
+        return rest[0], key
+    raise PiRepositoryError(f"{sources} has no deb entry")
+
+
+def with_pi_repository(
+    build_args: list[str], volumes: list[str], sources: Path = RASPBERRYPI_SOURCES
+) -> tuple[list[str], list[str]]:
+    """The build arguments and volumes with the host's Raspberry Pi repository and key added,
+    when the Pi variant is asked for without them."""
+    given = {arg.split("=", 1)[0] for arg in build_args}
+    if "PICAMERA2=true" not in build_args or "RASPBERRYPI_REPOSITORY" in given:
+        return build_args, volumes
+    repository, key = raspberrypi_repository(sources)
+    return (
+        [*build_args, f"RASPBERRYPI_REPOSITORY={repository}",
+         f"RASPBERRYPI_KEY_URL=file://{BUILD_KEY_PATH}"],
+        [*volumes, f"{key}:{BUILD_KEY_PATH}:ro"],
+    )  # fmt: skip
 
 
 def build_platform() -> str:
@@ -150,7 +220,11 @@ def main(argv: list[str]) -> int:
         unknown_images = ", ".join(sorted(set(only) - names))
         parser.error(f"unknown image {unknown_images}; known: {', '.join(sorted(names))}")
     try:
-        built = build_all(arches, args.tag, only, args.build_arg, args.volume)
+        build_args, volumes = with_pi_repository(args.build_arg, args.volume)
+    except PiRepositoryError as err:
+        parser.error(f"PICAMERA2=true: {err}")
+    try:
+        built = build_all(arches, args.tag, only, build_args, volumes)
     except subprocess.CalledProcessError as err:
         print(
             f"build-images: {' '.join(map(str, err.cmd))} failed {err.stderr or ''}",

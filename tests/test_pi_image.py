@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pytest
 from devstack import REPO
+from images import with_pi_repository
 
 from tests.pod_images import DEBIAN_BASE, HOST_CA_BUNDLE, podman
 
@@ -130,14 +131,20 @@ def build_repository(work: Path) -> Path:
         gpg(home, "--clearsign", "--digest-algo", "SHA256", stdin=release.encode())
     )
     (served / "raspberrypi.gpg.key").write_bytes(gpg(home, "--armor", "--export"))
+    # The key as raspberrypi-archive-keyring installs it on the Pi: a binary keyring.
+    (work / "raspberrypi-archive-stable.gpg").write_bytes(gpg(home, "--export"))
     return served
 
 
 @pytest.fixture(scope="module")
-def repository(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def repository_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_repository(tmp_path_factory.mktemp("raspi-repo"))
+
+
+@pytest.fixture(scope="module")
+def repository(repository_dir: Path) -> Iterator[str]:
     """The repository over HTTP on 127.0.0.1, as the build reaches it (host network)."""
-    served = build_repository(tmp_path_factory.mktemp("raspi-repo"))
-    handler = functools.partial(QuietHandler, directory=str(served))
+    handler = functools.partial(QuietHandler, directory=str(repository_dir))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -153,7 +160,7 @@ class QuietHandler(http.server.SimpleHTTPRequestHandler):
         pass
 
 
-def pi_build(repository: str, key_url: str, tag: str) -> list[str]:
+def pi_build(build_args: list[str], volumes: list[str], tag: str) -> list[str]:
     """`podman build` of the Pi variant on the tests' local bases (tests/pod_images.py)."""
     return [
         "build", "--platform", f"linux/{ARCH}", "--network", "host",
@@ -161,17 +168,30 @@ def pi_build(repository: str, key_url: str, tag: str) -> list[str]:
         "--build-arg", f"BUILD_BASE_IMAGE={DEBIAN_BASE.format(arch='amd64')}",
         "--build-arg", "BUILDPLATFORM=linux/amd64",
         "--volume", f"{HOST_CA_BUNDLE}:/ca.crt:ro", "--build-arg", "PIP_CERT=/ca.crt",
-        "--build-arg", "PICAMERA2=true",
-        "--build-arg", f"RASPBERRYPI_REPOSITORY={repository}/debian",
-        "--build-arg", f"RASPBERRYPI_KEY_URL={key_url}",
+        *(word for arg in build_args for word in ("--build-arg", arg)),
+        *(word for volume in volumes for word in ("--volume", volume)),
         "-t", tag, str(REPO),
     ]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
-def pi_image(images: None, repository: str, podman_env: dict[str, str]) -> str:
-    key_url = f"{repository}/raspberrypi.gpg.key"
-    podman(podman_env, *pi_build(repository, key_url, PI_IMAGE), timeout=1800)
+def pi_image(
+    images: None,
+    repository: str,
+    repository_dir: Path,
+    podman_env: dict[str, str],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> str:
+    """Built as scripts/build-images builds it on a Pi: the repository and key read from the
+    host's apt configuration (here a raspi.list naming the test repository and its keyring)."""
+    keyring = repository_dir.parent / "raspberrypi-archive-stable.gpg"
+    sources = tmp_path_factory.mktemp("pi-host") / "raspi.list"
+    sources.write_text(
+        f"# the Pi's own entry\ndeb [arch=arm64,amd64 signed-by={keyring}] {repository}/debian/"
+        " bookworm main\n"
+    )
+    build_args, volumes = with_pi_repository(["PICAMERA2=true"], [], sources)
+    podman(podman_env, *pi_build(build_args, volumes, PI_IMAGE), timeout=1800)
     return PI_IMAGE
 
 
@@ -219,8 +239,10 @@ def test_a_repository_signed_with_another_key_is_refused(
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         key_url = f"http://127.0.0.1:{server.server_address[1]}/raspberrypi.gpg.key"
+        build_args = ["PICAMERA2=true", f"RASPBERRYPI_REPOSITORY={repository}/debian",
+                      f"RASPBERRYPI_KEY_URL={key_url}"]  # fmt: skip
         result = subprocess.run(
-            ["podman", *pi_build(repository, key_url, "localhost/camera-agent:pi-test-refused")],
+            ["podman", *pi_build(build_args, [], "localhost/camera-agent:pi-test-refused")],
             env=podman_env, capture_output=True, text=True, timeout=1800, check=False,
         )  # fmt: skip
     finally:
@@ -228,3 +250,15 @@ def test_a_repository_signed_with_another_key_is_refused(
         server.server_close()
     assert result.returncode != 0
     assert "NO_PUBKEY" in result.stderr + result.stdout or "not signed" in result.stderr
+
+
+def test_the_pi_variant_without_a_repository_fails_with_what_to_pass(
+    images: None, podman_env: dict[str, str]
+) -> None:
+    """Nothing names Raspberry Pi's servers: a build without the repository says what it needs."""
+    result = subprocess.run(
+        ["podman", *pi_build(["PICAMERA2=true"], [], "localhost/camera-agent:pi-test-unnamed")],
+        env=podman_env, capture_output=True, text=True, timeout=1800, check=False,
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert "PICAMERA2=true needs --build-arg RASPBERRYPI_REPOSITORY=URL" in result.stderr
