@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import time
 from dataclasses import replace
@@ -15,12 +16,14 @@ from agent.stream.ffmpeg_args import (
     STAMP_HEIGHT,
     TestPatternParams,
     decode_stamp,
+    grey_frame_delay_s,
     jpeg_quality_scale,
     live_filter_commands,
     motion_rate_filter,
     pattern_filtergraph,
     pattern_pusher_args,
 )
+from agent.stream.motion_frames import GreyFrameFile
 from agent.stream.target import StreamTarget
 
 PARAMS = TestPatternParams(
@@ -143,6 +146,19 @@ def test_fast_trim_copies_from_a_seek_before_the_input() -> None:
 )  # fmt: skip
 def test_motion_frames_are_every_nth_frame(fps: int, motion_fps: float, expected: str) -> None:
     assert motion_rate_filter(fps, motion_fps) == expected
+
+
+def test_a_grey_frame_is_stamped_with_its_capture_not_its_write(tmp_path: Path) -> None:
+    """ffmpeg writes the first frame of each group of 6 (30 fps to 5) when the group's last has
+    arrived: its capture time is the write time less 5 frame intervals."""
+    assert grey_frame_delay_s(30, 5) == pytest.approx(5 / 30)
+    assert grey_frame_delay_s(5, 5) == 0.0
+    grey = GreyFrameFile(tmp_path / "motion.gray", 4, 2, grey_frame_delay_s(30, 5))
+    grey.path.write_bytes(bytes(8))
+    os.utime(grey.path, ns=(1_700_000_000_000_000_000, 1_700_000_000_000_000_000))
+    frame = grey.read_new()
+    assert frame is not None and frame.captured_at == pytest.approx(1_700_000_000 - 5 / 30)
+    assert grey.read_new() is None and not grey.has_new()  # the same frame is not read twice
 
 
 def test_the_pattern_graph_adds_the_grey_output_and_the_box_only_as_asked() -> None:

@@ -102,9 +102,10 @@ def test_a_still_scene_stays_quiet_and_the_moving_box_turns_motion_on_then_off(
         first_box = player.wait_for(box_in, timeout=10)
         assert operator.wait_for(lambda m: m.topic == "camera/motion").payload == b"ON"
         # The event carries the capture time of the first moving frame it saw: at or after the
-        # first frame with the box, and within a second of it.
+        # first frame with the box, and within an analysis interval (0.2 s) and ffmpeg's
+        # processing of it (its write time less the rest of its group would be 0.17 s later).
         at = seconds(started["data"]["time"])
-        assert -0.1 <= at - first_box.stamp_ms / 1000 < 1.0, (at, first_box.stamp_ms)
+        assert -0.1 <= at - first_box.stamp_ms / 1000 < 0.5, (at, first_box.stamp_ms)
         box = started["data"]["box"]
         assert 0.3 < box["y"] + box["h"] / 2 < 0.7  # the box moves across the middle
         assert started["data"]["zone"] is None and started["data"]["area"] > 0.003

@@ -30,6 +30,7 @@ from agent.motion.detector import Polygon
 from agent.stream.ffmpeg_args import (
     STAMP_HEIGHT,
     TestPatternParams,
+    grey_frame_delay_s,
     live_filter_commands,
     pattern_pusher_args,
 )
@@ -151,8 +152,9 @@ class TestPatternCamera(CameraBackend):
             endpoint = f"ipc://{runtime / 'filters.zmq'}"
             still = StillFile(runtime / "latest.yuv", params.width, params.height)
             grey = GreyFrameFile(
-                runtime / "motion.gray", *analysis_size(params.width, params.height)
-            )
+                runtime / "motion.gray", *analysis_size(params.width, params.height),
+                grey_frame_delay_s(params.fps, params.motion_fps),
+            )  # fmt: skip
             argv = pattern_pusher_args(
                 params, endpoint, target.publish_urls(), str(still.path),
                 target.rtsp_transport, (str(grey.path), grey.width, grey.height),

@@ -42,7 +42,7 @@ from agent.camera.vocabulary import (
 )
 from agent.errors import CameraError
 from agent.process import CommandResult, CommandRunner, ProcessStartError, run_command
-from agent.stream.ffmpeg_args import v4l2_pusher_args
+from agent.stream.ffmpeg_args import grey_frame_delay_s, v4l2_pusher_args
 from agent.stream.motion_frames import GreyFrameFile, analysis_size
 from agent.stream.pusher import FfmpegLaunch, FfmpegPusher, Pusher
 from agent.stream.still import StillFile
@@ -236,7 +236,10 @@ class V4l2Camera(CameraBackend):
 
         def plan(runtime: Path) -> FfmpegLaunch:
             still = StillFile(runtime / "latest.yuv", width, height)
-            grey = GreyFrameFile(runtime / "motion.gray", *analysis_size(width, height))
+            grey = GreyFrameFile(
+                runtime / "motion.gray", *analysis_size(width, height),
+                grey_frame_delay_s(as_int(v["fps"]), self._motion_fps),
+            )  # fmt: skip
             argv = v4l2_pusher_args(
                 self._device, INPUT_FORMATS[fourcc], width, height,
                 as_int(v["fps"]), as_int(v["bitrate"]),

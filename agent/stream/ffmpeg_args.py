@@ -76,8 +76,19 @@ def motion_rate_filter(fps: float, motion_fps: float) -> str:
     webcam's timing wanders. ffmpeg hands each such frame to its output at the end of its group
     (measured: 45 ms + n-1 frame intervals after it was made, with `fps` or `select` alike);
     writing every frame instead would cost the pusher 4.6 % of a core at 720p30 for 170 ms."""
-    step = max(1, round(fps / motion_fps))
+    step = motion_step(fps, motion_fps)
     return f"framestep={step}," if step > 1 else ""
+
+
+def motion_step(fps: float, motion_fps: float) -> int:
+    """Every how many frames the grey output takes one."""
+    return max(1, round(fps / motion_fps))
+
+
+def grey_frame_delay_s(fps: float, motion_fps: float) -> float:
+    """How long after its capture a grey frame is written, beyond processing: the rest of its
+    group's frames (motion_rate_filter), which its capture time is taken back by."""
+    return (motion_step(fps, motion_fps) - 1) / fps
 
 
 def moving_box_chain(p: TestPatternParams) -> tuple[str, str]:

@@ -48,10 +48,12 @@ class MotionFrameSource(Protocol):
 class GreyFrameFile:
     """The grey frame ffmpeg keeps replacing; a new file (inode or time) is a new frame."""
 
-    def __init__(self, path: Path, width: int, height: int) -> None:
+    def __init__(self, path: Path, width: int, height: int, written_after_s: float = 0.0) -> None:
         self.path = path
         self.width = width
         self.height = height
+        # The frame's capture time is its write time less this (ffmpeg_args.grey_frame_delay_s).
+        self.written_after_s = written_after_s
         self._last: tuple[int, int] | None = None
 
     def has_new(self) -> bool:
@@ -74,7 +76,8 @@ class GreyFrameFile:
         if len(pixels) != self.width * self.height:
             return None  # not a frame of this size (never: the file is replaced whole)
         self._last = identity
-        return GreyFrame(pixels, self.width, self.height, stat.st_mtime_ns / 1e9)
+        captured_at = stat.st_mtime_ns / 1e9 - self.written_after_s
+        return GreyFrame(pixels, self.width, self.height, captured_at)
 
 
 def grey_output_args(path: str) -> list[str]:
