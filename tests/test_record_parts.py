@@ -39,11 +39,29 @@ def test_parts_are_the_spans_inside_the_recording(
 
 
 def test_gaps_include_the_edges_and_ignore_a_frame_interval() -> None:
-    parts = [Span(T + 0.5, T + 3.1), Span(T + 3.12, T + 4), Span(T + 4.6, T + 7.5)]
+    parts = [Span(T + 0.5, T + 4), Span(T + 4.6, T + 7.5)]
     gaps = gaps_within(parts, T, T + 8, shortest=0.05)
     assert [(round(g.start - T, 2), round(g.end - T, 2)) for g in gaps] == [
         (0.0, 0.5), (4.0, 4.6), (7.5, 8.0),
     ]  # fmt: skip
+    assert gaps_within([Span(T + 0.02, T + 7.99)], T, T + 8, shortest=0.05) == []
+
+
+@pytest.mark.parametrize(
+    "second_start", [3.12, 3.1, 2.9]
+)  # apart by less than a frame, touching, overlapping
+def test_two_sessions_always_have_a_gap_between_them(second_start: float) -> None:
+    """A restart whose new session the recorder placed early (its old one late) still lost
+    frames: the gap is as long as the agent's record of the outage says."""
+    log = OutageLog()
+    log.begin(STREAM_RESTART, at=T + 3.2)
+    log.end(at=T + 3.45)
+    parts = [Span(T, T + 3.1), Span(T + second_start, T + 8)]
+    gaps = gaps_within(parts, T, T + 8, shortest=0.05, lost_at=log.length_near)
+    assert [(round(g.start - T, 2), round(g.duration, 2)) for g in gaps] == [(3.1, 0.25)]
+    assert [g.cause for g in explain_gaps(gaps, T, log.cause_of)] == [STREAM_RESTART]
+    # Without any record of it, a frame interval's worth at least.
+    assert [round(g.duration, 2) for g in gaps_within(parts, T, T + 8, shortest=0.05)] == [0.05]
 
 
 def test_only_consecutive_parts_with_the_same_signature_share_a_file() -> None:
@@ -96,3 +114,15 @@ def test_joined_parts_keep_their_true_offsets() -> None:
     assert script == (
         "ffconcat version 1.0\nfile '/c/.a.part1.mp4'\nduration 3.600000\nfile '/c/.a.part2.mp4'\n"
     )
+
+
+def test_an_overlapping_session_follows_the_part_before_it() -> None:
+    """Placed early by the recorder, the second part would start inside the first: it starts
+    at the first's end instead, so the file's time never runs backwards."""
+    script = concat_list(
+        [
+            (Span(T, T + 3.1), Path("/c/.a.part1.mp4")),
+            (Span(T + 2.9, T + 8), Path("/c/.a.part2.mp4")),
+        ]
+    )
+    assert "duration 3.100000\n" in script

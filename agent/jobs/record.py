@@ -199,7 +199,9 @@ class Recorder:
             (m.frame_interval_s for _, _, m in fetched), default=DEFAULT_FRAME_INTERVAL_S
         )
         gaps = explain_gaps(
-            gaps_within(parts, start, end, 1.5 * shortest), start, self._stream.outages.cause_of
+            gaps_within(parts, start, end, 1.5 * shortest, self._stream.outages.length_near),
+            start,
+            self._stream.outages.cause_of,
         )
         kept = sum(part.duration for part in parts)
         requested = end - start

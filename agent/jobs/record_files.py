@@ -58,7 +58,10 @@ def concat_list(pieces: list[tuple[Span, Path]]) -> str:
     for index, (part, path) in enumerate(pieces):
         lines.append(f"file '{path}'")
         if index + 1 < len(pieces):
-            lines.append(f"duration {pieces[index + 1][0].start - part.start:.6f}")
+            # Never less than the part itself: spans can overlap where a restart's new session
+            # was placed early (record_parts.gaps_within), and time must not run backwards.
+            step = max(pieces[index + 1][0].start - part.start, part.duration)
+            lines.append(f"duration {step:.6f}")
     return "\n".join(lines) + "\n"
 
 

@@ -39,13 +39,27 @@ def parts_within(spans: Sequence[Span], start: float, end: float) -> list[Span]:
     return parts
 
 
-def gaps_within(parts: Sequence[Span], start: float, end: float, shortest: float) -> list[Span]:
-    """What [start, end] lacks between and around ``parts``; gaps under ``shortest`` are none."""
+def gaps_within(
+    parts: Sequence[Span],
+    start: float,
+    end: float,
+    shortest: float,
+    lost_at: Callable[[float], float] | None = None,
+) -> list[Span]:
+    """What [start, end] lacks between and around ``parts``; gaps under ``shortest`` are none,
+    except between two parts. Those are two publisher sessions (MediaMTX never joins them), so
+    frames were lost there even when the spans touch or overlap: the recorder places a session
+    by its first frame's arrival, late by its pusher's start-up, and a quick restart can look
+    seamless. Such a gap lasts what ``lost_at(boundary)`` says (the agent's own record of the
+    outage), at least ``shortest``."""
     gaps = []
     cursor = start
-    for part in parts:
+    for index, part in enumerate(parts):
         if part.start - cursor >= shortest:
             gaps.append(Span(cursor, part.start))
+        elif index > 0:
+            lost = max(shortest, lost_at(cursor) if lost_at is not None else 0.0)
+            gaps.append(Span(cursor, min(end, cursor + lost)))
         cursor = max(cursor, part.end)
     if end - cursor >= shortest:
         gaps.append(Span(cursor, end))

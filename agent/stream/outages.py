@@ -54,12 +54,30 @@ class OutageLog:
         if current is not None:
             current.end = time.time() if at is None else at
 
-    def cause_of(self, start: float, end: float) -> str:
-        """The cause of the outage that overlaps [start, end] the most."""
-        best, overlap = UNKNOWN, 0.0
+    def nearest(self, start: float, end: float, within: float = 1.0) -> Outage | None:
+        """The outage that overlaps [start, end] the most, else the nearest one no further than
+        `within` (the recorder places a session up to its pusher's start-up late, so a gap it
+        shows can sit just beside the agent's record of the outage)."""
         now = time.time()
+        best: Outage | None = None
+        overlap, distance = 0.0, within
         for outage in self._outages:
-            shared = min(end, outage.end or now) - max(start, outage.start)
+            outage_end = outage.end or now
+            shared = min(end, outage_end) - max(start, outage.start)
             if shared > overlap:
-                best, overlap = outage.cause, shared
+                best, overlap = outage, shared
+            elif overlap == 0.0 and -shared <= distance:
+                best, distance = outage, -shared
         return best
+
+    def length_near(self, at: float) -> float:
+        """How long the outage at or nearest `at` lasted; 0 if there is none near."""
+        outage = self.nearest(at, at)
+        if outage is None:
+            return 0.0
+        return (outage.end or time.time()) - outage.start
+
+    def cause_of(self, start: float, end: float) -> str:
+        """The cause of the outage that overlaps [start, end] the most, or is nearest it."""
+        outage = self.nearest(start, end)
+        return UNKNOWN if outage is None else outage.cause
