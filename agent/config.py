@@ -10,6 +10,7 @@ Zero's share per camera in a fleet, for what is a dozen lines below.
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
 import socket
@@ -273,16 +274,28 @@ def environment_overrides(
 
     Values stay strings; pydantic converts them as it does TOML values ("9883" to a port). A
     variable naming an unknown key of a known section comes through, so it is refused like a
-    misspelt key in the file; variables that name no section (CAMERA_AGENT_HOME, used by
-    scripts/run) are not configuration and are left alone.
+    misspelt key in the file; one naming an unknown section (`CAMERA_AGENT_STORGE__MAX_BYTES`)
+    is a ConfigError here, since it would otherwise be ignored. Variables without the `__`
+    (CAMERA_AGENT_HOME, used by scripts/run) are not configuration and are left alone.
     """
     overrides: dict[str, dict[str, str]] = {}
-    for name, value in environ.items():
+    for name, value in sorted(environ.items()):
         if not name.upper().startswith(prefix):
             continue
         section, sep, key = name[len(prefix) :].lower().partition("__")
-        if sep and key and section in model.model_fields:
-            overrides.setdefault(section, {})[key] = value
+        if not sep:
+            continue
+        if section not in model.model_fields:
+            known = sorted(model.model_fields)
+            close = difflib.get_close_matches(section, known, n=1)
+            hint = f" (did you mean {prefix}{close[0].upper()}__?)" if close else ""
+            raise ConfigError(
+                f"invalid configuration: {name} names no section {section!r}{hint};"
+                f" sections: {', '.join(known)}"
+            )
+        if not key:
+            raise ConfigError(f"invalid configuration: {name} names no key of {section!r}")
+        overrides.setdefault(section, {})[key] = value
     return overrides
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -72,6 +74,38 @@ def test_environment_key_unknown_in_a_known_section_is_refused(
     monkeypatch.setenv("CAMERA_AGENT_MQTT__HOTS", "broker")
     with pytest.raises(ConfigError, match=r"mqtt\.hots: Extra inputs are not permitted"):
         load_config(None)
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("CAMERA_AGENT_STORGE__MAX_BYTES",
+         "CAMERA_AGENT_STORGE__MAX_BYTES names no section 'storge'"
+         " (did you mean CAMERA_AGENT_STORAGE__?)"),
+        ("CAMERA_AGENT_XYZZY__A", "names no section 'xyzzy'; sections: camera, "),
+        ("CAMERA_AGENT_MQTT__", "CAMERA_AGENT_MQTT__ names no key of 'mqtt'"),
+    ],
+)  # fmt: skip
+def test_an_environment_section_that_does_not_exist_is_refused(
+    monkeypatch: pytest.MonkeyPatch, name: str, message: str
+) -> None:
+    """A misspelt section would otherwise be ignored: the agent would start without the limit."""
+    monkeypatch.setenv(name, "1000")
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_config(None)
+
+
+def test_the_cli_names_an_unknown_environment_section(tmp_path: Path) -> None:
+    config = tmp_path / "agent.toml"
+    config.write_text('[camera]\nbackend = "testsrc"\n')
+    result = subprocess.run(
+        [sys.executable, "-m", "agent", "run", "--config", str(config)],
+        capture_output=True, text=True, timeout=30, check=False,
+        env={**os.environ, "CAMERA_AGENT_STORGE__MAX_BYTES": "1000000"},
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "CAMERA_AGENT_STORGE__MAX_BYTES names no section 'storge'" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def test_environment_values_are_converted_like_the_file_and_other_names_ignored(
