@@ -67,6 +67,7 @@ class Tally:
     terminal_events: dict[str, dict[str, Any]] = field(default_factory=dict)
     deliveries: Counter[str] = field(default_factory=Counter)  # job id -> terminal messages
     internal_errors: list[str] = field(default_factory=list)
+    pruned: set[str] = field(default_factory=set)  # captures storage.pruned said it removed
     max_state_bytes: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -81,6 +82,10 @@ class Tally:
             if body.get("error", {}).get("code") == "internal_error":
                 self.internal_errors.append(message.payload.decode(errors="replace"))
             name, command_id, job = body["event"], body.get("id"), body.get("job")
+            if name == "storage.pruned":
+                # Units: a file, or a whole series as `folder/` (`more` when one pass named
+                # too many to list, which this load never comes near).
+                self.pruned.update(body.get("data", {}).get("files") or [])
             if name in ANSWERS and command_id in self.sent:
                 self.answers[command_id].append(body)
                 if name == "job.queued" and job:
@@ -362,9 +367,10 @@ def series_result(tally: Tally) -> dict[str, Any]:
 
 
 def series_holes(captures: Path, tally: Tally) -> list[str]:
-    """Frames missing from the finished series' folder (its numbers must run 1..frames)."""
+    """Frames missing from the finished series' folder (its numbers must run 1..frames),
+    unless retention reported the series pruned (then they were removed, not lost)."""
     result = series_result(tally)
-    if not result:
+    if not result or f"{result.get('folder')}/" in tally.pruned:
         return []
     folder = captures / str(result.get("folder"))
     present = {p.name for p in folder.iterdir()} if folder.is_dir() else set()

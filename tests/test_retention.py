@@ -88,6 +88,58 @@ def test_max_age_days_removes_old_files_and_empty_series_folders(tmp_path: Path)
     assert pruned["rule"] == "max_age_days" and pruned["count"] == 2
 
 
+def test_a_finished_series_goes_whole_and_ages_from_its_last_frame(tmp_path: Path) -> None:
+    """Its first frames are the oldest files, but the series ended after the pictures: the
+    pictures go first, and when the series goes it goes whole, named as one."""
+    for n in range(1, 6):  # frames from 10 days to 6 days old, the last one 1 day old
+        make_capture(tmp_path, f"timelapse-a/{n:06d}.jpg", 100, age_s=(11 - n) * DAY)
+    make_capture(tmp_path, "timelapse-a/000006.jpg", 100, age_s=1 * DAY)
+    make_capture(tmp_path, "picture-3d.jpg", 100, age_s=3 * DAY)
+    make_capture(tmp_path, "picture-2d.jpg", 100, age_s=2 * DAY)
+    make_capture(tmp_path, "picture-now.jpg", 100, age_s=60)
+    store, events = retention(tmp_path, StorageLimits(max_bytes=800, min_free_bytes=0))
+    asyncio.run(store.start())  # 900 bytes: one file over
+    assert not (tmp_path / "picture-3d.jpg").exists()
+    assert len(list((tmp_path / "timelapse-a").iterdir())) == 6
+    store.limits = StorageLimits(max_bytes=350, min_free_bytes=0)
+    asyncio.run(store.check())  # the 2-day picture, then the series (1 day) as one
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["picture-now.jpg"]
+    last = events.named("storage.pruned")[-1]
+    assert last["files"] == ["picture-2d.jpg", "timelapse-a/"] and last["more"] == 0
+    assert last["count"] == 7 and last["bytes"] == 700
+    assert store.snapshot()["files"] == 1 and store.snapshot()["used_bytes"] == 100
+
+
+def test_a_series_a_job_reads_or_fills_stays_and_a_long_pass_says_how_many_more(
+    tmp_path: Path,
+) -> None:
+    make_capture(tmp_path, "timelapse-a/000001.jpg", 100, age_s=5 * DAY)  # a trim reads it
+    make_capture(tmp_path, "timelapse-b.mp4", 100, age_s=5 * DAY)  # being assembled
+    for n in range(60):
+        make_capture(tmp_path, f"picture-{n}.jpg", 10, age_s=4 * DAY - n)
+    store, events = retention(
+        tmp_path, StorageLimits(max_age_days=1, min_free_bytes=0),
+        protected={"timelapse-a/000001.jpg", "timelapse-b.mp4"},
+    )  # fmt: skip
+    asyncio.run(store.start())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["timelapse-a", "timelapse-b.mp4"]
+    (pruned,) = events.named("storage.pruned")
+    assert pruned["count"] == 60 and len(pruned["files"]) == 50 and pruned["more"] == 10
+
+
+def test_the_index_of_a_long_series_stays_small(tmp_path: Path) -> None:
+    """Every frame makes the folder newer; the index keeps one unit, not a heap per frame."""
+    index = CaptureIndex()
+    for n in range(1, 20_001):
+        index.add(f"timelapse-a/{n:06d}.jpg", 10, float(n))
+    index.add("picture.jpg", 10, 0.5)
+    assert [name for name, _ in index.oldest()] == ["picture.jpg", "timelapse-a/"]
+    assert len(index._heap) < 2 * 2 + 1024 + 2
+    index.remove("timelapse-a/020000.jpg")  # the newest frame deleted: the folder is older
+    entry = index.unit("timelapse-a/")
+    assert entry is not None and entry.mtime == 19_999.0 and len(index) == 20_000
+
+
 def test_the_index_follows_writes_and_deletes_without_rescanning(tmp_path: Path) -> None:
     make_capture(tmp_path, "a.jpg", 100, age_s=10)
     store, _ = retention(tmp_path, StorageLimits(max_bytes=250, min_free_bytes=0))

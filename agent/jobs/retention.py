@@ -2,8 +2,9 @@
 
 The captures are indexed once at start (a scan), then kept up to date by the writes and deletes
 that go through `Captures`, so a pass that has nothing to do costs a `statvfs` and a look at the
-oldest entry, however many files there are. Oldest first; never a file a running job reads or
-writes, nor anything under a folder a running job fills (a timelapse series).
+oldest entry, however many files there are. Oldest first, a timelapse series as one unit aged
+by its newest frame; never a file a running job reads or writes, nor a series a running job
+fills or reads.
 """
 
 from __future__ import annotations
@@ -36,8 +37,17 @@ class StorageLimits:
 
 @dataclass
 class Entry:
+    """A unit of retention: a capture file, or a series folder taken as one (its frames'
+    total size, and the time of its newest frame: a finished series ages from when it ended,
+    and goes whole, never a frame at a time)."""
+
     size: int
     mtime: float
+    files: dict[str, tuple[int, float]] | None = None  # a folder's frames: size, mtime
+
+    @property
+    def count(self) -> int:
+        return 1 if self.files is None else len(self.files)
 
 
 @dataclass(order=True)
@@ -46,50 +56,99 @@ class _Aged:
     name: str = field(compare=True)
 
 
+def unit_of(name: str) -> str:
+    """The unit a capture belongs to: a file in a series folder is part of `folder/`."""
+    folder, sep, _ = name.partition("/")
+    return folder + "/" if sep else name
+
+
 class CaptureIndex:
-    """Every finished capture by name (relative to the directory): size and modification time,
-    with a heap that gives the oldest first. Hidden and partial files and symlinks are not
-    captures. Not thread-safe: the event loop owns it; scans build a new one off the loop."""
+    """Every finished capture as units (see Entry) by name relative to the directory, a series
+    folder's ending in `/`, with a heap that gives the oldest unit first. Hidden and partial
+    files and symlinks are not captures. Not thread-safe: the event loop owns it; scans build a
+    new one off the loop."""
 
     def __init__(self) -> None:
         self._entries: dict[str, Entry] = {}
         self._heap: list[_Aged] = []  # may hold stale items; checked against _entries
         self.total_bytes = 0
+        self.files = 0
 
     def __len__(self) -> int:
-        return len(self._entries)
+        return self.files
 
     def __contains__(self, name: str) -> bool:
-        return name in self._entries
+        entry = self._entries.get(unit_of(name))
+        if entry is None:
+            return False
+        return entry.files is None or name in entry.files or name.endswith("/")
 
     @classmethod
     def scan(cls, root: Path) -> CaptureIndex:
         """A fresh index of ``root`` and its capture folders (blocking)."""
         index = cls()
         for name, size, mtime in _walk(root, ""):
-            index._entries[name] = Entry(size, mtime)
-            index.total_bytes += size
+            index._put(name, size, mtime)
         index._heap = [_Aged(e.mtime, n) for n, e in index._entries.items()]
         heapq.heapify(index._heap)
         return index
 
     def add(self, name: str, size: int, mtime: float) -> None:
         self.remove(name)
-        self._entries[name] = Entry(size, mtime)
+        unit = self._put(name, size, mtime)
+        heapq.heappush(self._heap, _Aged(self._entries[unit].mtime, unit))
+
+    def _put(self, name: str, size: int, mtime: float) -> str:
+        unit = unit_of(name)
         self.total_bytes += size
-        heapq.heappush(self._heap, _Aged(mtime, name))
+        self.files += 1
+        if unit == name:
+            self._entries[unit] = Entry(size, mtime)
+            return unit
+        entry = self._entries.get(unit)
+        files = entry.files if entry is not None else None
+        if entry is None or files is None:
+            files = {}
+            entry = self._entries[unit] = Entry(0, mtime, files)
+        files[name] = (size, mtime)
+        entry.size += size
+        entry.mtime = max(entry.mtime, mtime)
+        return unit
 
     def remove(self, name: str) -> None:
-        entry = self._entries.pop(name, None)
-        if entry is not None:
+        """Forget a capture file, or a whole unit (`folder/`)."""
+        unit = unit_of(name)
+        entry = self._entries.get(unit)
+        if entry is None:
+            return
+        if entry.files is None or name == unit:
+            del self._entries[unit]
             self.total_bytes -= entry.size
+            self.files -= entry.count
+            return
+        removed = entry.files.pop(name, None)
+        if removed is None:
+            return
+        self.total_bytes -= removed[0]
+        self.files -= 1
+        entry.size -= removed[0]
+        if not entry.files:
+            del self._entries[unit]
+        elif removed[1] >= entry.mtime:  # its newest frame went: the folder is older now
+            entry.mtime = max(mtime for _, mtime in entry.files.values())
+            heapq.heappush(self._heap, _Aged(entry.mtime, unit))
+
+    def unit(self, name: str) -> Entry | None:
+        return self._entries.get(name)
 
     def oldest(self) -> Iterator[tuple[str, Entry]]:
-        """The entries from the oldest on. Consuming the iterator does not remove them."""
+        """The units from the oldest on. Consuming the iterator does not remove them."""
         self._drop_stale()
+        seen: set[str] = set()  # a unit re-pushed with an unchanged time is in the heap twice
         for aged in self._heap_order():
             entry = self._entries.get(aged.name)
-            if entry is not None and entry.mtime == aged.mtime:
+            if entry is not None and entry.mtime == aged.mtime and aged.name not in seen:
+                seen.add(aged.name)
                 yield aged.name, entry
 
     def oldest_mtime(self) -> float | None:
@@ -103,16 +162,17 @@ class CaptureIndex:
             yield heapq.heappop(heap)
 
     def _drop_stale(self) -> None:
+        # Stale items (a unit removed, a folder grown newer) dominate: rebuild. Every frame of
+        # a series leaves one behind, so this also bounds the heap of a long series.
+        if len(self._heap) > 2 * len(self._entries) + 1024:
+            self._heap = [_Aged(e.mtime, n) for n, e in self._entries.items()]
+            heapq.heapify(self._heap)
         while self._heap:
             top = self._heap[0]
             entry = self._entries.get(top.name)
             if entry is not None and entry.mtime == top.mtime:
                 return
             heapq.heappop(self._heap)
-        # Many removals leave many stale items deeper down: rebuild when they dominate.
-        if len(self._heap) > 2 * len(self._entries) + 1024:
-            self._heap = [_Aged(e.mtime, n) for n, e in self._entries.items()]
-            heapq.heapify(self._heap)
 
 
 def _walk(root: Path, prefix: str) -> Iterator[tuple[str, int, float]]:
@@ -129,23 +189,24 @@ def _walk(root: Path, prefix: str) -> Iterator[tuple[str, int, float]]:
                 yield prefix + entry.name, info.st_size, info.st_mtime
 
 
-def _remove(root: Path, names: list[str]) -> set[str]:
-    """Blocking: unlink the captures ``names``; the folder of a series goes with its last
-    frame. Returns the names that are gone."""
-    gone = set()
-    for name in names:
-        path = root / name
-        try:
-            path.unlink()
-        except FileNotFoundError:
-            pass
-        except OSError as err:
-            log.warning("retention could not remove %s: %s", name, err)
-            continue
-        gone.add(name)
-        if "/" in name:
-            with contextlib.suppress(OSError):  # not empty yet: fine
-                path.parent.rmdir()
+def _remove(root: Path, units: list[tuple[str, Entry]]) -> dict[str, list[str]]:
+    """Blocking: unlink the units' files (a series folder's every frame, then the folder).
+    Returns, by unit, the files that are gone."""
+    gone: dict[str, list[str]] = {}
+    for unit, entry in units:
+        names = [unit] if entry.files is None else sorted(entry.files)
+        for name in names:
+            try:
+                (root / name).unlink()
+            except FileNotFoundError:
+                pass
+            except OSError as err:
+                log.warning("retention could not remove %s: %s", name, err)
+                continue
+            gone.setdefault(unit, []).append(name)
+        if entry.files is not None:
+            with contextlib.suppress(OSError):  # not empty (a frame kept by an error): fine
+                (root / unit).rmdir()
     return gone
 
 
@@ -154,23 +215,28 @@ def free_bytes(path: Path) -> int:
     return stats.f_bavail * stats.f_frsize
 
 
+PRUNED_LISTED = 50  # units named in one storage.pruned event; `more` counts the rest
+
+
 @dataclass
 class Pruned:
-    """What one pass removed."""
+    """What one pass removed, by unit (a file, or a series folder as `folder/`)."""
 
-    names: list[tuple[str, float, int]] = field(default_factory=list)  # name, mtime, size
+    # name, mtime, bytes, files
+    units: list[tuple[str, float, int, int]] = field(default_factory=list)
     rules: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
-        oldest = min(self.names, key=lambda n: n[1])
-        newest = max(self.names, key=lambda n: n[1])
+        oldest = min(self.units, key=lambda n: n[1])
+        newest = max(self.units, key=lambda n: n[1])
         return {
-            "count": len(self.names),
-            "bytes": sum(size for _, _, size in self.names),
+            "count": sum(files for _, _, _, files in self.units),
+            "bytes": sum(size for _, _, size, _ in self.units),
             "oldest": {"file": oldest[0], "time": oldest[1]},
             "newest": {"file": newest[0], "time": newest[1]},
             "rule": "+".join(self.rules),
-            "files": [name for name, _, _ in self.names[:50]],
+            "files": [name for name, _, _, _ in self.units[:PRUNED_LISTED]],
+            "more": max(0, len(self.units) - PRUNED_LISTED),
         }
 
 
@@ -243,14 +309,18 @@ class Retention:
             if self._over_a_limit(self._free, time.time()):
                 # Chosen on the loop (in memory, the oldest first), removed in a worker thread.
                 victims, rules = self._choose(self._protected(), self._free)
-                removed = await asyncio.to_thread(_remove, self._root, [n for n, _ in victims])
-                for name, entry in victims:
-                    if name in removed:
+                removed = await asyncio.to_thread(_remove, self._root, victims)
+                for unit, entry in victims:
+                    names = removed.get(unit, [])
+                    if not names:
+                        continue
+                    size = sum(entry.files[n][0] for n in names) if entry.files else entry.size
+                    for name in names:
                         self.index.remove(name)
-                        pruned.names.append((name, entry.mtime, entry.size))
+                    pruned.units.append((unit, entry.mtime, size, len(names)))
                 pruned.rules = rules
                 self._free = await asyncio.to_thread(free_bytes, self._root)
-        if pruned.names:
+        if pruned.units:
             body = pruned.to_json()
             message = (
                 f"SUCCESS: removed {body['count']} old captures ({body['bytes'] / MIB:.1f} MiB)"
@@ -299,8 +369,9 @@ class Retention:
         )  # fmt: skip
 
     def _choose(self, protected: set[str], free: int) -> tuple[list[tuple[str, Entry]], list[str]]:
-        """The oldest captures to remove so that every limit holds again, and the rules that
-        asked for them; protected names and folders are passed over."""
+        """The oldest units to remove so that every limit holds again, and the rules that
+        asked for them; protected names and folders are passed over (a folder a job fills, and
+        a file a job reads, writes or is about to assemble)."""
         limits = self.limits
         cutoff = time.time() - limits.max_age_days * DAY_S if limits.max_age_days > 0 else None
         total = self.index.total_bytes
@@ -318,6 +389,8 @@ class Retention:
                 break
             if name in protected or name.startswith(folders):
                 continue
+            if entry.files is not None and any(f in protected for f in entry.files):
+                continue  # a frame of a finished series that a job reads (a trim)
             victims.append((name, entry))
             total -= entry.size
             free += entry.size

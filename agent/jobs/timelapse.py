@@ -302,6 +302,9 @@ class Timelapse:
         with progress while it encodes."""
         fps = entry.params["fps"]
         final = folder.with_name(folder.name + ".mp4")
+        # Held like the frames until the job has ended: retention must not take the video
+        # between its rename into place and the result that describes it.
+        context.job.writes.add(final.name)
         async with self._captures.writing(final) as partial:
             encoder = ManagedProcess(
                 ["nice", "-n", "10", "ffmpeg", "-hide_banner", "-nostdin", "-loglevel", "error",
