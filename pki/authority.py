@@ -31,10 +31,10 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import pkcs12
-from cryptography.x509.oid import ExtendedKeyUsageOID
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from agent.atomicfile import write_atomic
-from pki.access import ALL_CAMERAS
+from pki.access import ALL_CAMERAS, SCOPE_PREFIX
 from pki.acl import render_acl
 from pki.certs import (
     Issuer,
@@ -378,9 +378,67 @@ class CertificateAuthority:
         self._save_registry(registry)
         return identity
 
-    def refresh_crl(self) -> None:
-        """Re-sign the CRL with a fresh next-update date (run well within CRL_DAYS)."""
-        self._write_crl(self.load_registry(), self._intermediate(), self._root())
+    def reissue(
+        self, name: str, grace: dt.timedelta = dt.timedelta(0), days: int = LEAF_DAYS
+    ) -> tuple[Identity, Identity]:
+        """A new certificate (and key) for ``name`` with its role, camera and scope, in its
+        client directory; the old one is revoked now, or by `refresh_crl` once ``grace`` has
+        passed (so the devices that hold it can be given the new one meanwhile)."""
+        registry = self.load_registry()
+        old = registry.find_active(name)
+        if old is None:
+            raise PkiError(f"no current certificate named {name!r} in {self.paths.root}")
+        new = self._issue_client(
+            self._intermediate(), registry, name, old.role, old.camera, old.base_topic, days
+        )
+        old.superseded_by = new.serial
+        now = utc_now()
+        old.revoke_at = (now + grace).isoformat()
+        if grace <= dt.timedelta(0):
+            old.revoked_at = now.isoformat()
+            self._write_crl(registry, self._intermediate(), self._root())
+        self._save_registry(registry)
+        return old, new
+
+    def refresh_crl(self) -> list[Identity]:
+        """Re-sign the CRL with a fresh next-update date (run well within CRL_DAYS), revoking
+        the reissued certificates whose grace has ended; returns those."""
+        registry = self.load_registry()
+        now = utc_now()
+        due = [
+            i
+            for i in registry.identities
+            if i.revoked_at is None
+            and i.revoke_at is not None
+            and dt.datetime.fromisoformat(i.revoke_at) <= now
+        ]
+        for identity in due:
+            identity.revoked_at = now.isoformat()
+        self._write_crl(registry, self._intermediate(), self._root())
+        if due:
+            self._save_registry(registry)
+        return due
+
+    def subject_problems(self, identity: Identity) -> list[str]:
+        """What the current certificate of ``identity`` lacks that a server checks: the role
+        and scope OUs person-facing servers grant by (certificates issued before them)."""
+        path = self.paths.client_dir(identity.name) / "cert.pem"
+        try:
+            cert = x509.load_pem_x509_certificates(path.read_bytes())[0]
+        except (OSError, ValueError):
+            return [f"its certificate {path} cannot be read"]
+        if cert.serial_number != identity.serial:
+            return []  # the file holds another certificate of the name (a later one)
+        units = [
+            str(a.value)
+            for a in cert.subject.get_attributes_for_oid(NameOID.ORGANIZATIONAL_UNIT_NAME)
+        ]
+        problems = []
+        if str(identity.role) not in units:
+            problems.append("no role OU")
+        if not any(unit.startswith(SCOPE_PREFIX) for unit in units):
+            problems.append("no scope OU")
+        return problems
 
     def crl_next_update(self) -> dt.datetime | None:
         crl = x509.load_pem_x509_crl(self.paths.crl.read_bytes())

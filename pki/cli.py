@@ -89,8 +89,32 @@ def _cmd_revoke(args: argparse.Namespace) -> int:
 
 def _cmd_crl(args: argparse.Namespace) -> int:
     ca = CertificateAuthority(args.dir)
-    ca.refresh_crl()
+    due = ca.refresh_crl()
+    for identity in due:
+        serial = f"{identity.serial:x}"
+        print(f"revoked {identity.name} (serial {serial}): its grace after reissue ended")
     print(f"re-signed {ca.paths.crl}; next update {ca.crl_next_update()}")
+    if due:
+        print("restart the broker so that it loads the new CRL")
+    return 0
+
+
+def _cmd_reissue(args: argparse.Namespace) -> int:
+    if args.grace_days < 0:
+        raise PkiError(f"--grace-days {args.grace_days:g}: give 0 or more days")
+    ca = CertificateAuthority(args.dir)
+    old, new = ca.reissue(args.name, dt.timedelta(days=args.grace_days), args.days)
+    print(
+        f"reissued {new.role} certificate {new.name} (serial {new.serial:x}) in"
+        f" {ca.paths.client_dir(new.name)}"
+    )
+    if old.revoked_at is not None:
+        print(f"revoked the old one (serial {old.serial:x}); restart the broker for the new CRL")
+    else:
+        print(
+            f"the old one (serial {old.serial:x}) stays valid until {old.revoke_at}; after"
+            f" that `camera-pki crl {args.dir}` revokes it"
+        )
     return 0
 
 
@@ -125,6 +149,18 @@ def _cmd_list(args: argparse.Namespace) -> int:
     widths = [max(len(row[c]) for row in rows) for c in range(len(rows[0]))]
     for row in rows:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    for identity in registry.identities:
+        if identity.status(now) != "valid":
+            continue
+        problems = ca.subject_problems(identity)
+        if problems:
+            print(
+                f"warning: {identity.name} ({identity.role}) has {' and '.join(problems)}"
+                " (issued before camera-pki wrote them): nginx (the captures, the console's"
+                " pages) and the console service refuse it; the broker still accepts it. Renew"
+                f" it: `camera-pki reissue {args.dir} {identity.name} --grace-days 7`",
+                file=sys.stderr,
+            )
     next_update = ca.crl_next_update()
     if next_update is not None and next_update - now < dt.timedelta(days=CRL_WARNING_DAYS):
         print(
@@ -227,7 +263,20 @@ def build_parser() -> argparse.ArgumentParser:
     revoke = command("revoke", _cmd_revoke, "revoke a client certificate and rewrite crl.pem")
     revoke.add_argument("name")
     command("list", _cmd_list, "show every certificate with role, serial, expiry and status")
-    command("crl", _cmd_crl, "re-sign the CRL with a fresh next-update date")
+    command(
+        "crl", _cmd_crl,
+        "re-sign the CRL with a fresh next-update date; revoke reissued certificates whose grace"
+        " ended",
+    )  # fmt: skip
+    reissue = command(
+        "reissue", _cmd_reissue, "renew a certificate: same name, role and scope, a new key"
+    )
+    reissue.add_argument("name", help="the identity to renew")
+    reissue.add_argument(
+        "--grace-days", type=float, default=0.0,
+        help="days the old certificate stays valid (default 0: revoked at once)",
+    )  # fmt: skip
+    reissue.add_argument("--days", type=int, default=825, help="validity in days (default 825)")
     command("acl", _cmd_acl, "print the Mosquitto ACL rendered from the identities")
     bridge = command(
         "bridge", _cmd_bridge, "write DIR/bridges/SITE.conf: the site broker's bridge to the centre"

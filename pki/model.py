@@ -45,12 +45,16 @@ class Identity:
     camera: str | None = None
     base_topic: str | None = None  # agents: the topic base they serve; others: the one they may use
     revoked_at: str | None = None
+    superseded_by: int | None = None  # `reissue`: the serial of its successor
+    revoke_at: str | None = None  # `reissue` with a grace: when `camera-pki crl` revokes it
 
     def status(self, now: dt.datetime) -> str:
         if self.revoked_at:
             return "revoked"
         if dt.datetime.fromisoformat(self.not_after) < now:
             return "expired"
+        if self.superseded_by is not None:
+            return f"reissued, revoked from {(self.revoke_at or '')[:10]}"
         return "valid"
 
 
@@ -60,8 +64,16 @@ class Registry:
     identities: list[Identity] = field(default_factory=list)
 
     def find_active(self, name: str) -> Identity | None:
-        """The unrevoked certificate of ``name``; revoked ones stay recorded for the CRL."""
-        return next((i for i in self.identities if i.name == name and i.revoked_at is None), None)
+        """The current certificate of ``name``: not revoked, not reissued (revoked ones stay
+        recorded for the CRL; a reissued one until its grace ends)."""
+        return next(
+            (
+                i
+                for i in self.identities
+                if i.name == name and i.revoked_at is None and i.superseded_by is None
+            ),
+            None,
+        )
 
 
 @dataclass(frozen=True)

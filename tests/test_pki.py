@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import json
 import subprocess
 from pathlib import Path
 
@@ -294,3 +296,41 @@ def test_bridge_mistakes_are_clear_errors(
     assert pki_main(["issue", str(fresh_pki), "site-a", "--role", "bridge"]) == 0
     assert pki_main([a.format(dir=fresh_pki) for a in args]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_reissue_with_a_grace_keeps_the_old_one_until_the_crl_run_after_it(
+    fresh_pki: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert pki_main(["issue", str(fresh_pki), "door", "--role", "viewer", "--camera", "cam1"]) == 0
+    old = certs(fresh_pki / "clients" / "door" / "cert.pem")[0]
+    assert pki_main(["reissue", str(fresh_pki), "door", "--grace-days", "7"]) == 0
+    new = certs(fresh_pki / "clients" / "door" / "cert.pem")[0]
+    assert new.serial_number != old.serial_number and new.subject == old.subject
+    crl = x509.load_pem_x509_crl((fresh_pki / "crl.pem").read_bytes())
+    assert crl.get_revoked_certificate_by_serial_number(old.serial_number) is None  # its grace
+    assert (fresh_pki / "server" / "acl").read_text().count("user door\n") == 1
+    capsys.readouterr()
+    assert pki_main(["list", str(fresh_pki)]) == 0
+    listed = [line for line in capsys.readouterr().out.splitlines() if line.startswith("door ")]
+    week = (dt.datetime.now(dt.UTC) + dt.timedelta(days=7)).date().isoformat()
+    assert listed[0].endswith(f"reissued, revoked from {week}") and listed[1].endswith("valid")
+    # Once the grace has passed, `crl` revokes it (the registry says when).
+    registry = json.loads((fresh_pki / "identities.json").read_text())
+    for item in registry["identities"]:
+        if item["serial"] == old.serial_number:
+            item["revoke_at"] = "2020-01-01T00:00:00+00:00"
+    (fresh_pki / "identities.json").write_text(json.dumps(registry))
+    assert pki_main(["crl", str(fresh_pki)]) == 0
+    assert "revoked door" in capsys.readouterr().out
+    crl = x509.load_pem_x509_crl((fresh_pki / "crl.pem").read_bytes())
+    assert crl.get_revoked_certificate_by_serial_number(old.serial_number) is not None
+    assert crl.get_revoked_certificate_by_serial_number(new.serial_number) is None
+
+
+def test_reissue_mistakes_are_clear_errors(
+    fresh_pki: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert pki_main(["reissue", str(fresh_pki), "nobody"]) != 0
+    assert "no current certificate named 'nobody'" in capsys.readouterr().err
+    assert pki_main(["reissue", str(fresh_pki), "agent", "--grace-days", "-1"]) != 0
+    assert "--grace-days -1: give 0 or more days" in capsys.readouterr().err
