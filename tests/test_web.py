@@ -20,6 +20,7 @@ from devstack import Broker, WebServer
 
 from pki import authority as pki_authority
 from pki.authority import CertificateAuthority, Role
+from pki.certs import x509_name
 from pki.cli import main as pki_main
 from tests.support import AgentProcess, Probe, tls_context, wait_until
 from tests.test_jobs import ask, run_job
@@ -180,7 +181,7 @@ def test_a_certificate_from_before_scopes_is_flagged_and_its_reissue_is_served(
     pki = tmp_path / "pki"
     shutil.copytree(pki_dir, pki)
     ca = CertificateAuthority(pki)
-    without_scope = pki_authority.x509_name
+    without_scope = x509_name
     monkeypatch.setattr(
         pki_authority, "x509_name", lambda cn, unit, scope=None: without_scope(cn, unit)
     )
