@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from devstack import Broker
+from devstack import Broker, MediaServer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -238,3 +238,36 @@ def test_reconnect_attempts_back_off_doubling_up_to_the_cap(pki_dir: Path, tmp_p
     for gap, delay in zip(gaps, (0.2, 0.4, 0.8, 0.8, 0.8), strict=False):
         assert delay <= gap < delay + 0.5, (gaps, delay)
     assert agent.log_text().count("cannot connect to broker") == 1  # once per outage
+
+
+def test_forty_slow_commands_do_not_hold_a_quick_one_at_the_broker(
+    broker: Broker, media: MediaServer, operator: Probe, tmp_path: Path
+) -> None:
+    """40 `stream start`s wait for a MediaMTX that is down (each holds its command unacknowledged
+    until it is answered, so that a crash redelivers it); a `settings` sent after them is still
+    delivered and answered before any of them. Mosquitto's default window of 20 unacknowledged
+    messages per client held it until the 21st slow one gave up."""
+    env = {"CAMERA_AGENT_STREAM__START_TIMEOUT_S": "30"}
+    agent = start_agent(AgentProcess(broker, tmp_path / "agent", media=media, env=env), operator)
+    try:
+        operator.wait_event(event="stream.online", timeout=15)
+        media.stop()
+        operator.wait_event(event="stream.down", timeout=15)
+        for n in range(40):
+            command = {"id": f"slow-{n}", "action": "stream", "op": "start"}
+            operator.publish("camera/control/action", json.dumps(command), wait=False)
+        sent = time.monotonic()
+        operator.publish(
+            "camera/control/settings", json.dumps({"id": "quick", "set": {"brightness": 0.2}})
+        )
+        answer = operator.wait_event(id="quick", timeout=25)
+        latency = time.monotonic() - sent
+        assert answer["ok"] is True, answer
+        slow_answers = [
+            m for m in operator.history if m.topic == "camera/status"
+            and str(m.json().get("id", "")).startswith("slow-")
+        ]  # fmt: skip
+        assert slow_answers == [], f"the quick answer came {latency:.2f} s after, behind them"
+        print(f"settings answered {latency * 1000:.0f} ms after 40 slow commands")
+    finally:
+        agent.stop()
