@@ -26,6 +26,8 @@ import queue
 import ssl
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TextIO
@@ -191,11 +193,6 @@ def fetch_file(described: dict[str, Any], directory: Path, config: CtlConfig) ->
     directory.mkdir(parents=True, exist_ok=True)
     final = directory / name
     partial = directory / f".{name}.partial"
-    # Imported here: urllib.request brings http.client and email, a fifth of camera-ctl's
-    # start-up, and only a download needs them.
-    import urllib.error  # noqa: PLC0415
-    import urllib.request  # noqa: PLC0415
-
     digest = hashlib.sha256()
     try:
         with (
