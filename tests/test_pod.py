@@ -245,8 +245,9 @@ def test_the_image_ffmpeg_reads_webcams_mjpeg_and_v4l2(
         podman_env, work, "ffmpeg", "-hide_banner", "-nostdin", "-loglevel", "error",
         "-f", "lavfi", "-i", f"{still.source}=size=320x240:rate=10",
         "-filter_complex", pattern_filtergraph(still, "ipc:///work/filters.zmq", (160, 120)),
-        "-map", "[encoded]", "-frames:v", "10", "-f", "null", "-",
-        "-map", "[still]", "-frames:v", "10", "-f", "null", "-",
+        # rawvideo into the null muxer: the image has no wrapped_avframe, `-f null`'s default.
+        "-map", "[encoded]", "-frames:v", "10", "-c:v", "rawvideo", "-f", "null", "-",
+        "-map", "[still]", "-frames:v", "10", "-c:v", "rawvideo", "-f", "null", "-",
         "-map", "[motion]", "-frames:v", "5", *grey_output_args("/work/pattern.gray"),
     )  # fmt: skip
     assert pattern.returncode == 0, pattern.stderr
