@@ -251,7 +251,7 @@ def main(argv: list[str]) -> int:
     print(f"\n{'latency, first moving frame to motion.started':<52}{'median':>9}{'p95':>9}")
     print(f"{f'ms, {len(waits)} events':<52}{statistics.median(waits):>9.0f}"
           f"{quantile(waits, 0.95):>9.0f}   (target < 400)")  # fmt: skip
-    print(f"{'  of which: to the grey frame it was seen in':<52}"
+    print(f"{'  of which: to the capture of the frame it was seen in':<52}"
           f"{statistics.median(in_pipeline):>9.0f}{quantile(in_pipeline, 0.95):>9.0f}")  # fmt: skip
     hours = args.still_minutes / 60
     print(f"\nfalse events on the still scene: {false} in {args.still_minutes:g} min"
