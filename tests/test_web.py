@@ -3,6 +3,7 @@ with curl and client certificates like a user would, beside the real agent, brok
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -11,6 +12,7 @@ import socket
 import ssl
 import subprocess
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -150,25 +152,31 @@ def test_tls_1_1_is_refused(web: WebServer, pki_dir: Path) -> None:
     assert handshakes(web, pki_dir, ssl.TLSVersion.TLSv1_2)
 
 
-def test_a_revoked_certificate_is_refused_once_nginx_reloads(pki_dir: Path, tmp_path: Path) -> None:
-    # A PKI of its own: revoking in the session's would change every later test's CRL.
+@contextlib.contextmanager
+def own_pki_web(pki_dir: Path, tmp_path: Path) -> Iterator[tuple[Path, WebServer, str]]:
+    """A copy of the session's PKI (revoking in the session's would change every later test's
+    CRL), an nginx on it, and the URL of a picture it serves."""
     pki = tmp_path / "pki"
     shutil.copytree(pki_dir, pki)
-    ca = CertificateAuthority(pki)
-    ca.issue("lost-phone", Role.VIEWER)
     server = WebServer(pki, tmp_path / "captures", tmp_path / "web")
     server.start()
     try:
         (tmp_path / "captures" / "picture-1.jpg").write_bytes(b"jpeg")
-        url = f"{server.captures_url}picture-1.jpg"
+        yield pki, server, f"{server.captures_url}picture-1.jpg"
+    finally:
+        server.stop()
+
+
+def test_a_revoked_certificate_is_refused_once_nginx_reloads(pki_dir: Path, tmp_path: Path) -> None:
+    with own_pki_web(pki_dir, tmp_path) as (pki, server, url):
+        ca = CertificateAuthority(pki)
+        ca.issue("lost-phone", Role.VIEWER)
         assert curl(url, pki, "lost-phone").status == 200
         ca.revoke("lost-phone")
         server.reload()
         refused = curl(url, pki, "lost-phone")
         assert refused.status in (0, 400) and refused.body != b"jpeg", refused
         assert curl(url, pki, "viewer").status == 200  # the others still get in
-    finally:
-        server.stop()
 
 
 def test_a_certificate_from_before_scopes_is_flagged_and_its_reissue_is_served(
@@ -178,22 +186,16 @@ def test_a_certificate_from_before_scopes_is_flagged_and_its_reissue_is_served(
     """A viewer certificate without the scope OU (as camera-pki issued before it wrote one):
     nginx refuses it, `camera-pki list` says so and what to do, and `reissue` makes one nginx
     serves; the old one, revoked at once, is refused after nginx reloads its CRL."""
-    pki = tmp_path / "pki"
-    shutil.copytree(pki_dir, pki)
-    ca = CertificateAuthority(pki)
-    without_scope = x509_name
-    monkeypatch.setattr(
-        pki_authority, "x509_name", lambda cn, unit, scope=None: without_scope(cn, unit)
-    )
-    ca.issue("old-phone", Role.VIEWER)
-    monkeypatch.undo()
-    old_cert = (ca.paths.client_dir("old-phone") / "cert.pem").read_bytes()
-    old_key = (ca.paths.client_dir("old-phone") / "key.pem").read_bytes()
-    server = WebServer(pki, tmp_path / "captures", tmp_path / "web")
-    server.start()
-    try:
-        (tmp_path / "captures" / "picture-1.jpg").write_bytes(b"jpeg")
-        url = f"{server.captures_url}picture-1.jpg"
+    with own_pki_web(pki_dir, tmp_path) as (pki, server, url):
+        ca = CertificateAuthority(pki)
+        without_scope = x509_name
+        monkeypatch.setattr(
+            pki_authority, "x509_name", lambda cn, unit, scope=None: without_scope(cn, unit)
+        )
+        ca.issue("old-phone", Role.VIEWER)
+        monkeypatch.undo()
+        old_cert = (ca.paths.client_dir("old-phone") / "cert.pem").read_bytes()
+        old_key = (ca.paths.client_dir("old-phone") / "key.pem").read_bytes()
         assert curl(url, pki, "old-phone").status == 403
         capsys.readouterr()
         assert pki_main(["list", str(pki)]) == 0
@@ -220,8 +222,6 @@ def test_a_certificate_from_before_scopes_is_flagged_and_its_reissue_is_served(
             capture_output=True, text=True, timeout=20, check=False,
         )  # fmt: skip
         assert refused.stdout in ("000", "400"), refused
-    finally:
-        server.stop()
 
 
 def test_nothing_outside_the_captures_directory_or_unfinished_is_served(
