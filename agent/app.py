@@ -47,6 +47,7 @@ from agent.protocol import ActionCommand
 from agent.router import Answer, CommandRouter
 from agent.status import AgentStatus, HealthSource
 from agent.stream.mediamtx import MediaMtxApi, MediaMtxPlayback
+from agent.stream.outages import STREAM_RESTART
 from agent.stream.supervisor import (
     StreamReport,
     StreamState,
@@ -525,7 +526,7 @@ class StreamActions:
             restarted = None
             if op == "restart" and online:
                 try:
-                    restarted = await self._stream.restart()
+                    restarted = await self._stream.restart(cause=STREAM_RESTART)
                 except CameraError as err:
                     raise CommandError(ErrorCode.STREAM_ERROR, str(err)) from err
             else:

@@ -138,7 +138,7 @@ class StreamSupervisor:
         """Wait until the pusher is gone after `stop`."""
         await asyncio.wait_for(self._idle.wait(), timeout_s)
 
-    async def restart(self, timeout_s: float | None = None) -> float:
+    async def restart(self, timeout_s: float | None = None, cause: str = SETTINGS_CHANGE) -> float:
         """Recreate the pipeline (new parameters); returns how long the stream was down.
 
         A stream that failed to start is started again (the new parameters may be what it
@@ -151,7 +151,8 @@ class StreamSupervisor:
         self._online.clear()
         self._failed.clear()
         self._wanted = True
-        self._interrupt_cause = SETTINGS_CHANGE
+        # What a recording's gap will name: a restart-class setting, or `stream restart`.
+        self._interrupt_cause = cause
         self._kick.set()
         online = asyncio.create_task(self._online.wait())
         failed = asyncio.create_task(self._failed.wait())
