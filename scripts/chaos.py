@@ -128,6 +128,8 @@ class Load:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._n = 0
+        # When the series was asked for and the end it was given (wall clock, seconds).
+        self.timelapse_window = (0.0, 0.0)
 
     def _send(self, topic: str, kind: str, body: dict[str, Any]) -> None:
         self._n += 1
@@ -140,6 +142,7 @@ class Load:
     def _run(self) -> None:
         tick = 0
         until = dt.datetime.now(dt.UTC) + dt.timedelta(minutes=self._minutes)
+        self.timelapse_window = (time.time(), until.timestamp())
         self._send("camera/control/action", "timelapse", {
             "action": "timelapse", "interval": TIMELAPSE_INTERVAL_S, "until": until.isoformat(),
             "fps": 10,
@@ -326,7 +329,7 @@ def run_chaos(root: Path, minutes: float, seed: int) -> Report:
         try:
             drain(operator, tally, 5)  # the stream comes up
             end = time.monotonic() + minutes * 60
-            with Load(operator, tally, minutes):
+            with Load(operator, tally, minutes) as load:
                 while time.monotonic() < end:
                     drain(operator, tally, rng.uniform(6, 12))
                     rss_peak = max(rss_peak, rss_of(stack.agent_pid()))
@@ -354,7 +357,11 @@ def run_chaos(root: Path, minutes: float, seed: int) -> Report:
             time.monotonic() < deadline
         ):
             time.sleep(0.05)
-    return summarize(stack, tally, rss_peak, leftovers, log_text, holes)
+    report = summarize(stack, tally, rss_peak, leftovers, log_text, holes)
+    begun, until = load.timelapse_window
+    struck = any(name == "disk full" and begun <= at <= until for at, name in stack.faults)
+    report.rows.append(("disk full while the timelapse ran", "yes" if struck else "no"))
+    return report
 
 
 def series_result(tally: Tally) -> dict[str, Any]:

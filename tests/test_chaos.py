@@ -20,3 +20,5 @@ def test_under_load_and_faults_nothing_is_lost_and_nothing_leaks(tmp_path: Path)
     faults = dict(report.rows)["faults"]
     for kind in ("broker restart", "MediaMTX restart", "pusher SIGKILL", "agent SIGKILL"):
         assert kind in faults, faults
+    # The seed is one whose schedule fills the disk while the series is being taken.
+    assert dict(report.rows)["disk full while the timelapse ran"] == "yes", table
