@@ -114,7 +114,7 @@ def running_system(root: Path, cameras: int) -> Iterator[System]:
         broker = Broker(pki, root / "broker")
         broker.start()
         stack.callback(broker.stop)
-        media = MediaServer(root / "mediamtx")
+        media = MediaServer(root / "mediamtx", pki_dir=pki)
         media.start()
         stack.callback(media.stop)
         web = WebServer(pki, root / "agent" / "captures", root / "web", media=media)

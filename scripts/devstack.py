@@ -179,8 +179,8 @@ def render_web_config(
     text = text.replace(WEB_CONTAINER_CONSOLE_SOCKET_DIR, f"{console_socket_dir(work_dir)}/")
     text = text.replace(WEB_CONTAINER_STREAM_AUTH, str(work_dir / "stream-authorization.conf"))
     webrtc, hls = (media.webrtc_port, media.hls_port) if media is not None else (8889, 8888)
-    text = text.replace("http://mediamtx:8889", f"http://127.0.0.1:{webrtc}")
-    text = text.replace("http://mediamtx:8888", f"http://127.0.0.1:{hls}")
+    text = text.replace("https://mediamtx:8889", f"https://127.0.0.1:{webrtc}")
+    text = text.replace("https://mediamtx:8888", f"https://127.0.0.1:{hls}")
     text = text.replace("/tmp/nginx", f"{work_dir}/nginx")
     return "user root;\n" + text
 
@@ -430,9 +430,11 @@ def render_mediamtx_config(
     credentials: StreamCredentials,
     addresses: dict[str, str] | None = None,
     recordings: Path | None = None,
+    certs: Path | None = None,
 ) -> str:
     """The shipped mediamtx.yml with the two password hashes in place of its placeholders, and
-    optionally other listen addresses and recordings directory."""
+    optionally other listen addresses, recordings directory and PKI directory (in place of the
+    container's /certs, whose `server/` holds the server certificate)."""
     addresses = addresses or {}
     hashes = {
         "agent": mediamtx_hash(credentials.agent),
@@ -452,9 +454,15 @@ def render_mediamtx_config(
             out.append(f"{indent}recordPath: {recordings}{shipped.removeprefix('/recordings')}")
         elif key == "pass" and user in hashes:
             out.append(line.split("pass:")[0] + f"pass: {hashes[user]}")
+        elif key.endswith(("ServerKey", "ServerCert")) and certs is not None:
+            out.append(line.replace(f": {MEDIAMTX_CERTS}/", f": {certs}/"))
         else:
             out.append(line)
     return "\n".join(out) + "\n"
+
+
+# Where the shipped mediamtx.yml expects the PKI's files (podman-compose.yml mounts them there).
+MEDIAMTX_CERTS = "/certs"
 
 
 def mediamtx_version() -> str:
@@ -462,6 +470,16 @@ def mediamtx_version() -> str:
         if line.startswith("ARG MEDIAMTX_VERSION="):
             return line.split("=", 1)[1].strip()
     raise RuntimeError(f"no ARG MEDIAMTX_VERSION in {MEDIAMTX_CONTAINERFILE}")
+
+
+def mediamtx_environment() -> dict[str, str]:
+    """The `ENV` lines of mediamtx/Containerfile: how the shipped image runs MediaMTX."""
+    found: dict[str, str] = {}
+    for line in MEDIAMTX_CONTAINERFILE.read_text().splitlines():
+        if line.startswith("ENV "):
+            key, _, value = line.removeprefix("ENV ").strip().partition("=")
+            found[key] = value
+    return found
 
 
 def mediamtx_binary() -> Path:
@@ -499,13 +517,17 @@ class MediaServer:
     work_dir: Path
     credentials: StreamCredentials = field(default_factory=StreamCredentials.generate)
     rtsp_port: int = field(default_factory=free_port)
+    rtsps_port: int = field(default_factory=free_port)
     rtp_port: int = field(default_factory=free_port_pair)
+    srtp_port: int = field(default_factory=free_port_pair)
     hls_port: int = field(default_factory=free_port)
     webrtc_port: int = field(default_factory=free_port)
     webrtc_udp_port: int = field(default_factory=free_port)
     api_port: int = field(default_factory=free_port)
     playback_port: int = field(default_factory=free_port)
     path: str = "cam"
+    # The PKI whose server certificate MediaMTX presents (made in work_dir when not given).
+    pki_dir: Path | None = None
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -514,6 +536,27 @@ class MediaServer:
 
     def viewer_url(self) -> str:
         return f"rtsp://viewer:{self.credentials.viewer}@127.0.0.1:{self.rtsp_port}/{self.path}"
+
+    def rtsps_viewer_url(self, host: str = "localhost") -> str:
+        """RTSPS by a name the server certificate carries (camera-pki puts localhost in it)."""
+        return f"rtsps://viewer:{self.credentials.viewer}@{host}:{self.rtsps_port}/{self.path}"
+
+    @property
+    def hls_url(self) -> str:
+        return f"https://localhost:{self.hls_port}/{self.path}/"
+
+    @property
+    def webrtc_url(self) -> str:
+        return f"https://localhost:{self.webrtc_port}/{self.path}/"
+
+    @property
+    def certs(self) -> Path:
+        return self.pki_dir if self.pki_dir is not None else self.work_dir / "pki"
+
+    @property
+    def ca_file(self) -> Path:
+        """What a player trusts to check MediaMTX's certificate."""
+        return self.certs / "ca_chain.pem"
 
     @property
     def api_url(self) -> str:
@@ -538,8 +581,11 @@ class MediaServer:
     def config_text(self) -> str:
         addresses = {
             "rtspAddress": self.rtsp_port,
+            "rtspsAddress": self.rtsps_port,
             "rtpAddress": self.rtp_port,
             "rtcpAddress": self.rtp_port + 1,
+            "srtpAddress": self.srtp_port,
+            "srtcpAddress": self.srtp_port + 1,
             "hlsAddress": self.hls_port,
             "webrtcAddress": self.webrtc_port,
             "webrtcLocalUDPAddress": self.webrtc_udp_port,
@@ -547,11 +593,18 @@ class MediaServer:
             "playbackAddress": self.playback_port,
         }
         return render_mediamtx_config(
-            self.credentials, {k: f"127.0.0.1:{v}" for k, v in addresses.items()}, self.recordings
+            self.credentials,
+            {k: f"127.0.0.1:{v}" for k, v in addresses.items()},
+            self.recordings,
+            self.certs,
         )
 
     def start(self) -> None:
+        from pki.authority import CertificateAuthority  # noqa: PLC0415
+
         self.work_dir.mkdir(parents=True, exist_ok=True)
+        if self.pki_dir is None:
+            CertificateAuthority(self.certs).init()  # a no-op once made
         self.config_path.write_text(self.config_text())
         binary = mediamtx_binary()
         with self.log_path.open("ab") as log:
@@ -560,11 +613,14 @@ class MediaServer:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 cwd=self.work_dir,
+                # Go's TLS held to the policy, as in the shipped image (mediamtx/Containerfile).
+                env={**os.environ, **mediamtx_environment()},
                 start_new_session=True,
             )
         try:
             wait_for_port("127.0.0.1", self.api_port)
             wait_for_port("127.0.0.1", self.rtsp_port)
+            wait_for_port("127.0.0.1", self.rtsps_port)
         except OSError:
             self.stop()
             raise RuntimeError(f"MediaMTX did not start; log:\n{self.log_text()}") from None
@@ -633,13 +689,14 @@ def main(argv: list[str]) -> int:
     credentials = StreamCredentials.load_or_create(home / "stream-credentials.json")
     if args.any_ports:
         broker = Broker(pki_dir, home / "broker")
-        media = MediaServer(home / "mediamtx", credentials=credentials)
+        media = MediaServer(home / "mediamtx", credentials=credentials, pki_dir=pki_dir)
         web = WebServer(pki_dir, home / "captures", home / "web", media=media)
     else:
         broker = Broker(pki_dir, home / "broker", port=args.port)
         media = MediaServer(
-            home / "mediamtx", credentials=credentials,
-            rtsp_port=8554, rtp_port=8000, hls_port=8888, webrtc_port=8889,
+            home / "mediamtx", credentials=credentials, pki_dir=pki_dir,
+            rtsp_port=8554, rtsps_port=8322, rtp_port=8000, srtp_port=8004,
+            hls_port=8888, webrtc_port=8889,
             webrtc_udp_port=8189, api_port=9997, playback_port=9996,
         )  # fmt: skip
         web = WebServer(pki_dir, home / "captures", home / "web", port=args.web_port, media=media)
@@ -669,10 +726,11 @@ def main(argv: list[str]) -> int:
     print(
         f"broker on 127.0.0.1:{broker.port} (log: {broker.log_path}),"
         f" MediaMTX (log: {media.log_path}), nginx on 127.0.0.1:{web.port} (log: {web.log_path})\n"
-        f"watch:   ffplay -rtsp_transport tcp {media.viewer_url()}\n"
-        f"browser: http://127.0.0.1:{media.hls_port}/{media.path}/ (HLS),"
-        f" http://127.0.0.1:{media.webrtc_port}/{media.path}/ (WebRTC);"
-        f" user viewer, password {media.credentials.viewer}\n"
+        f"watch:   ffplay {media.rtsps_viewer_url()}   (RTSPS; plain RTSP on this machine"
+        f" only: {media.viewer_url()})\n"
+        f"browser: {media.hls_url} (HLS), {media.webrtc_url} (WebRTC);"
+        f" user viewer, password {media.credentials.viewer}; the certificate is from"
+        f" {pki_dir}/ca_chain.pem\n"
         f"events:  mosquitto_sub {tls('viewer')} -t 'camera/#' -v\n"
         f"command: mosquitto_pub {tls('operator')} -t camera/control/settings"
         " -m 'brightness 0.3'\n"

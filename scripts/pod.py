@@ -111,11 +111,15 @@ class HostPorts:
 
     bind: str = "0.0.0.0"  # noqa: S104 - a camera is watched from other machines
     mqtt: int = 8883
-    rtsp: int = 8554
+    rtsps: int = 8322
+    rtsp: int = 8554  # plain RTSP, published only with `plain_rtsp`
     hls: int = 8888
     webrtc: int = 8889
     webrtc_udp: int = 8189
     web: int = 8443
+    # CAMERA_PLAIN_RTSP=1: plain RTSP for LAN players that cannot do RTSPS (off: the pod's
+    # loopback only, where the agent publishes).
+    plain_rtsp: bool = False
 
     @classmethod
     def from_environment(cls, environ: dict[str, str]) -> HostPorts:
@@ -130,18 +134,20 @@ class HostPorts:
         return cls(
             bind=environ.get("CAMERA_POD_BIND", defaults.bind),
             mqtt=port("CAMERA_MQTT_PORT", defaults.mqtt),
+            rtsps=port("CAMERA_RTSPS_PORT", defaults.rtsps),
             rtsp=port("CAMERA_RTSP_PORT", defaults.rtsp),
             hls=port("CAMERA_HLS_PORT", defaults.hls),
             webrtc=port("CAMERA_WEBRTC_PORT", defaults.webrtc),
             webrtc_udp=port("CAMERA_WEBRTC_UDP_PORT", defaults.webrtc_udp),
             web=port("CAMERA_WEB_PORT", defaults.web),
+            plain_rtsp=plain_rtsp_from(environ),
         )
 
     def host_port(self, container_port: int) -> int:
         """The host port for one of the pod's container ports."""
         return {
-            8883: self.mqtt, 8554: self.rtsp, 8888: self.hls, 8889: self.webrtc,
-            8189: self.webrtc_udp, 8443: self.web,
+            8883: self.mqtt, 8322: self.rtsps, 8554: self.rtsp, 8888: self.hls,
+            8889: self.webrtc, 8189: self.webrtc_udp, 8443: self.web,
         }[container_port]  # fmt: skip
 
     @property
@@ -155,6 +161,13 @@ class HostPorts:
     @property
     def captures_url(self) -> str:
         return f"https://{self.host}:{self.web}/captures/"
+
+
+def plain_rtsp_from(environ: dict[str, str]) -> bool:
+    value = environ.get("CAMERA_PLAIN_RTSP", "")
+    if value not in {"", "0", "1"}:
+        raise SystemExit(f"pod-up: CAMERA_PLAIN_RTSP={value!r}: say 1 (publish plain RTSP) or 0")
+    return value == "1"
 
 
 def _chown(path: Path, uid: int) -> None:
@@ -313,7 +326,14 @@ def prepare(
 
     mediamtx = pod_dir / "mediamtx"
     mediamtx.mkdir(parents=True, exist_ok=True)
-    (mediamtx / "mediamtx.yml").write_text(render_mediamtx_config(credentials))
+    # MediaMTX runs as root in its image: the key needs no other owner.
+    _copy(pki / "server/cert.pem", mediamtx / "certs/server/cert.pem")
+    _copy(pki / "server/key.pem", mediamtx / "certs/server/key.pem", 0o400)
+    # Plain RTSP on the pod's loopback unless asked for (the network variant's compose file
+    # opens it to the agent's container, and publishes it only when asked too).
+    plain = (ports or HostPorts()).plain_rtsp
+    addresses = {} if plain else {"rtspAddress": "127.0.0.1:8554"}
+    (mediamtx / "mediamtx.yml").write_text(render_mediamtx_config(credentials, addresses))
 
     captures = pod_dir / "captures"
     captures.mkdir(parents=True, exist_ok=True)
@@ -329,6 +349,8 @@ def render_kube(pod_dir: Path, ports: HostPorts, tag: str = "latest") -> str:
         spec: dict[str, Any] = document["spec"]
         for container in spec["containers"]:
             container["image"] = container["image"].rsplit(":", 1)[0] + ":" + tag
+            if container["name"] == "mediamtx" and ports.plain_rtsp:
+                container["ports"].append({"containerPort": 8554, "protocol": "TCP"})
             for port in container.get("ports", []):
                 port["hostPort"] = ports.host_port(port["containerPort"])
                 port["hostIP"] = ports.bind
@@ -400,9 +422,25 @@ def wait_until_healthy(kube: bool) -> str | None:
     return why
 
 
-def compose(network: bool) -> list[str]:
+def compose(network: bool, plain_rtsp: Path | None = None) -> list[str]:
     compose_file = NETWORK_COMPOSE_FILE if network else COMPOSE_FILE
-    return [*podman_compose(), "-p", PROJECT, "-f", str(compose_file)]
+    files = [compose_file] + ([plain_rtsp] if plain_rtsp else [])
+    return [*podman_compose(), "-p", PROJECT, *(a for f in files for a in ("-f", str(f)))]
+
+
+def plain_rtsp_compose(pod_dir: Path, ports: HostPorts, network: bool) -> Path | None:
+    """The second compose file that publishes plain RTSP (CAMERA_PLAIN_RTSP=1), on the service
+    that owns the ports; None when not asked for."""
+    if not ports.plain_rtsp:
+        return None
+    service = "mediamtx" if network else "broker"
+    bind = f"[{ports.bind}]" if ":" in ports.bind else ports.bind
+    path = pod_dir / "plain-rtsp.yml"
+    path.write_text(
+        "# Written by scripts/pod-up for CAMERA_PLAIN_RTSP=1: plain RTSP, unencrypted.\n"
+        + yaml.safe_dump({"services": {service: {"ports": [f"{bind}:{ports.rtsp}:8554"]}}})
+    )
+    return path
 
 
 def up(pod_dir: Path, kube: bool, network: bool, extra: list[str]) -> int:
@@ -418,7 +456,8 @@ def up(pod_dir: Path, kube: bool, network: bool, extra: list[str]) -> int:
         manifest.write_text(render_kube(pod_dir, ports, tag))
         command = ["podman", "kube", "play", "--replace", *extra, str(manifest)]
     else:
-        command = [*compose(network), "up", "-d", *extra]
+        override = plain_rtsp_compose(pod_dir, ports, network)
+        command = [*compose(network, override), "up", "-d", *extra]
     env = {**os.environ, "CAMERA_POD_DIR": str(pod_dir)}
     result = subprocess.run(command, cwd=REPO, env=env, check=False)
     if result.returncode != 0:
@@ -428,11 +467,19 @@ def up(pod_dir: Path, kube: bool, network: bool, extra: list[str]) -> int:
     if why:
         print(f"pod-up: the agent is not healthy: {why}", file=sys.stderr)
         return 1
-    viewer = f"rtsp://viewer:{credentials.viewer}@{ports.host}:{ports.rtsp}/cam"
+    password = credentials.viewer
     client = pod_dir / "pki/clients/viewer"
     bundle = pod_dir / "pki/clients/operator/bundle.p12"
+    plain = (
+        f"; plain: rtsp://viewer:{password}@{ports.host}:{ports.rtsp}/cam" if ports.plain_rtsp
+        else ""
+    )  # fmt: skip
     print(
-        f"pod up; MQTT on port {ports.mqtt}; watch: ffplay -rtsp_transport tcp {viewer}\n"
+        f"pod up; MQTT on port {ports.mqtt}\n"
+        f"watch: ffplay rtsps://viewer:{password}@{ports.host}:{ports.rtsps}/cam{plain}\n"
+        f"browser: https://{ports.host}:{ports.hls}/cam/ (HLS),"
+        f" https://{ports.host}:{ports.webrtc}/cam/ (WebRTC); user viewer, password {password}"
+        f" (trust {pod_dir}/pki/ca_chain.pem)\n"
         f"files: curl --cacert {pod_dir}/pki/ca_chain.pem --cert {client}/cert.pem"
         f" --key {client}/key.pem {ports.captures_url}\n"
         f"console: https://{ports.host}:{ports.web}/ (import {bundle} into the browser;"

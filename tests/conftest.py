@@ -72,8 +72,8 @@ def agent(broker: Broker, operator: Probe, tmp_path: Path) -> Iterator[AgentProc
 
 
 @pytest.fixture
-def media(tmp_path: Path) -> Iterator[MediaServer]:
-    server = MediaServer(tmp_path / "mediamtx")
+def media(pki_dir: Path, tmp_path: Path) -> Iterator[MediaServer]:
+    server = MediaServer(tmp_path / "mediamtx", pki_dir=pki_dir)
     server.start()
     yield server
     server.stop()

@@ -20,7 +20,9 @@ from pod import (
     FleetPlace,
     HostPorts,
     camera_size,
+    compose,
     image_tag,
+    plain_rtsp_compose,
     prepare,
     render_kube,
 )
@@ -30,7 +32,7 @@ from pki.authority import CertificateAuthority, Role
 from pki.cli import main as camera_pki
 
 QUADLET = REPO / "deploy/quadlet/camera-agent.kube"
-PUBLISHED = {8883, 8554, 8888, 8889, 8189, 8443}
+PUBLISHED = {8883, 8322, 8888, 8889, 8189, 8443}
 
 
 def load(path: Path) -> dict[str, Any]:
@@ -48,8 +50,8 @@ def compose_container_ports(service: dict[str, Any]) -> set[int]:
 
 
 def test_render_kube_moves_every_host_path_and_port() -> None:
-    ports = HostPorts(bind="127.0.0.1", mqtt=1883, rtsp=1554, hls=1888, webrtc=1889,
-                      webrtc_udp=1189, web=1443)  # fmt: skip
+    ports = HostPorts(bind="127.0.0.1", mqtt=1883, rtsps=1322, rtsp=1554, hls=1888,
+                      webrtc=1889, webrtc_udp=1189, web=1443)  # fmt: skip
     rendered = yaml.safe_load(render_kube(Path("/data/cam"), ports))
     host_paths = [v["hostPath"]["path"] for v in rendered["spec"]["volumes"] if "hostPath" in v]
     assert host_paths and all(path.startswith("/data/cam/") for path in host_paths), host_paths
@@ -59,7 +61,7 @@ def test_render_kube_moves_every_host_path_and_port() -> None:
         for port in container.get("ports", [])
     }
     assert published == {
-        (8883, 1883, "127.0.0.1"), (8554, 1554, "127.0.0.1"), (8888, 1888, "127.0.0.1"),
+        (8883, 1883, "127.0.0.1"), (8322, 1322, "127.0.0.1"), (8888, 1888, "127.0.0.1"),
         (8889, 1889, "127.0.0.1"), (8189, 1189, "127.0.0.1"), (8443, 1443, "127.0.0.1"),
     }  # fmt: skip
     # Nothing else changed: the containers, images and mounts are the shipped ones.
@@ -137,10 +139,17 @@ def test_the_services_listen_where_the_ports_are_published() -> None:
     assert "listener 8883" in mosquitto
     mediamtx = yaml.safe_load((REPO / "mediamtx/mediamtx.yml").read_text())
     listening = {
-        mediamtx["rtspAddress"], mediamtx["hlsAddress"], mediamtx["webrtcAddress"],
+        mediamtx["rtspsAddress"], mediamtx["hlsAddress"], mediamtx["webrtcAddress"],
         mediamtx["webrtcLocalUDPAddress"],
     }  # fmt: skip
-    assert listening == {":8554", ":8888", ":8889", ":8189"}
+    assert listening == {":8322", ":8888", ":8889", ":8189"}
+    # Encrypted with the mounted server certificate; plain RTSP only beside it (the agent's
+    # publish on the pod's loopback, and the opt-in below).
+    assert mediamtx["rtspEncryption"] == "optional"
+    assert mediamtx["hlsEncryption"] is True and mediamtx["webrtcEncryption"] is True
+    for key in ("rtsp", "hls", "webrtc"):
+        assert mediamtx[f"{key}ServerCert"] == "/certs/server/cert.pem"
+        assert mediamtx[f"{key}ServerKey"] == "/certs/server/key.pem"
     nginx = (REPO / "web/nginx.conf").read_text()
     assert re.findall(r"^\s*listen (\S+)", nginx, re.MULTILINE) == ["8443"]
 
@@ -178,6 +187,10 @@ def test_host_ports_from_the_environment_are_checked() -> None:
     assert ports.captures_url == "https://[::1]:8443/captures/"
     with pytest.raises(SystemExit, match="CAMERA_RTSP_PORT='70000' is not a port number"):
         HostPorts.from_environment({"CAMERA_RTSP_PORT": "70000"})
+    with pytest.raises(SystemExit, match="CAMERA_PLAIN_RTSP='yes': say 1"):
+        HostPorts.from_environment({"CAMERA_PLAIN_RTSP": "yes"})
+    assert HostPorts.from_environment({"CAMERA_PLAIN_RTSP": "1"}).plain_rtsp
+    assert not ports.plain_rtsp
     with pytest.raises(SystemExit, match="CAMERA_MQTT_PORT='x' is not a port number"):
         HostPorts.from_environment({"CAMERA_MQTT_PORT": "x"})
 
@@ -238,3 +251,32 @@ def test_the_image_tag_and_camera_size_come_from_the_environment(tmp_path: Path)
     prepare(tmp_path / "pod", size=size)
     config = load_config(tmp_path / "pod/agent/agent.toml")
     assert (config.camera.width, config.camera.height, config.camera.fps) == (320, 240, 5)
+
+
+def test_plain_rtsp_is_the_pods_own_unless_asked_for(tmp_path: Path) -> None:
+    """By default MediaMTX's plain RTSP listens on the pod's loopback (the agent's publish) and
+    no variant publishes it; CAMERA_PLAIN_RTSP=1 opens and publishes it."""
+    prepare(tmp_path / "closed")
+    closed = yaml.safe_load((tmp_path / "closed/mediamtx/mediamtx.yml").read_text())
+    assert closed["rtspAddress"] == "127.0.0.1:8554"
+    assert (tmp_path / "closed/mediamtx/certs/server/key.pem").stat().st_mode & 0o777 == 0o400
+    assert plain_rtsp_compose(tmp_path / "closed", HostPorts(), network=False) is None
+    kube = yaml.safe_load(render_kube(tmp_path, HostPorts()))
+    assert 8554 not in {p["containerPort"] for c in kube["spec"]["containers"]
+                        for p in c.get("ports", [])}  # fmt: skip
+
+    opened = HostPorts(bind="127.0.0.1", rtsp=1554, plain_rtsp=True)
+    prepare(tmp_path / "open", opened)
+    assert yaml.safe_load((tmp_path / "open/mediamtx/mediamtx.yml").read_text())[
+        "rtspAddress"
+    ] == ":8554"
+    for network, service in ((False, "broker"), (True, "mediamtx")):
+        override = plain_rtsp_compose(tmp_path / "open", opened, network)
+        assert override is not None
+        assert load(override)["services"] == {service: {"ports": ["127.0.0.1:1554:8554"]}}
+        command = compose(network, override)
+        assert command[-2:] == ["-f", str(override)]
+    kube = yaml.safe_load(render_kube(tmp_path, opened))
+    mediamtx = next(c for c in kube["spec"]["containers"] if c["name"] == "mediamtx")
+    assert {"containerPort": 8554, "protocol": "TCP", "hostPort": 1554,
+            "hostIP": "127.0.0.1"} in mediamtx["ports"]  # fmt: skip

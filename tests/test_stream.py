@@ -7,6 +7,7 @@ import itertools
 import json
 import os
 import signal
+import ssl
 import subprocess
 import time
 import urllib.error
@@ -25,9 +26,12 @@ SETTINGS = "camera/control/settings"
 ACTION = "camera/control/action"
 
 
-def probe_stream(url: str) -> dict[str, object]:
+def probe_stream(url: str, ca: Path | None = None) -> dict[str, object]:
+    """The first video stream of ``url``; an HTTPS server is checked against ``ca``."""
+    checked = ["-tls_verify", "1", "-ca_file", str(ca)] if ca is not None else []
     result = subprocess.run(
         ["ffprobe", "-v", "error", *(["-rtsp_transport", "tcp"] if url.startswith("rtsp") else []),
+         *checked,
          "-select_streams", "v:0",
          "-show_entries", "stream=codec_name,width,height,avg_frame_rate,r_frame_rate",
          "-of", "json", url],
@@ -234,12 +238,13 @@ def test_controls_are_reapplied_after_agent_restart(
 def test_browsers_get_hls_with_viewer_credentials_only(
     streaming_agent: AgentProcess, media: MediaServer
 ) -> None:
-    base = f"http://127.0.0.1:{media.hls_port}/{media.path}/index.m3u8"
+    base = f"{media.hls_url}index.m3u8"
+    trust = ssl.create_default_context(cafile=media.ca_file)
     with pytest.raises(urllib.error.HTTPError) as denied:
-        urllib.request.urlopen(base, timeout=10)
+        urllib.request.urlopen(base, timeout=10, context=trust)  # noqa: S310 - our MediaMTX
     assert denied.value.code == 401
-    url = f"http://viewer:{media.credentials.viewer}@127.0.0.1:{media.hls_port}/{media.path}/index.m3u8"
-    stream = probe_stream(url)  # MediaMTX answers once the first segments exist
+    url = base.replace("https://", f"https://viewer:{media.credentials.viewer}@")
+    stream = probe_stream(url, media.ca_file)  # MediaMTX answers once the first segments exist
     assert stream["codec_name"] == "h264"
     assert (stream["width"], stream["height"]) == (1280, 720)
 
@@ -291,9 +296,12 @@ def test_the_hls_muxer_stays_quiet_over_a_minute_of_default_streaming(
     """A browser-like HLS client reads for 60 s: MediaMTX's low-latency muxer never warns that
     part or segment durations changed (the pusher's frames come on a regular grid), the
     warnings iOS players fail on."""
-    url = f"http://viewer:{media.credentials.viewer}@127.0.0.1:{media.hls_port}/{media.path}/index.m3u8"
+    url = f"{media.hls_url}index.m3u8".replace(
+        "https://", f"https://viewer:{media.credentials.viewer}@"
+    )
     client = subprocess.run(
-        ["ffmpeg", "-hide_banner", "-v", "error", "-i", url, "-t", "60", "-c", "copy",
+        ["ffmpeg", "-hide_banner", "-v", "error", "-tls_verify", "1", "-ca_file",
+         str(media.ca_file), "-i", url, "-t", "60", "-c", "copy",
          "-f", "null", "-"],
         capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
