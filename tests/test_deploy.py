@@ -267,9 +267,10 @@ def test_plain_rtsp_is_the_pods_own_unless_asked_for(tmp_path: Path) -> None:
 
     opened = HostPorts(bind="127.0.0.1", rtsp=1554, plain_rtsp=True)
     prepare(tmp_path / "open", opened)
-    assert yaml.safe_load((tmp_path / "open/mediamtx/mediamtx.yml").read_text())[
-        "rtspAddress"
-    ] == ":8554"
+    assert (
+        yaml.safe_load((tmp_path / "open/mediamtx/mediamtx.yml").read_text())["rtspAddress"]
+        == ":8554"
+    )
     for network, service in ((False, "broker"), (True, "mediamtx")):
         override = plain_rtsp_compose(tmp_path / "open", opened, network)
         assert override is not None
