@@ -92,6 +92,8 @@ def render_acl(identities: Sequence[Identity]) -> str:
         "viewer": _viewer_rules,
     }
     for identity in active:
+        if identity.role == Role.SERVER:
+            continue  # a server certificate never logs in (serverAuth only)
         if identity.role == Role.BRIDGE:
             cameras = (
                 ", ".join(str(a.camera) for a in site_agents(active, identity.name)) or "none yet"

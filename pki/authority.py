@@ -186,7 +186,7 @@ class CertificateAuthority:
         root = Issuer(root_cert, root_key)
 
         dns = list(dict.fromkeys((*DEFAULT_SERVER_DNS, *_host_names(), *server_dns)))
-        self._issue_server(issuer, key_type, dns, ips)
+        self._issue_server(issuer, key_type, dns, ips, self.paths.server_cert.parent)
         registry = Registry(key_type=key_type)
         self._write_crl(registry, issuer, root)
         self._issue_client(issuer, registry, "agent", Role.AGENT, None, base_topic, LEAF_DAYS)
@@ -201,21 +201,84 @@ class CertificateAuthority:
         key_type: KeyType,
         dns: Iterable[str],
         ips: Iterable[ipaddress.IPv4Address | ipaddress.IPv6Address],
-    ) -> None:
+        directory: Path,
+        common_name: str = "mqtt-broker",
+        days: int = LEAF_DAYS,
+    ) -> x509.Certificate:
         key = new_key(key_type)
         now = utc_now()
         sans: list[x509.GeneralName] = [x509.DNSName(d) for d in dns]
         sans += [x509.IPAddress(ip) for ip in ips]
         cert = sign(
-            self._leaf_builder(issuer, "mqtt-broker", "server", key, now, LEAF_DAYS)
+            self._leaf_builder(issuer, common_name, "server", key, now, days)
             .add_extension(leaf_key_usage(key_type), critical=True)
             # serverAuth only: the broker's certificate cannot be used to log in as a client.
             .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
             .add_extension(x509.SubjectAlternativeName(sans), critical=False),
             issuer.key,
         )
-        write_atomic(self.paths.server_key, key_pem(key), 0o600)
-        write_atomic(self.paths.server_cert, cert_pem(cert, issuer.cert))
+        write_atomic(directory / "key.pem", key_pem(key), 0o600)
+        write_atomic(directory / "cert.pem", cert_pem(cert, issuer.cert))
+        return cert
+
+    def issue_server(
+        self,
+        name: str,
+        *,
+        dns: Sequence[str] = (),
+        ips: Sequence[str] = (),
+        days: int = LEAF_DAYS,
+    ) -> Identity:
+        """A server certificate of its own for one broker/nginx/MediaMTX host, in
+        `servers/NAME/`: the names clients reach it by, beside the in-pod ones every server
+        certificate carries (localhost, broker, ...). A site holding its own cannot pose as
+        another server, as it could with the one `server/` every broker used to share."""
+        validate_identity_name(name)
+        registry = self.load_registry()
+        existing = registry.find_active(name)
+        if existing is not None:
+            raise PkiError(
+                f"a certificate named {name!r} exists already (serial {existing.serial:x}); "
+                f"revoke it first with `camera-pki revoke {self.paths.root} {name}`"
+            )
+        addresses = [_parse_ip(ip) for ip in dict.fromkeys((*DEFAULT_SERVER_IPS, *ips))]
+        for host in dns:
+            _validate_dns_name(host)
+        names = list(dict.fromkeys((*DEFAULT_SERVER_DNS, *dns)))
+        identity = self._issue_named_server(registry, name, names, addresses, days)
+        self._save_registry(registry)
+        return identity
+
+    def _issue_named_server(
+        self,
+        registry: Registry,
+        name: str,
+        dns: Sequence[str],
+        ips: Sequence[ipaddress.IPv4Address | ipaddress.IPv6Address],
+        days: int,
+    ) -> Identity:
+        cert = self._issue_server(
+            self._intermediate(), registry.key_type, dns, ips, self.paths.server_dir(name),
+            common_name=name, days=days,
+        )  # fmt: skip
+        identity = Identity(
+            name=name,
+            role=Role.SERVER,
+            serial=cert.serial_number,
+            not_after=cert.not_valid_after_utc.isoformat(),
+        )
+        registry.identities.append(identity)
+        return identity
+
+    def server_names(self, name: str | None = None) -> tuple[list[str], list[str]]:
+        """(DNS names, IP addresses) of server ``name``'s certificate (None: `server/`)."""
+        path = self.paths.server_dir(name) if name else self.paths.server_cert.parent
+        cert = x509.load_pem_x509_certificates((path / "cert.pem").read_bytes())[0]
+        sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        return (
+            sans.get_values_for_type(x509.DNSName),
+            [str(ip) for ip in sans.get_values_for_type(x509.IPAddress)],
+        )
 
     @staticmethod
     def _leaf_builder(
@@ -267,6 +330,11 @@ class CertificateAuthority:
             raise PkiError(
                 f"a certificate named {name!r} exists already (serial {existing.serial:x}); "
                 f"revoke it first with `camera-pki revoke {self.paths.root} {name}`"
+            )
+        if role is Role.SERVER:
+            raise PkiError(
+                f"a server certificate takes names, not a camera: `camera-pki issue"
+                f" {self.paths.root} {name} --role server --dns HOST [--ip ADDRESS]`"
             )
         if role is Role.BRIDGE and (camera is not None or base_topic is not None):
             raise PkiError(
@@ -388,9 +456,13 @@ class CertificateAuthority:
         old = registry.find_active(name)
         if old is None:
             raise PkiError(f"no current certificate named {name!r} in {self.paths.root}")
-        new = self._issue_client(
-            self._intermediate(), registry, name, old.role, old.camera, old.base_topic, days
-        )
+        if old.role == Role.SERVER:  # the same names as before
+            dns, ips = self.server_names(name)
+            new = self._issue_named_server(registry, name, dns, [_parse_ip(ip) for ip in ips], days)
+        else:
+            new = self._issue_client(
+                self._intermediate(), registry, name, old.role, old.camera, old.base_topic, days
+            )
         old.superseded_by = new.serial
         now = utc_now()
         old.revoke_at = (now + grace).isoformat()
@@ -422,6 +494,8 @@ class CertificateAuthority:
     def subject_problems(self, identity: Identity) -> list[str]:
         """What the current certificate of ``identity`` lacks that a server checks: the role
         and scope OUs person-facing servers grant by (certificates issued before them)."""
+        if identity.role == Role.SERVER:
+            return []  # serverAuth only: nobody grants a server by its OUs
         path = self.paths.client_dir(identity.name) / "cert.pem"
         try:
             cert = x509.load_pem_x509_certificates(path.read_bytes())[0]
@@ -486,6 +560,15 @@ def _host_names() -> list[str]:
         r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*", name
     )
     return [name] if valid else []
+
+
+def _validate_dns_name(name: str) -> None:
+    valid = re.fullmatch(
+        r"(\*\.)?[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*",
+        name,
+    )
+    if not valid:
+        raise PkiError(f"invalid DNS name {name!r}: lower-case labels of a-z, 0-9 and '-'")
 
 
 def _parse_ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:

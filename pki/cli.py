@@ -19,7 +19,7 @@ from pki.authority import (
     PkiError,
     Role,
 )
-from pki.bridge import CONTAINER_CERTS, render_bridge_config
+from pki.bridge import CONTAINER_CERTS, parse_central, render_bridge_config
 from pki.model import site_agents
 
 CRL_WARNING_DAYS = 30
@@ -46,6 +46,10 @@ def _cmd_init(args: argparse.Namespace) -> int:
 
 def _cmd_issue(args: argparse.Namespace) -> int:
     ca = CertificateAuthority(args.dir)
+    if args.role == Role.SERVER:
+        return _issue_server(ca, args)
+    if args.dns or args.ip:
+        raise PkiError("--dns and --ip name a server: they go with --role server")
     identity = ca.issue(
         args.name,
         Role(args.role),
@@ -68,6 +72,29 @@ def _cmd_issue(args: argparse.Namespace) -> int:
         else:
             print(f"wrote {bundle}")
     print("reload the broker to apply the new ACL: kill -HUP $(pidof mosquitto)")
+    return 0
+
+
+def _issue_server(ca: CertificateAuthority, args: argparse.Namespace) -> int:
+    if args.camera or args.base_topic or args.p12:
+        raise PkiError(
+            "a server certificate takes --dns and --ip, not --camera, --base-topic or --p12"
+        )
+    if not args.dns and not args.ip:
+        raise PkiError(
+            "name the server: --dns HOST (its name, repeatable) and/or --ip ADDRESS, as its"
+            " clients reach it"
+        )
+    identity = ca.issue_server(args.name, dns=args.dns, ips=args.ip, days=args.days)
+    dns, ips = ca.server_names(args.name)
+    print(
+        f"issued server certificate {identity.name} (serial {identity.serial:x}) in"
+        f" {ca.paths.server_dir(args.name)} for {', '.join([*dns, *ips])}"
+    )
+    print(
+        "give it to that host's broker, nginx and MediaMTX (the pod: CAMERA_SERVER="
+        f"{args.name} scripts/pod-up); no other host needs its key"
+    )
     return 0
 
 
@@ -106,7 +133,7 @@ def _cmd_reissue(args: argparse.Namespace) -> int:
     old, new = ca.reissue(args.name, dt.timedelta(days=args.grace_days), args.days)
     print(
         f"reissued {new.role} certificate {new.name} (serial {new.serial:x}) in"
-        f" {ca.paths.client_dir(new.name)}"
+        f" {ca.paths.identity_dir(new.name, new.role)}"
     )
     if old.revoked_at is not None:
         print(f"revoked the old one (serial {old.serial:x}); restart the broker for the new CRL")
@@ -140,7 +167,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
                 i.name,
                 str(i.role),
                 i.camera or "-",
-                i.base_topic or "(all cameras)",
+                "-" if i.role == Role.SERVER else i.base_topic or "(all cameras)",
                 f"{i.serial:x}",
                 i.not_after[:10],
                 i.status(now),
@@ -181,6 +208,7 @@ def _cmd_bridge(args: argparse.Namespace) -> int:
             f" `camera-pki issue {args.dir} {args.site} --role bridge`"
         )
     text = render_bridge_config(bridge, args.central, args.certs_dir, not args.no_discovery)
+    _warn_unless_the_centre_has_its_own(ca, args.central)
     path = ca.paths.bridge_config(args.site)
     write_atomic(path, text.encode(), 0o644)
     cameras = [str(i.camera) for i in site_agents(registry.identities, args.site)]
@@ -196,6 +224,37 @@ def _cmd_bridge(args: argparse.Namespace) -> int:
         + " scripts/pod-up), with the bridge's certificate and key"
     )
     return 0
+
+
+def _warn_unless_the_centre_has_its_own(ca: CertificateAuthority, central: str) -> None:
+    """The bridge checks that the centre's certificate names HOST; only a certificate the centre
+    alone holds makes that check worth anything."""
+    host, _ = parse_central(central)
+    owners = [
+        i.name for i in ca.load_registry().identities
+        if i.role == Role.SERVER and i.revoked_at is None and host in _all_names(ca, i.name)
+    ]  # fmt: skip
+    shared = host in _all_names(ca, None)
+    if not owners:
+        print(
+            f"warning: no server certificate of its own names {host}: issue the centre's with"
+            f" `camera-pki issue {ca.paths.root} central --role server --dns {host}` and give it"
+            " to the central broker only"
+            + ("; today the shared server/ names it, and every site holds that key" if shared
+               else ""),
+            file=sys.stderr,
+        )  # fmt: skip
+    elif shared:
+        print(
+            f"warning: the shared server/ certificate also names {host}: a site holding it"
+            f" could pose as the centre; make server/ without that name (see README, Fleets)",
+            file=sys.stderr,
+        )
+
+
+def _all_names(ca: CertificateAuthority, name: str | None) -> set[str]:
+    dns, ips = ca.server_names(name)
+    return {*dns, *ips}
 
 
 def _cmd_acl(args: argparse.Namespace) -> int:
@@ -243,7 +302,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--force", action="store_true", help="replace an existing PKI (all certificates)"
     )
 
-    issue = command("issue", _cmd_issue, "issue another client certificate")
+    issue = command(
+        "issue", _cmd_issue, "issue another client certificate, or a server's (--role server)"
+    )
     issue.add_argument("name", help="identity name (CN, MQTT username): [a-z0-9][a-z0-9_-]*")
     issue.add_argument("--role", required=True, choices=[r.value for r in Role])
     issue.add_argument(
@@ -252,6 +313,14 @@ def build_parser() -> argparse.ArgumentParser:
     issue.add_argument(
         "--base-topic", help="explicit topic base (overrides the one --camera implies)"
     )
+    issue.add_argument(
+        "--dns", action="append", default=[], metavar="HOST",
+        help="a server's DNS name (--role server; repeatable)",
+    )  # fmt: skip
+    issue.add_argument(
+        "--ip", action="append", default=[], metavar="ADDRESS",
+        help="a server's IP address (--role server; repeatable)",
+    )  # fmt: skip
     issue.add_argument("--days", type=int, default=825, help="validity in days (default 825)")
     issue.add_argument("--p12", action="store_true", help="also write a password-protected PKCS#12")
     issue.add_argument(

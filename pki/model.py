@@ -27,6 +27,7 @@ class Role(StrEnum):
     VIEWER = "viewer"  # reads reports only
     BRIDGE = "bridge"  # a site's broker at the central one: carries the site's cameras only
     CONSOLE = "console"  # the browser console's service: acts for the people it checks
+    SERVER = "server"  # a broker, nginx or MediaMTX host (`servers/NAME`): no MQTT rights
 
 
 class KeyType(StrEnum):
@@ -122,6 +123,14 @@ class Paths:
 
     def client_dir(self, name: str) -> Path:
         return self.root / "clients" / name
+
+    def server_dir(self, name: str) -> Path:
+        """A server's own certificate (`issue NAME --role server`); `server/` is the first one,
+        made by `init`."""
+        return self.root / "servers" / name
+
+    def identity_dir(self, name: str, role: str) -> Path:
+        return self.server_dir(name) if role == "server" else self.client_dir(name)
 
     def bridge_config(self, site: str) -> Path:
         return self.root / "bridges" / f"{site}.conf"

@@ -185,15 +185,40 @@ def _copy(source: Path, target: Path, mode: int = 0o644) -> None:
 
 @dataclass(frozen=True)
 class FleetPlace:
-    """Which camera of a fleet this pod's agent is, and which site's bridge its broker runs
-    (CAMERA_ID, CAMERA_SITE); neither: the single camera `cam` of `camera-pki init`."""
+    """Which camera of a fleet this pod's agent is, which site's bridge its broker runs and
+    which server certificate its servers present (CAMERA_ID, CAMERA_SITE, CAMERA_SERVER);
+    none: the single camera `cam` of `camera-pki init`, with its `server/`."""
 
     camera: str | None = None
     site: str | None = None
+    server: str | None = None  # `camera-pki issue NAME --role server`: servers/NAME
 
     @classmethod
     def from_environment(cls, environ: dict[str, str]) -> FleetPlace:
-        return cls(environ.get("CAMERA_ID") or None, environ.get("CAMERA_SITE") or None)
+        return cls(
+            environ.get("CAMERA_ID") or None,
+            environ.get("CAMERA_SITE") or None,
+            environ.get("CAMERA_SERVER") or None,
+        )
+
+    def server_dir(self, pki: Path) -> Path:
+        """The certificate and key the pod's broker, nginx and MediaMTX present."""
+        if self.server is None:
+            if self.site is not None:
+                print(
+                    f"pod-up: warning: site {self.site} presents the shared server/"
+                    " certificate; give it its own (`camera-pki issue DIR NAME --role server"
+                    " --dns HOST`, then CAMERA_SERVER=NAME)",
+                    file=sys.stderr,
+                )
+            return pki / "server"
+        directory = pki / "servers" / self.server
+        if not (directory / "cert.pem").is_file():
+            raise SystemExit(
+                f"pod-up: CAMERA_SERVER={self.server}: no {directory}; issue it with"
+                f" `camera-pki issue {pki} {self.server} --role server --dns HOST`"
+            )
+        return directory
 
     def agent_settings(self) -> dict[str, str]:
         if self.camera is None:
@@ -276,17 +301,20 @@ def prepare(
     prepare_pki(pki)
     credentials = StreamCredentials.load_or_create(pod_dir / "stream-credentials.json")
 
+    server = place.server_dir(pki)
     broker = pod_dir / "broker"
-    for name in ("ca_chain.pem", "crl.pem", "server/cert.pem", "server/acl"):
+    for name in ("ca_chain.pem", "crl.pem", "server/acl"):
         _copy(pki / name, broker / name)
-    _copy(pki / "server/key.pem", broker / "server/key.pem", 0o400)
+    _copy(server / "cert.pem", broker / "server/cert.pem")
+    _copy(server / "key.pem", broker / "server/key.pem", 0o400)
     _chown(broker / "server/key.pem", BROKER_UID)
     _prepare_bridge(pki, broker, pod_dir / "broker-conf.d", place.site)
 
     web = pod_dir / "web"
-    for name in ("ca_chain.pem", "crl.pem", "server/cert.pem"):
+    for name in ("ca_chain.pem", "crl.pem"):
         _copy(pki / name, web / name)
-    _copy(pki / "server/key.pem", web / "server/key.pem", 0o400)
+    _copy(server / "cert.pem", web / "server/cert.pem")
+    _copy(server / "key.pem", web / "server/key.pem", 0o400)
     _chown(web / "server/key.pem", WEB_UID)
     # The viewer's stream password, which nginx adds to the console's video requests.
     stream = pod_dir / "web-stream" / "authorization.conf"
@@ -327,8 +355,8 @@ def prepare(
     mediamtx = pod_dir / "mediamtx"
     mediamtx.mkdir(parents=True, exist_ok=True)
     # MediaMTX runs as root in its image: the key needs no other owner.
-    _copy(pki / "server/cert.pem", mediamtx / "certs/server/cert.pem")
-    _copy(pki / "server/key.pem", mediamtx / "certs/server/key.pem", 0o400)
+    _copy(server / "cert.pem", mediamtx / "certs/server/cert.pem")
+    _copy(server / "key.pem", mediamtx / "certs/server/key.pem", 0o400)
     # Plain RTSP on the pod's loopback unless asked for (the network variant's compose file
     # opens it to the agent's container, and publishes it only when asked too).
     plain = (ports or HostPorts()).plain_rtsp

@@ -334,3 +334,75 @@ def test_reissue_mistakes_are_clear_errors(
     assert "no current certificate named 'nobody'" in capsys.readouterr().err
     assert pki_main(["reissue", str(fresh_pki), "agent", "--grace-days", "-1"]) != 0
     assert "--grace-days -1: give 0 or more days" in capsys.readouterr().err
+
+
+def test_a_server_gets_a_certificate_of_its_own(
+    fresh_pki: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    d = str(fresh_pki)
+    argv = ["issue", d, "central", "--role", "server", "--dns", "central.example.org",
+            "--ip", "192.0.2.10"]  # fmt: skip
+    assert pki_main(argv) == 0
+    assert "for localhost" in capsys.readouterr().out
+    chain = certs(fresh_pki / "servers" / "central" / "cert.pem")
+    assert len(chain) == 2
+    assert (fresh_pki / "servers" / "central" / "key.pem").stat().st_mode & 0o777 == 0o600
+    server = chain[0]
+    eku = server.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    assert list(eku) == [ExtendedKeyUsageOID.SERVER_AUTH]
+    sans = server.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    dns = sans.get_values_for_type(x509.DNSName)
+    ips = {str(ip) for ip in sans.get_values_for_type(x509.IPAddress)}
+    # Its own names and the in-pod ones; not the shared certificate's extra names.
+    assert "central.example.org" in dns and "localhost" in dns and "broker" in dns
+    assert "cam.example" not in dns
+    assert ips == {"127.0.0.1", "::1", "192.0.2.10"}
+    path = fresh_pki / "servers" / "central" / "cert.pem"
+    assert openssl_verify(fresh_pki, path, "sslserver").returncode == 0
+    assert openssl_verify(fresh_pki, path, "sslclient").returncode != 0
+    # Listed, never a broker user, renewed with the same names, revoked in the CRL.
+    assert pki_main(["list", d]) == 0
+    listed = [line.split() for line in capsys.readouterr().out.splitlines()]
+    assert any(row[:2] == ["central", "server"] for row in listed), listed
+    assert "user central" not in (fresh_pki / "server" / "acl").read_text()
+    assert pki_main(["reissue", d, "central"]) == 0
+    assert str(fresh_pki / "servers" / "central") in capsys.readouterr().out
+    renewed = certs(path)[0]
+    assert renewed.serial_number != server.serial_number
+    assert renewed.extensions.get_extension_for_class(x509.SubjectAlternativeName).value == sans
+    crl = x509.load_pem_x509_crl((fresh_pki / "crl.pem").read_bytes())
+    assert crl.get_revoked_certificate_by_serial_number(server.serial_number) is not None
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["issue", "{dir}", "edge", "--role", "server"], "name the server: --dns HOST"),
+        (["issue", "{dir}", "edge", "--role", "server", "--dns", "Bad_Name"], "invalid DNS name"),
+        (["issue", "{dir}", "edge", "--role", "server", "--ip", "10.0.0.999"], "invalid IP"),
+        (["issue", "{dir}", "edge", "--role", "server", "--dns", "e.org", "--camera", "x"],
+         "not --camera"),
+        (["issue", "{dir}", "phone", "--role", "viewer", "--dns", "e.org"], "go with --role server"),
+        (["issue", "{dir}", "agent", "--role", "server", "--dns", "e.org"], "exists already"),
+    ],
+)  # fmt: skip
+def test_server_certificate_mistakes_are_clear_errors(
+    fresh_pki: Path, capsys: pytest.CaptureFixture[str], args: list[str], message: str
+) -> None:
+    assert pki_main([a.format(dir=fresh_pki) for a in args]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_bridge_warns_unless_the_centre_has_a_certificate_of_its_own(
+    fresh_pki: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    d = str(fresh_pki)
+    assert pki_main(["issue", d, "site-a", "--role", "bridge"]) == 0
+    # cam.example is in the shared server/ (the fixture's --server-dns): every site holds it.
+    assert pki_main(["bridge", d, "site-a", "--central", "cam.example:8883"]) == 0
+    err = capsys.readouterr().err
+    assert "no server certificate of its own names cam.example" in err
+    assert "every site holds that key" in err
+    assert pki_main(["issue", d, "central", "--role", "server", "--dns", "hub.example"]) == 0
+    assert pki_main(["bridge", d, "site-a", "--central", "hub.example:8883"]) == 0
+    assert "warning" not in capsys.readouterr().err

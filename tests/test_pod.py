@@ -9,6 +9,7 @@ why and how), with the `podman_env` and `images` fixtures of conftest.py.
 from __future__ import annotations
 
 import hashlib
+import socket
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -26,8 +27,15 @@ from agent.stream.still import still_output_args
 from tests.browser import FRAME_BRIGHTNESS, chromium, poll
 from tests.pod_images import podman
 from tests.support import Probe, RtspReader
+from tests.test_encrypted_video import gstreamer_frame
 from tests.test_jobs import ask, assert_clean_timestamps, probe, run_job
 from tests.test_timelapse import decoded_frames
+from tests.test_tls_policy import (
+    MEDIAMTX_TLS12,
+    MEDIAMTX_TLS13,
+    Listener,
+    assert_holds_to_the_policy,
+)
 from tests.test_web import curl
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
@@ -39,16 +47,21 @@ class Pod:
     def __init__(self, env: dict[str, str], pod_dir: Path, variant: str) -> None:
         self.pod_dir = pod_dir
         self.kube = variant == "kube"
+        self.variant_name = variant
         self.mqtt_port = free_port()
-        self.rtsp_port = free_port()
+        self.rtsps_port = free_port()
+        self.rtsp_port = free_port()  # plain RTSP: published only with CAMERA_PLAIN_RTSP=1
+        self.hls_port = free_port()
+        self.webrtc_port = free_port()
         self.web_port = free_port()
         self.env = {
             **env,
             "CAMERA_POD_BIND": "127.0.0.1",
             "CAMERA_MQTT_PORT": str(self.mqtt_port),
+            "CAMERA_RTSPS_PORT": str(self.rtsps_port),
             "CAMERA_RTSP_PORT": str(self.rtsp_port),
-            "CAMERA_HLS_PORT": str(free_port()),
-            "CAMERA_WEBRTC_PORT": str(free_port()),
+            "CAMERA_HLS_PORT": str(self.hls_port),
+            "CAMERA_WEBRTC_PORT": str(self.webrtc_port),
             "CAMERA_WEBRTC_UDP_PORT": str(free_port()),
             "CAMERA_WEB_PORT": str(self.web_port),
         }
@@ -157,13 +170,20 @@ def test_pod_takes_a_picture_and_a_recording_and_streams(pod: Pod) -> None:
         assert hashlib.sha256(fetched.body).hexdigest() == result["sha256"]
     assert curl(picture["data"]["result"]["url"], pod.pod_dir / "pki", "agent").status == 403
 
-    # A player opens the stream on the mapped RTSP port with the viewer's password.
+    # A player opens the stream on the mapped RTSPS port with the viewer's password, and one
+    # that checks the certificate does so against the pod's CA; plain RTSP is not published.
     viewer = StreamCredentials.load_or_create(pod.pod_dir / "stream-credentials.json").viewer
-    player = RtspReader(f"rtsp://viewer:{viewer}@127.0.0.1:{pod.rtsp_port}/cam", 1280, 720)
+    rtsps = f"rtsps://viewer:{viewer}@127.0.0.1:{pod.rtsps_port}/cam"
+    player = RtspReader(rtsps, 1280, 720)
     try:
         player.wait_for(lambda frame: True, timeout=20)
     finally:
         player.close()
+    checked = gstreamer_frame(rtsps, pod.pod_dir / "pki/ca_chain.pem", pod.pod_dir / "frame.jpg")
+    assert checked.returncode == 0, checked.stderr
+    assert_plain_rtsp_refused(pod, containers)
+    if pod.variant_name == "compose":  # the same image and config behind every variant
+        assert_listeners_hold_to_the_policy(pod)
 
     # The console on the mapped web port, opened with the bundle pod-up pointed to: the camera's
     # card, then its live video (WebRTC, or LL-HLS where the mapped ICE port cannot be reached).
@@ -186,6 +206,41 @@ def test_pod_takes_a_picture_and_a_recording_and_streams(pod: Pod) -> None:
     top = podman(pod.env, "top", containers["agent"], "user", "group").splitlines()[1:]
     users = [line.split() for line in top if line.strip()]
     assert users and all(user == ["camera", "video"] for user in users), top
+
+
+def assert_plain_rtsp_refused(pod: Pod, containers: dict[str, str]) -> None:
+    """Plain RTSP is not published, and in a pod MediaMTX does not answer it on the pod's own
+    address either (only on its loopback, where the agent publishes)."""
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", pod.rtsp_port), timeout=5).close()
+    if pod.variant_name == "network":  # each service has an address of its own there
+        return
+    owner = containers["broker"]  # podman-compose's pod: the broker owns the namespace
+    if pod.kube:  # podman kube play: the pod's infra container does
+        owner = podman(pod.env, "pod", "inspect", PROJECT, "--format", "{{.InfraContainerID}}")
+    address = podman(
+        pod.env, "inspect", owner.strip(), "--format",
+        "{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}",
+    ).split()  # fmt: skip
+    assert address, "the pod has no address on its network"
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection((address[0], 8554), timeout=5).close()
+    # The same address does answer RTSPS: the refusal above is MediaMTX's choice.
+    socket.create_connection((address[0], 8322), timeout=5).close()
+
+
+def assert_listeners_hold_to_the_policy(pod: Pod) -> None:
+    """The TLS matrix against the pod's published listeners (tests/test_tls_policy.py)."""
+    client = (pod.pod_dir / "pki/ca_chain.pem", *viewer_key_pair(pod))
+    for port in (pod.mqtt_port, pod.web_port):
+        assert_holds_to_the_policy(Listener(port, *client))
+    for port in (pod.rtsps_port, pod.hls_port, pod.webrtc_port):
+        assert_holds_to_the_policy(Listener(port, *client), MEDIAMTX_TLS12, MEDIAMTX_TLS13)
+
+
+def viewer_key_pair(pod: Pod) -> tuple[Path, Path]:
+    viewer = pod.pod_dir / "pki/clients/viewer"
+    return viewer / "cert.pem", viewer / "key.pem"
 
 
 AGENT_IMAGE = "localhost/camera-agent:latest"
