@@ -382,7 +382,7 @@ def test_a_server_gets_a_certificate_of_its_own(
         (["issue", "{dir}", "edge", "--role", "server", "--ip", "10.0.0.999"], "invalid IP"),
         (["issue", "{dir}", "edge", "--role", "server", "--dns", "e.org", "--camera", "x"],
          "not --camera"),
-        (["issue", "{dir}", "phone", "--role", "viewer", "--dns", "e.org"], "go with --role server"),
+        (["issue", "{dir}", "phone", "--role", "viewer", "--dns", "e.org"], "with --role server"),
         (["issue", "{dir}", "agent", "--role", "server", "--dns", "e.org"], "exists already"),
     ],
 )  # fmt: skip
