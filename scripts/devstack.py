@@ -46,10 +46,16 @@ def free_port() -> int:
 
 
 def render_broker_config(
-    pki_dir: Path, data_dir: Path, port: int, host: str = "127.0.0.1", conf_d: Path | None = None
+    pki_dir: Path,
+    data_dir: Path,
+    port: int,
+    host: str = "127.0.0.1",
+    conf_d: Path | None = None,
+    server_dir: Path | None = None,
 ) -> str:
     """The shipped config with its listener moved to host:port and its paths made local;
-    ``conf_d``, the include_dir (a site's bridge snippet), next to ``data_dir`` by default."""
+    ``conf_d``, the include_dir (a site's bridge snippet), next to ``data_dir`` by default;
+    ``server_dir``, the certificate it presents (`servers/NAME`), the PKI's `server/` if None."""
     out: list[str] = []
     conf_d = conf_d or data_dir.parent / "conf.d"
     conf_d.mkdir(parents=True, exist_ok=True)
@@ -61,6 +67,8 @@ def render_broker_config(
             out.append(f"persistence_location {data_dir}/")
         elif key == "include_dir":
             out.append(f"include_dir {conf_d}")
+        elif key in {"certfile", "keyfile"} and server_dir is not None:
+            out.append(f"{key} {server_dir}/{value.rsplit('/', 1)[1]}")
         elif value.startswith(CONTAINER_PKI):
             out.append(f"{key} {pki_dir}{value.removeprefix(CONTAINER_PKI)}")
         else:
@@ -96,6 +104,7 @@ class Broker:
     work_dir: Path
     port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
+    server_dir: Path | None = None  # its own server certificate (`servers/NAME`)
 
     @property
     def config_path(self) -> Path:
@@ -112,7 +121,11 @@ class Broker:
 
     def config_text(self) -> str:
         return render_broker_config(
-            self.pki_dir, self.work_dir / "data", self.port, conf_d=self.conf_d
+            self.pki_dir,
+            self.work_dir / "data",
+            self.port,
+            conf_d=self.conf_d,
+            server_dir=self.server_dir,
         )
 
     def start(self) -> None:
@@ -120,7 +133,9 @@ class Broker:
         self.config_path.write_text(self.config_text())
         log: IO[bytes] = self.log_path.open("ab")
         self.process = subprocess.Popen(
-            ["mosquitto", "-c", str(self.config_path)],
+            # Line-buffered (stdbuf execs mosquitto, same pid): its log is readable as it runs,
+            # not only after a clean exit.
+            ["stdbuf", "-oL", "mosquitto", "-c", str(self.config_path)],
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # its own process group, so a test's Ctrl-C does not hit it

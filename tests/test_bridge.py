@@ -34,9 +34,10 @@ class CuttableLink:
     """A TCP relay between the site's bridge and the central broker that can be cut: the
     network between two places, which is what fails in the field (neither broker restarts)."""
 
-    def __init__(self, upstream_port: int) -> None:
+    def __init__(self, upstream_port: int, host: str = "127.0.0.1") -> None:
+        self.host = host
         self.port = free_port()
-        self._upstream = upstream_port
+        self.upstream = upstream_port  # the broker behind it (a test may swap it)
         self._sockets: set[socket.socket] = set()
         self._lock = threading.Lock()
         self._listener: socket.socket | None = None
@@ -46,7 +47,7 @@ class CuttableLink:
     def resume(self) -> None:
         listener = socket.socket()
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind(("127.0.0.1", self.port))
+        listener.bind((self.host, self.port))
         listener.listen()
         self._listener = listener
         threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
@@ -73,7 +74,7 @@ class CuttableLink:
             except OSError:
                 return  # cut
             try:
-                server = socket.create_connection(("127.0.0.1", self._upstream))
+                server = socket.create_connection(("127.0.0.1", self.upstream))
             except OSError:
                 client.close()
                 continue
@@ -258,3 +259,60 @@ def test_a_command_queued_for_a_cut_site_survives_a_central_restart(sites: Sites
         assert not [m for m in settle(operator, 3.0) if answers("held")(m)]
     finally:
         operator.close()
+
+
+def test_a_sites_certificate_cannot_pose_as_the_centre(tmp_path: Path) -> None:
+    """Per-server certificates: site b's bridge addresses the centre by a name (here the address
+    127.0.0.2) that only the centre's own certificate carries. A broker presenting site a's
+    certificate at that address is refused, and what site b reports never reaches it; the
+    real centre at the same address is accepted, and the report arrives there."""
+    pki = tmp_path / "pki"
+    ca = CertificateAuthority(pki)
+    ca.init()
+    ca.issue_server("central", dns=["central.example.org"], ips=["127.0.0.2"])
+    ca.issue_server("site-a", dns=["site-a.example.org"])
+    ca.issue("site-b", Role.BRIDGE)
+    ca.issue("site-b-cam1", Role.AGENT, camera="site-b-cam1")
+    central = Broker(pki, tmp_path / "central", server_dir=ca.paths.server_dir("central"))
+    impostor = Broker(pki, tmp_path / "impostor", server_dir=ca.paths.server_dir("site-a"))
+    central.start()
+    impostor.start()
+    # The centre's address on the wire; behind it first the impostor, then the centre (TLS
+    # runs end to end through this relay: it only carries bytes).
+    address = CuttableLink(impostor.port, host="127.0.0.2")
+    site = Broker(pki, tmp_path / "site-b")
+    assert camera_pki(["bridge", str(pki), "site-b", "--central", f"127.0.0.2:{address.port}",
+                       "--certs-dir", str(pki)]) == 0  # fmt: skip
+    site.conf_d.mkdir(parents=True, exist_ok=True)
+    (site.conf_d / "site-b.conf").write_bytes((pki / "bridges" / "site-b.conf").read_bytes())
+    site.start()
+    camera = Probe(site, "site-b-cam1")
+    watchers = [Probe(broker, "operator") for broker in (impostor, central)]
+    try:
+        for watcher in watchers:
+            watcher.subscribe("camera/#")
+        camera.publish("camera/site-b-cam1/availability", "online")
+        # The bridge tries the impostor and refuses it: the name check fails.
+        deadline = time.monotonic() + 30
+        while "certificate verify failed" not in site.log_text():
+            assert time.monotonic() < deadline, (address.connections, site.log_text()[-2000:])
+            time.sleep(0.1)
+        assert address.connections >= 1
+        assert [m for m in settle(watchers[0], 3.0) if "site-b-cam1" in m.topic] == []
+
+        address.upstream = central.port
+        arrived = watchers[1].wait_for(
+            lambda m: m.topic == "camera/site-b-cam1/availability",
+            timeout=RECONNECT_S,
+            what="site b's report at the real centre",
+        )
+        assert arrived.payload == b"online"
+    finally:
+        camera.close()
+        for watcher in watchers:
+            watcher.close()
+        site.stop()
+        address.close()
+        impostor.stop()
+        central.stop()
+    assert "as site-b" not in impostor.log_text()

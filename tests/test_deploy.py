@@ -281,3 +281,30 @@ def test_plain_rtsp_is_the_pods_own_unless_asked_for(tmp_path: Path) -> None:
     mediamtx = next(c for c in kube["spec"]["containers"] if c["name"] == "mediamtx")
     assert {"containerPort": 8554, "protocol": "TCP", "hostPort": 1554,
             "hostIP": "127.0.0.1"} in mediamtx["ports"]  # fmt: skip
+
+
+def test_camera_server_gives_the_pod_its_own_server_certificate(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pki = tmp_path / "pki"
+    ca = CertificateAuthority(pki)
+    ca.init()
+    with pytest.raises(SystemExit, match=r"camera-pki issue .* farm-pod --role server"):
+        prepare(tmp_path, place=FleetPlace(server="farm-pod"))
+    ca.issue_server("farm-pod", dns=["farm.example.org"])
+    prepare(tmp_path, place=FleetPlace(server="farm-pod"))
+    own = (pki / "servers/farm-pod/cert.pem").read_bytes()
+    for served in ("broker/server", "web/server", "mediamtx/certs/server"):
+        assert (tmp_path / served / "cert.pem").read_bytes() == own, served
+        key = tmp_path / served / "key.pem"
+        assert key.read_bytes() == (pki / "servers/farm-pod/key.pem").read_bytes()
+        assert key.stat().st_mode & 0o777 == 0o400
+    # A site left on the shared server/ certificate is told so.
+    ca.issue("farm", Role.BRIDGE)
+    assert camera_pki(["bridge", str(pki), "farm", "--central", "hub.example.org:8883"]) == 0
+    capsys.readouterr()
+    prepare(tmp_path, place=FleetPlace(site="farm"))
+    assert "presents the shared server/ certificate" in capsys.readouterr().err
+    assert (tmp_path / "broker/server/cert.pem").read_bytes() == (
+        pki / "server/cert.pem"
+    ).read_bytes()
