@@ -18,6 +18,7 @@ from playwright.sync_api import expect
 from tests.browser import chromium
 from tests.support import Probe, children_of, wait_until
 from tests.test_jobs import run_job
+from tests.test_stream import probe_stream
 
 
 def test_the_printed_curl_and_camera_ctl_lines_work_and_stopping_leaves_nothing(
@@ -64,6 +65,20 @@ def test_the_printed_curl_and_camera_ctl_lines_work_and_stopping_leaves_nothing(
         )  # fmt: skip
         assert control.returncode == 0, control.stderr
         assert control.stdout.strip() == "SUCCESS: brightness set to 0.3"
+        # The printed players' lines: the RTSPS URL plays, and the HLS page's playlist plays
+        # over HTTPS checked against the CA the line names, with the password it gives.
+        watch = printed["watch"].split()
+        assert watch[0] == "ffplay" and watch[1].startswith("rtsps://"), printed["watch"]
+        assert probe_stream(watch[1])["codec_name"] == "h264"
+        found = re.fullmatch(
+            r"(https://\S+) \(HLS\), (https://\S+) \(WebRTC\); user viewer, password (\S+);"
+            r" the certificate is from (\S+)",
+            printed["browser"],
+        )
+        assert found, printed["browser"]
+        hls, _, password, ca = found.groups()
+        playlist = hls.replace("https://", f"https://viewer:{password}@") + "index.m3u8"
+        assert probe_stream(playlist, Path(ca))["codec_name"] == "h264"
         # The printed console line: its bundle and password, imported as a person would, open
         # the console, which shows the camera and the value just set.
         found = re.fullmatch(
