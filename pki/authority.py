@@ -221,6 +221,17 @@ class CertificateAuthority:
         write_atomic(directory / "cert.pem", cert_pem(cert, issuer.cert))
         return cert
 
+    def _registry_without(self, name: str) -> Registry:
+        """The registry, once it is clear that no current certificate is named ``name``."""
+        registry = self.load_registry()
+        existing = registry.find_active(name)
+        if existing is not None:
+            raise PkiError(
+                f"a certificate named {name!r} exists already (serial {existing.serial:x}); "
+                f"revoke it first with `camera-pki revoke {self.paths.root} {name}`"
+            )
+        return registry
+
     def issue_server(
         self,
         name: str,
@@ -234,13 +245,7 @@ class CertificateAuthority:
         certificate carries (localhost, broker, ...). A site holding its own cannot pose as
         another server, as it could with the one `server/` every broker used to share."""
         validate_identity_name(name)
-        registry = self.load_registry()
-        existing = registry.find_active(name)
-        if existing is not None:
-            raise PkiError(
-                f"a certificate named {name!r} exists already (serial {existing.serial:x}); "
-                f"revoke it first with `camera-pki revoke {self.paths.root} {name}`"
-            )
+        registry = self._registry_without(name)
         addresses = [_parse_ip(ip) for ip in dict.fromkeys((*DEFAULT_SERVER_IPS, *ips))]
         for host in dns:
             _validate_dns_name(host)
@@ -324,13 +329,7 @@ class CertificateAuthority:
         validate_identity_name(name)
         if camera is not None:
             validate_identity_name(camera, what="camera id")
-        registry = self.load_registry()
-        existing = registry.find_active(name)
-        if existing is not None:
-            raise PkiError(
-                f"a certificate named {name!r} exists already (serial {existing.serial:x}); "
-                f"revoke it first with `camera-pki revoke {self.paths.root} {name}`"
-            )
+        registry = self._registry_without(name)
         if role is Role.SERVER:
             raise PkiError(
                 f"a server certificate takes names, not a camera: `camera-pki issue"

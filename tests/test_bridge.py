@@ -97,6 +97,18 @@ class CuttableLink:
             self.cut()
 
 
+def bridged_site(pki: Path, tmp_path: Path, name: str, link: CuttableLink) -> Broker:
+    """Site ``name``'s broker, started, with the snippet as `camera-pki bridge` writes it,
+    pointed at ``link``, with local PKI paths."""
+    site = Broker(pki, tmp_path / name)
+    assert camera_pki(["bridge", str(pki), name, "--central", f"{link.host}:{link.port}",
+                       "--certs-dir", str(pki)]) == 0  # fmt: skip
+    site.conf_d.mkdir(parents=True, exist_ok=True)
+    (site.conf_d / f"{name}.conf").write_bytes((pki / "bridges" / f"{name}.conf").read_bytes())
+    site.start()
+    return site
+
+
 @dataclass
 class Sites:
     central: Broker
@@ -117,13 +129,7 @@ def sites(tmp_path: Path) -> Iterator[Sites]:
     central = Broker(pki, tmp_path / "central")
     central.start()
     link = CuttableLink(central.port)
-    site = Broker(pki, tmp_path / "site-a")
-    # The snippet as `camera-pki bridge` writes it, pointed at the link, with local PKI paths.
-    assert camera_pki(["bridge", str(pki), "site-a", "--central", f"127.0.0.1:{link.port}",
-                       "--certs-dir", str(pki)]) == 0  # fmt: skip
-    site.conf_d.mkdir(parents=True, exist_ok=True)
-    (site.conf_d / "site-a.conf").write_bytes((pki / "bridges" / "site-a.conf").read_bytes())
-    site.start()
+    site = bridged_site(pki, tmp_path, "site-a", link)
     agents = {
         camera: AgentProcess(site, tmp_path / camera, env=camera_agent_env(pki, camera))
         for camera in SITE_CAMERAS
@@ -280,12 +286,7 @@ def test_a_sites_certificate_cannot_pose_as_the_centre(tmp_path: Path) -> None:
     # The centre's address on the wire; behind it first the impostor, then the centre (TLS
     # runs end to end through this relay: it only carries bytes).
     address = CuttableLink(impostor.port, host="127.0.0.2")
-    site = Broker(pki, tmp_path / "site-b")
-    assert camera_pki(["bridge", str(pki), "site-b", "--central", f"127.0.0.2:{address.port}",
-                       "--certs-dir", str(pki)]) == 0  # fmt: skip
-    site.conf_d.mkdir(parents=True, exist_ok=True)
-    (site.conf_d / "site-b.conf").write_bytes((pki / "bridges" / "site-b.conf").read_bytes())
-    site.start()
+    site = bridged_site(pki, tmp_path, "site-b", address)
     camera = Probe(site, "site-b-cam1")
     watchers = [Probe(broker, "operator") for broker in (impostor, central)]
     try:
