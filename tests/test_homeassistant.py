@@ -191,19 +191,35 @@ def test_the_agent_publishes_its_configs_and_again_on_home_assistants_birth(
     agent: AgentProcess, broker: Broker, operator: Probe
 ) -> None:
     watcher = Probe(broker, "cli")  # an operator: reads the discovery prefix
+    late = Probe(broker, "homeassistant")  # another, who subscribes once they are out
     try:
+        # Online comes first; the configs may still be on their way (then they arrive live,
+        # not flagged retained), so the first watcher waits for brightness's, whichever way.
         watcher.subscribe("homeassistant/#")
-        retained = wait_until(lambda: [m for m in configs_seen(watcher) if m.retain],
+        brightness = "homeassistant/number/agent/brightness/config"
+        seen: set[str] = set()
+
+        def brightness_seen() -> bool:
+            seen.update(m.topic for m in configs_seen(watcher))
+            return brightness in seen
+
+        wait_until(brightness_seen, what="brightness's config")
+        # A subscriber from now on gets them from the broker: they are retained.
+        late.subscribe("homeassistant/#")
+        retained = wait_until(lambda: [m for m in configs_seen(late) if m.retain],
                               what="retained configs")  # fmt: skip
         topics = {m.topic for m in retained}
-        assert "homeassistant/number/agent/brightness/config" in topics
+        assert brightness in topics
         assert all(json.loads(m.payload)["device"]["identifiers"] == ["camera-agent-agent"]
                    for m in retained)  # fmt: skip
-        # Home Assistant restarts and says so: every config comes again.
+        # Home Assistant restarts and says so: every config comes again (after the first
+        # round has all arrived, so that none of it passes for the second).
+        wait_until(lambda: configs_seen(watcher) == [], what="the first round's end")
         watcher.publish("homeassistant/status", "online")
         again = wait_until(lambda: configs_seen(watcher, 2.0), what="configs again")
         assert {m.topic for m in again} >= topics
     finally:
+        late.close()
         watcher.close()
 
 
