@@ -9,10 +9,12 @@ instead of in a pod (`--network`), and waits until the agent reports healthy.
 
 Keys are made readable by the uid the service runs as (through `podman unshare` when Podman is
 rootless). Host address and ports come from the environment: CAMERA_POD_BIND (default
-0.0.0.0), CAMERA_MQTT_PORT, CAMERA_RTSP_PORT, CAMERA_HLS_PORT, CAMERA_WEBRTC_PORT,
-CAMERA_WEBRTC_UDP_PORT, CAMERA_WEB_PORT. CAMERA_WIDTH, CAMERA_HEIGHT and CAMERA_FPS set the
-camera's starting size and rate (a Pi Zero, an emulated arm64 run); CAMERA_IMAGE_TAG the images'
-tag (default latest: the manifest lists scripts/build-images makes, so any architecture).
+0.0.0.0), CAMERA_MQTT_PORT, CAMERA_RTSPS_PORT, CAMERA_HLS_PORT, CAMERA_WEBRTC_PORT,
+CAMERA_WEBRTC_UDP_PORT, CAMERA_WEB_PORT; plain RTSP only with CAMERA_PLAIN_RTSP=1, on
+CAMERA_RTSP_PORT. CAMERA_SERVER names the server certificate (`servers/NAME`). CAMERA_WIDTH,
+CAMERA_HEIGHT and CAMERA_FPS set the camera's starting size and rate (a Pi Zero, an emulated
+arm64 run); CAMERA_IMAGE_TAG the images' tag (default latest: the manifest lists
+scripts/build-images makes, so any architecture).
 
 In a fleet (README, "Fleets"), the pod's PKI directory holds a copy of the fleet's PKI, and
 CAMERA_ID=<camera> makes the agent that camera (its identity `clients/<camera>`, topic base

@@ -76,7 +76,7 @@ def test_the_arm64_pod_answers_streams_takes_pictures_and_records(arm64_pod: Pod
     assert_clean_timestamps(captures / record["data"]["result"]["path"])
 
     viewer = StreamCredentials.load_or_create(pod.pod_dir / "stream-credentials.json").viewer
-    player = RtspReader(f"rtsp://viewer:{viewer}@127.0.0.1:{pod.rtsp_port}/cam", *SIZE)
+    player = RtspReader(f"rtsps://viewer:{viewer}@127.0.0.1:{pod.rtsps_port}/cam", *SIZE)
     try:
         player.wait_for(lambda frame: True, timeout=30)
     finally:
