@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agent.camera.base import (
     ActiveCondition,
@@ -26,7 +26,9 @@ from agent.camera.base import (
     as_number,
 )
 from agent.camera.vocabulary import stream_parameter_descriptors
-from agent.motion.detector import Polygon
+
+if TYPE_CHECKING:  # a type only: NumPy comes with the detector, at the first frame
+    from agent.motion.detector import Polygon
 from agent.stream.ffmpeg_args import (
     STAMP_HEIGHT,
     TestPatternParams,

@@ -16,14 +16,14 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from agent.atomicfile import write_atomic
 from agent.config import MotionRegions, MotionSettings
 from agent.errors import CommandError, ErrorCode
-from agent.motion.detector import Analysis, DetectorSettings, MotionDetector, Polygon, Zone
+
+if TYPE_CHECKING:  # NumPy comes with the first frame: an agent that streams nothing is lighter
+    from agent.motion.detector import Analysis, MotionDetector, Polygon
 from agent.motion.tracker import MotionEnded, MotionEvent, MotionStarted, MotionTracker
 from agent.stream.motion_frames import GreyFrame, MotionFrameSource
 
@@ -78,7 +78,7 @@ class MotionService:
         self._hooks = hooks
         self.enabled = settings.enabled
         self._tracker = MotionTracker(settings.off_delay_s)
-        self._detector = self._new_detector()
+        self._detector: MotionDetector | None = None  # made with the first frame it looks at
         self._source: MotionFrameSource | None = None
         self._state = "OFF"
         self._since = time.time()
@@ -120,11 +120,13 @@ class MotionService:
         self._settings = self._settings.model_copy(
             update={"mask": regions.mask, "zones": regions.zones}
         )
-        self._detector = self._new_detector()
+        self._detector = None  # the next frame starts a detector with them
         self._hooks.changed()
         return regions.model_dump()
 
     def _new_detector(self) -> MotionDetector:
+        from agent.motion.detector import DetectorSettings, MotionDetector, Zone  # noqa: PLC0415
+
         s = self._settings
         # The camera's own overlays (the test pattern's clock) are never the scene.
         mask = (*self._camera_mask(), *(tuple(p) for p in s.mask))
@@ -143,7 +145,7 @@ class MotionService:
             "since": iso_time(self._since),
             "last_event": self._last,
             "fps": self._settings.fps,
-            "calibrating": self.enabled and self._detector.calibrating,
+            "calibrating": self.enabled and (self._detector is None or self._detector.calibrating),
             **self.regions(),
         }
 
@@ -214,7 +216,7 @@ class MotionService:
         if source is not self._source:
             # A new run of the pipeline (or none): its size, scene or overlays may differ.
             self._source = source
-            self._detector = self._new_detector()
+            self._detector = None
         if source is None or not source.has_new():
             return self._tracker.idle(time.time())
         analysed = await asyncio.to_thread(self._read_and_analyse, source)
@@ -231,6 +233,10 @@ class MotionService:
         frame = source.read_new()
         if frame is None:
             return None
+        import numpy as np  # noqa: PLC0415 - loaded with the first frame (see the imports)
+
+        if self._detector is None:
+            self._detector = self._new_detector()
         pixels = np.frombuffer(frame.pixels, np.uint8).reshape(frame.height, frame.width)
         return frame, self._detector.analyse(pixels)
 

@@ -7,8 +7,10 @@ Pure: times are the frames' capture times, handed in (table-tested, no clock).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from agent.motion.detector import Analysis, Box
+if TYPE_CHECKING:  # types only: NumPy comes with the detector, at the first frame
+    from agent.motion.detector import Analysis, Box
 
 
 @dataclass(frozen=True)
