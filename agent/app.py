@@ -39,7 +39,7 @@ from agent.jobs.trim import Trimmer
 from agent.memory import release_free_heap
 from agent.messaging import InboundMessage
 from agent.motion.service import MotionHooks, MotionService
-from agent.mqtt.client import BrokerLink
+from agent.mqtt.client import BrokerLink, quiet_closed_socket_races
 from agent.mqtt.tls import certificate_identity, client_context
 from agent.mqtt.topics import Topics
 from agent.process import CommandRunner, run_command
@@ -409,6 +409,7 @@ class AgentApp:
             self.jobs.adopt(job, runner)
 
     async def run(self) -> None:
+        quiet_closed_socket_races(asyncio.get_running_loop())
         self.captures.ensure()
         for leftover in self.captures.sweep_partials():
             log.warning("removed %s, left unfinished by an earlier run", leftover)

@@ -410,10 +410,16 @@ def summarize(
     holes: list[str],
 ) -> Report:
     unanswered, open_jobs = tally.outstanding()
+    # A QoS 1 answer whose acknowledgement a broker restart lost comes again, the same
+    # message (MQTT's at-least-once); a second, different answer would be a second run.
     twice = [
         i for i, answers in tally.answers.items()
-        if sum(1 for a in answers if not a.get("duplicate")) > 1
+        if len({(a["event"], a["ts"]) for a in answers if not a.get("duplicate")}) > 1
     ]  # fmt: skip
+    answers_again = sum(
+        len(answers) - len({json.dumps(a, sort_keys=True) for a in answers})
+        for answers in tally.answers.values()
+    )
     two_outcomes = [j for j, ends in tally.terminal.items() if len(ends) > 1]
     redelivered = sum(n - 1 for n in tally.deliveries.values() if n > 1)
     outcomes = Counter(e["event"] for e in tally.terminal_events.values())
@@ -441,6 +447,7 @@ def summarize(
         ("commands sent", str(len(tally.sent))),
         ("answered", str(len(tally.sent) - len(unanswered))),
         ("answered twice (not flagged duplicate)", str(len(twice))),
+        ("answers redelivered (same message)", str(answers_again)),
         ("jobs started", str(len(tally.job_of))),
         ("terminal events delivered", str(len(tally.job_of) - len(open_jobs))),
         ("terminal outcomes", ", ".join(f"{n} {e}" for e, n in sorted(outcomes.items()))),

@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
+import logging
 import socket
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 from devstack import Broker, MediaServer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from agent.mqtt.client import quiet_closed_socket_races
 from tests.conftest import start_agent
 from tests.support import AgentProcess, Probe, wait_until
 
@@ -271,3 +275,26 @@ def test_forty_slow_commands_do_not_hold_a_quick_one_at_the_broker(
         print(f"settings answered {latency * 1000:.0f} ms after 40 slow commands")
     finally:
         agent.stop()
+
+
+def test_a_watch_on_a_socket_closed_meanwhile_is_a_warning_not_a_traceback(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """aiomqtt's race at a broker restart (quiet_closed_socket_races): add_writer scheduled for
+    a socket that closes before it runs. Anything else still reaches the loop's handler."""
+
+    async def race() -> None:
+        loop = asyncio.get_running_loop()
+        quiet_closed_socket_races(loop)
+        sock = socket.socket()
+        fd = sock.fileno()
+        loop.call_soon_threadsafe(loop.add_writer, fd, lambda: None)
+        sock.close()  # the broker dropped the connection in between
+        loop.call_soon(lambda: 1 / 0)  # a real fault, for the usual handler
+        await asyncio.sleep(0.05)
+
+    with caplog.at_level(logging.WARNING):
+        asyncio.run(race())
+    assert "watched a socket that had just closed" in caplog.text
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1 and "ZeroDivisionError" in str(errors[0].exc_info), caplog.text

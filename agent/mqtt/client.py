@@ -10,6 +10,7 @@ persistence file would otherwise leave the agent deaf.
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import socket
 import ssl
@@ -47,6 +48,25 @@ def _reason_code(err: BaseException) -> int | None:
             return rc if isinstance(rc, int) else int(rc.value)
         current = current.__cause__
     return None
+
+
+def quiet_closed_socket_races(loop: asyncio.AbstractEventLoop) -> None:
+    """aiomqtt (2.5) asks the loop to watch its socket with `call_soon_threadsafe(add_writer,
+    fd, ...)`; when the broker drops the connection in between (a broker restart), the call
+    runs on a closed descriptor and the loop logs the EBADF with a traceback. Nothing is lost
+    (the link is re-made), so that one case is a warning line; anything else goes to the
+    loop's usual handler."""
+
+    def handler(loop: asyncio.AbstractEventLoop, context: dict[str, object]) -> None:
+        error = context.get("exception")
+        handle = repr(context.get("handle", ""))
+        watching = "add_writer(" in handle or "add_reader(" in handle
+        if watching and isinstance(error, OSError) and error.errno == errno.EBADF:
+            log.warning("the MQTT client watched a socket that had just closed; ignored")
+            return
+        loop.default_exception_handler(context)
+
+    loop.set_exception_handler(handler)
 
 
 class BrokerLink:
