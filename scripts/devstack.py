@@ -545,6 +545,25 @@ class MediaServer:
     pki_dir: Path | None = None
     process: subprocess.Popen[bytes] | None = None
 
+    def __post_init__(self) -> None:
+        """Every port its own: each was free when drawn, but two draws can return the same
+        number (the kernel hands a port released a moment ago out again), and eleven draws
+        per server make that a flaky test now and then."""
+        taken: set[int] = set()
+        for name in ("rtp_port", "srtp_port"):  # pairs: RTP and RTCP side by side
+            port = getattr(self, name)
+            while port in taken or port + 1 in taken:
+                port = free_port_pair()
+            taken |= {port, port + 1}
+            setattr(self, name, port)
+        for name in ("rtsp_port", "rtsps_port", "hls_port", "webrtc_port", "webrtc_udp_port",
+                     "api_port", "playback_port"):  # fmt: skip
+            port = getattr(self, name)
+            while port in taken:
+                port = free_port()
+            taken.add(port)
+            setattr(self, name, port)
+
     @property
     def rtsp_url(self) -> str:
         return f"rtsp://127.0.0.1:{self.rtsp_port}/{self.path}"
