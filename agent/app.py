@@ -55,6 +55,7 @@ from agent.stream.supervisor import (
     SupervisorSettings,
 )
 from agent.stream.target import StreamTarget
+from agent.upload import Uploader, read_credentials
 
 log = logging.getLogger(__name__)
 
@@ -163,8 +164,23 @@ class AgentApp:
             self._captures_in_use,
             self._report_storage,
             changes.set,
+            not_uploaded=self._not_uploaded,
         )
         self.captures = Captures(storage.captures_dir, storage.public_url, self.retention)
+        if config.upload.enabled:
+            try:  # at start, in words: not at the first upload, hours later
+                read_credentials(config.upload)
+            except ValueError as err:
+                raise ConfigError(f"invalid configuration: {err}") from None
+        self.uploads = Uploader(
+            config.upload,
+            config.camera.id,
+            self.captures,
+            state_dir / "uploads",
+            self._report_upload,
+            changes.set,
+            self._captures_in_use,
+        )
         password = config.stream.password.get_secret_value()
         self.recorder = Recorder(
             self.stream,
@@ -214,6 +230,7 @@ class AgentApp:
             self._report_job,
             changes.set,
             JobLedger(state_dir / "running"),
+            before_success=self.uploads.queue_job,
         )
         self.motion = MotionService(
             config.motion,
@@ -241,12 +258,15 @@ class AgentApp:
             jobs_snapshot=self.jobs.snapshot,
             storage_snapshot=self.retention.snapshot,
             motion_snapshot=self.motion.snapshot,
+            upload_snapshot=self.uploads.snapshot,
             health=HealthSource(health_path(state_dir), self._health_report),
             warnings=list(warnings),
             status_format=config.mqtt.status_format,
         )
         job_actions = JobActions(self.jobs, self.retention.ensure_room)
-        file_actions = FileActions(self.captures, self.jobs)
+        file_actions = FileActions(
+            self.captures, self.jobs, self.uploads if config.upload.enabled else None
+        )
         self.router = CommandRouter(
             config.camera.id,
             topics,
@@ -264,6 +284,7 @@ class AgentApp:
                 "jobs": job_actions.history,
                 "files": file_actions.listing,
                 "delete": file_actions.delete,
+                "upload": file_actions.upload,
                 "motion": self._configure_motion,
             },
             max_payload_bytes=config.mqtt.max_payload_bytes,
@@ -356,7 +377,17 @@ class AgentApp:
         # Through the app: retention is made before the jobs whose files it must spare.
         return self.jobs.files_in_use()
 
+    def _not_uploaded(self) -> set[str]:
+        # Through the app: retention is made before the uploads it must spare.
+        return self.uploads.pending()
+
+    def _report_upload(self, name: str, ok: bool, message: str, data: dict[str, Any]) -> None:
+        error = None if ok else CommandError(ErrorCode.IO_ERROR, message.removeprefix("ERROR: "))
+        self._spawn(self.status.emit(name, ok, message, data, error=error))
+
     def _report_storage(self, name: str, ok: bool, message: str, data: dict[str, Any]) -> None:
+        if data.get("not_uploaded"):
+            self.uploads.forget(data["not_uploaded"])
         error = None if ok else CommandError(ErrorCode.IO_ERROR, message.removeprefix("ERROR: "))
         self._spawn(self.status.emit(name, ok, message, data, error=error))
 
@@ -422,6 +453,8 @@ class AgentApp:
         ):
             for leftover in sweep_temporaries(directory):
                 log.warning("removed %s, a write an earlier run did not finish", leftover)
+        # Before retention: what waits for its upload is spared.
+        await asyncio.to_thread(self.uploads.start)
         # Before anything writes: old captures go first (max_age_days), and the index is built.
         await self.retention.start()
         await self.backend.start()
@@ -438,11 +471,13 @@ class AgentApp:
                 recover_task = tasks.create_task(self._recover_jobs(), name="recover")
                 retention_task = tasks.create_task(self.retention.run(), name="retention")
                 motion_task = tasks.create_task(self.motion.run(), name="motion")
+                upload_task = tasks.create_task(self.uploads.run(), name="upload")
                 await self._stop.wait()
                 log.info("stopping")
                 recover_task.cancel()  # still waiting for a broker that never came
                 retention_task.cancel()
                 motion_task.cancel()
+                upload_task.cancel()  # an upload cut short is in the journal: the next start
                 await self.motion.stop()
                 await self.router.close(COMMAND_GRACE_S)
                 await self.jobs.shutdown()
@@ -456,6 +491,7 @@ class AgentApp:
                     await self.link.drain()
                 link_task.cancel()
         finally:
+            await self.uploads.stop()
             await self.controls.store.close()
             self.status.write_stopped_health()
             await self.backend.stop()

@@ -13,13 +13,22 @@ from __future__ import annotations
 import difflib
 import json
 import os
+import re
 import socket
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from agent.errors import ConfigError
 
@@ -248,6 +257,87 @@ class MotionSettings(MotionRegions):
     )
 
 
+UploadKind = Literal["pictures", "recordings", "timelapse", "motion"]
+_THEN = re.compile(r"^(keep|delete_after_days\s+(\d+(\.\d+)?))$")
+
+
+class UploadSettings(Section):
+    """Captures copied to an S3-compatible object store (AWS S3, SeaweedFS, Ceph RGW, Garage,
+    Backblaze B2, Wasabi), through a journal that survives a kill (see agent/upload.py)."""
+
+    enabled: bool = Field(False, description="upload finished captures to the object store")
+    endpoint: str = Field(
+        "",
+        pattern=r"^(https?://[^\s/?#]+/?)?$",
+        description="the store's S3 endpoint (`https://s3.eu-west-1.amazonaws.com`,"
+        " `http://127.0.0.1:8333`); empty: AWS S3 of `region`",
+    )
+    region: str = Field(
+        "us-east-1", pattern=r"^[a-z0-9-]{1,40}$", description="the store's region (signing)"
+    )
+    bucket: str = Field(
+        "", pattern=r"^([a-z0-9][a-z0-9.-]{1,61}[a-z0-9])?$", description="the bucket"
+    )
+    prefix: str = Field(
+        "{camera}/{kind}/{date}/",
+        pattern=r"^[A-Za-z0-9_.{}/=-]*$",
+        description="key prefix: `{camera}` (camera.id), `{kind}` (pictures, recordings,"
+        " timelapse, motion), `{date}` (the capture's UTC day, YYYY-MM-DD)",
+    )
+    credentials_file: Path | None = Field(
+        None,
+        description="a file of `AWS_ACCESS_KEY_ID=...` and `AWS_SECRET_ACCESS_KEY=...` lines;"
+        " unset: those two environment variables",
+    )
+    kinds: list[UploadKind] = Field(
+        ["pictures", "recordings", "timelapse", "motion"],
+        description="which captures go up: pictures, recordings, timelapse (the assembled"
+        " video), motion (motion clips)",
+    )
+    then: str = Field(
+        "keep",
+        description="after the store confirmed an upload: `keep` the local file (retention"
+        " removes it in time), or `delete_after_days N` (N = 0: at once)",
+    )
+    max_kbit_s: int = Field(
+        0, ge=0, description="bandwidth cap in kbit/s for cellular sites; 0: none"
+    )
+    retry_min_s: float = Field(2.0, gt=0, description="first pause after a failed upload")
+    retry_max_s: float = Field(300.0, gt=0, description="longest pause between retries")
+
+    @field_validator("prefix")
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        try:
+            value.format(camera="c", kind="k", date="d")
+        except (KeyError, IndexError, ValueError) as err:
+            raise ValueError(
+                f"prefix {value!r}: only {{camera}}, {{kind}} and {{date}} may be used ({err})"
+            ) from None
+        if value.startswith("/") or "//" in value or ".." in value:
+            raise ValueError(f"prefix {value!r}: no leading '/', '//' or '..'")
+        return value
+
+    @field_validator("then")
+    @classmethod
+    def _then(cls, value: str) -> str:
+        if _THEN.match(value.strip()) is None:
+            raise ValueError(f"{value!r}: `keep` or `delete_after_days N` (N days, 0: at once)")
+        return " ".join(value.split())
+
+    @model_validator(mode="after")
+    def _needs_a_bucket(self) -> UploadSettings:
+        if self.enabled and not self.bucket:
+            raise ValueError("upload.enabled needs upload.bucket")
+        return self
+
+    @property
+    def delete_after_days(self) -> float | None:
+        """None: keep; else the days after the confirmed upload when the file goes."""
+        match = _THEN.match(self.then)
+        return float(match.group(2)) if match and match.group(2) else None
+
+
 class LogSettings(Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="log level")
 
@@ -260,6 +350,7 @@ class AgentConfig(Section):
     jobs: JobSettings = JobSettings()
     homeassistant: HomeAssistantSettings = HomeAssistantSettings()
     motion: MotionSettings = MotionSettings()
+    upload: UploadSettings = UploadSettings()
     log: LogSettings = LogSettings()
 
 

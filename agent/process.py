@@ -31,7 +31,7 @@ _PR_SET_PDEATHSIG = 1
 _LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform == "linux" else None
 
 
-def _die_with_the_agent() -> None:
+def die_with_the_agent() -> None:
     """In the child, before exec: SIGKILL when the agent's thread that started it ends (the
     event loop's thread, which lives as long as the agent)."""
     if _LIBC is not None:
@@ -80,7 +80,7 @@ class ManagedProcess:
                 stdout=asyncio.subprocess.DEVNULL,
                 stderr=asyncio.subprocess.PIPE,
                 start_new_session=True,
-                preexec_fn=_die_with_the_agent,
+                preexec_fn=die_with_the_agent,
             )
         except OSError as err:
             raise ProcessStartError(f"cannot start {self.argv[0]}: {err.strerror}") from err
@@ -162,7 +162,7 @@ async def run_command(argv: Sequence[str], timeout_s: float = 10.0) -> CommandRe
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
             start_new_session=True,
-            preexec_fn=_die_with_the_agent,
+            preexec_fn=die_with_the_agent,
         )
     except OSError as err:
         raise ProcessStartError(f"cannot start {argv[0]}: {err.strerror}") from err

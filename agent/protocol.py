@@ -343,6 +343,15 @@ def _delete(args: list[str], body: dict[str, Any]) -> dict[str, Any]:
     return {"file": file}
 
 
+def _upload(args: list[str], body: dict[str, Any]) -> dict[str, Any]:
+    if len(args) > 1:
+        raise CommandError(ErrorCode.INVALID_ARGUMENT, "usage: upload <file>")
+    file = args[0] if args else body.pop("file", None)
+    if not isinstance(file, str) or not file:
+        raise CommandError(ErrorCode.INVALID_ARGUMENT, "upload needs a file name")
+    return {"file": file}
+
+
 def _motion(args: list[str], body: dict[str, Any]) -> dict[str, Any]:
     """`motion`: where motion is looked for, as JSON (`mask`, `zones`: normalised polygons)."""
     if args:
@@ -456,6 +465,7 @@ ACTION_PARSERS: dict[str, ActionParser] = {
     "jobs": _jobs,
     "files": _files,
     "delete": _delete,
+    "upload": _upload,
     "timelapse": _timelapse,
     "motion": _motion,
 }

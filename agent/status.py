@@ -61,6 +61,7 @@ class AgentStatus:
         jobs_snapshot: Callable[[], list[dict[str, Any]]],
         storage_snapshot: Callable[[], dict[str, Any]] | None = None,
         motion_snapshot: Callable[[], dict[str, Any]] | None = None,
+        upload_snapshot: Callable[[], dict[str, Any]] | None = None,
         health: HealthSource | None,
         warnings: list[str],
         status_format: StatusFormat = "json",
@@ -75,6 +76,7 @@ class AgentStatus:
         self._jobs_snapshot = jobs_snapshot
         self._storage_snapshot = storage_snapshot
         self._motion_snapshot = motion_snapshot
+        self._upload_snapshot = upload_snapshot
         self._health = health
         self.warnings = warnings
         self._status_format = status_format
@@ -106,6 +108,7 @@ class AgentStatus:
             "jobs": self._jobs_snapshot(),
             "storage": storage,
             "motion": self._motion_snapshot() if self._motion_snapshot is not None else None,
+            "upload": self._upload_snapshot() if self._upload_snapshot is not None else None,
             "warnings": warnings,
         }
 

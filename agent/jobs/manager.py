@@ -73,8 +73,13 @@ class JobManager:
         report: JobReport,
         changed: Callable[[], None],
         ledger: JobLedger | None = None,
+        before_success: Callable[[Job], Awaitable[None]] | None = None,
     ) -> None:
+        """``before_success``: awaited with a job that succeeded before its success is
+        published (its captures go into the upload journal first, so an upload is never lost
+        between the two)."""
         self._kinds = kinds
+        self._before_success = before_success
         self._ledger = ledger
         self._report = report
         self._changed = changed
@@ -142,6 +147,11 @@ class JobManager:
                 job, JobState.FAILED, "job.failed", f"ERROR: {job.kind} failed: internal error"
             )
             return
+        if self._before_success is not None:
+            try:
+                await self._before_success(job)
+            except Exception:  # the job's own work is done and kept whatever this says
+                log.exception("after job %s", job.id)
         result = job.result or {}
         # A runner may say what it did in words (a recording: how much it kept, and why not all).
         said = result.get("message")

@@ -16,6 +16,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Iterator
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -225,6 +226,8 @@ class Pruned:
     # name, mtime, bytes, files
     units: list[tuple[str, float, int, int]] = field(default_factory=list)
     rules: list[str] = field(default_factory=list)
+    # Captures removed before their upload (only ever for min_free_bytes).
+    not_uploaded: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         oldest = min(self.units, key=lambda n: n[1])
@@ -237,6 +240,7 @@ class Pruned:
             "rule": "+".join(self.rules),
             "files": [name for name, _, _, _ in self.units[:PRUNED_LISTED]],
             "more": max(0, len(self.units) - PRUNED_LISTED),
+            "not_uploaded": self.not_uploaded,
         }
 
 
@@ -255,9 +259,13 @@ class Retention:
         protected: Callable[[], set[str]],
         report: StorageReport,
         changed: Callable[[], None],
+        not_uploaded: Callable[[], set[str]] = set,
     ) -> None:
-        """``protected``: names and folder prefixes (ending in `/`) that running jobs use."""
+        """``protected``: names and folder prefixes (ending in `/`) that running jobs use;
+        ``not_uploaded``: captures waiting for their upload, removed only for the free-space
+        floor (and then named in `storage.pruned`)."""
         self._root = root
+        self._not_uploaded = not_uploaded
         self.limits = limits
         self._protected = protected
         self._report = report
@@ -308,7 +316,8 @@ class Retention:
             pruned = Pruned()
             if self._over_a_limit(self._free, time.time()):
                 # Chosen on the loop (in memory, the oldest first), removed in a worker thread.
-                victims, rules = self._choose(self._protected(), self._free)
+                waiting = self._not_uploaded()
+                victims, rules = self._choose(self._protected(), self._free, waiting)
                 removed = await asyncio.to_thread(_remove, self._root, victims)
                 for unit, entry in victims:
                     names = removed.get(unit, [])
@@ -318,6 +327,7 @@ class Retention:
                     for name in names:
                         self.index.remove(name)
                     pruned.units.append((unit, entry.mtime, size, len(names)))
+                    pruned.not_uploaded.extend(n for n in names if n in waiting)
                 pruned.rules = rules
                 self._free = await asyncio.to_thread(free_bytes, self._root)
         if pruned.units:
@@ -326,6 +336,11 @@ class Retention:
                 f"SUCCESS: removed {body['count']} old captures ({body['bytes'] / MIB:.1f} MiB)"
                 f" for {body['rule']}"
             )
+            if pruned.not_uploaded:
+                message += (
+                    f"; {len(pruned.not_uploaded)} of them not yet uploaded (the disk floor"
+                    " comes first): their uploads are dropped"
+                )
             log.info("%s", message)
             self._report("storage.pruned", True, message, body)
         self._set_low(self._free < self.limits.min_free_bytes)
@@ -368,10 +383,13 @@ class Retention:
             or free < limits.min_free_bytes
         )  # fmt: skip
 
-    def _choose(self, protected: set[str], free: int) -> tuple[list[tuple[str, Entry]], list[str]]:
+    def _choose(
+        self, protected: set[str], free: int, waiting: AbstractSet[str] = frozenset()
+    ) -> tuple[list[tuple[str, Entry]], list[str]]:
         """The oldest units to remove so that every limit holds again, and the rules that
         asked for them; protected names and folders are passed over (a folder a job fills, and
-        a file a job reads, writes or is about to assemble)."""
+        a file a job reads, writes or is about to assemble), and so are captures ``waiting``
+        for their upload, unless the free-space floor asks."""
         limits = self.limits
         cutoff = time.time() - limits.max_age_days * DAY_S if limits.max_age_days > 0 else None
         total = self.index.total_bytes
@@ -389,6 +407,10 @@ class Retention:
                 break
             if name in protected or name.startswith(folders):
                 continue
+            if name in waiting:
+                if free >= limits.min_free_bytes:
+                    continue  # its upload first; only the disk floor goes before it
+                rule = "min_free_bytes"
             if entry.files is not None and any(f in protected for f in entry.files):
                 continue  # a frame of a finished series that a job reads (a trim)
             victims.append((name, entry))
