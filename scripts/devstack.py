@@ -21,7 +21,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 REPO = Path(__file__).resolve().parent.parent
 BROKER_CONF = REPO / "broker" / "mosquitto.conf"
@@ -670,6 +670,170 @@ class MediaServer:
 
     def log_text(self) -> str:
         return read_log(self.log_path)
+
+
+SEAWEEDFS_BUILD = REPO / "scripts" / "build-seaweedfs"
+
+
+def seaweedfs_binary() -> Path:
+    """The pinned SeaweedFS (`weed`), built once and cached outside the repository."""
+    result = subprocess.run([str(SEAWEEDFS_BUILD)], capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise RuntimeError(f"building SeaweedFS failed:\n{result.stderr}")
+    return Path(result.stdout.strip().splitlines()[-1])
+
+
+@dataclass(frozen=True)
+class StoreIdentity:
+    """An S3 identity of the store: its key pair and what it may do (SeaweedFS actions such
+    as `Write:captures/cam/*`)."""
+
+    name: str
+    access_key: str
+    secret_key: str
+    actions: tuple[str, ...]
+
+    @classmethod
+    def for_camera(cls, camera: str, bucket: str = "captures") -> StoreIdentity:
+        """A camera's own keys: it reads, writes and lists only its prefix (`{camera}/`)."""
+        scope = f"{bucket}/{camera}/*"
+        return cls(
+            f"camera-{camera}", "AK" + secrets.token_hex(9).upper(), secrets.token_urlsafe(30),
+            (f"Read:{scope}", f"Write:{scope}", f"List:{scope}"),
+        )  # fmt: skip
+
+    @classmethod
+    def admin(cls) -> StoreIdentity:
+        return cls(
+            "admin", "AK" + secrets.token_hex(9).upper(), secrets.token_urlsafe(30),
+            ("Admin", "Read", "Write", "List", "Tagging"),
+        )  # fmt: skip
+
+    def credentials_lines(self) -> str:
+        """What `upload.credentials_file` holds."""
+        return f"AWS_ACCESS_KEY_ID={self.access_key}\nAWS_SECRET_ACCESS_KEY={self.secret_key}\n"
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "name": self.name,
+            "credentials": [{"accessKey": self.access_key, "secretKey": self.secret_key}],
+            "actions": list(self.actions),
+        }
+
+    @classmethod
+    def from_json(cls, body: dict[str, Any]) -> StoreIdentity:
+        key = body["credentials"][0]
+        return cls(body["name"], key["accessKey"], key["secretKey"], tuple(body["actions"]))
+
+
+@dataclass
+class ObjectStore:
+    """A real SeaweedFS (`weed server -s3`: master, volume server, filer and S3 gateway in one
+    process) on loopback ports, its identities in a static S3 config."""
+
+    work_dir: Path
+    bucket: str = "captures"
+    identities: list[StoreIdentity] = field(default_factory=list)
+    s3_port: int = 0
+    process: subprocess.Popen[bytes] | None = None
+    _ports: dict[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not any(i.name == "admin" for i in self.identities):
+            self.identities.insert(0, StoreIdentity.admin())
+        names = ("master", "master.grpc", "volume", "volume.grpc", "filer", "filer.grpc",
+                 "s3.grpc")  # fmt: skip
+        taken = {self.s3_port} if self.s3_port else set()
+        for name in names:  # two draws of a free port may return the same number
+            port = free_port()
+            while port in taken:
+                port = free_port()
+            taken.add(port)
+            self._ports[name] = port
+        if not self.s3_port:
+            port = free_port()
+            while port in taken:
+                port = free_port()
+            self.s3_port = port
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.s3_port}"
+
+    @property
+    def admin(self) -> StoreIdentity:
+        return next(i for i in self.identities if i.name == "admin")
+
+    @property
+    def log_path(self) -> Path:
+        return self.work_dir / "weed.log"
+
+    def add_identity(self, identity: StoreIdentity) -> StoreIdentity:
+        """Before start (the config is read at start)."""
+        self.identities.append(identity)
+        return identity
+
+    def start(self, timeout: float = 60.0) -> None:
+        data = self.work_dir / "data"
+        data.mkdir(parents=True, exist_ok=True)
+        config = self.work_dir / "s3.json"
+        config.write_text(json.dumps({"identities": [i.to_json() for i in self.identities]}))
+        config.chmod(0o600)
+        p = self._ports
+        argv = [
+            str(seaweedfs_binary()), "server", f"-dir={data}", "-ip=127.0.0.1",
+            "-ip.bind=127.0.0.1", "-master.telemetry=false", "-volume.max=8",
+            "-master.volumeSizeLimitMB=64",
+            f"-master.port={p['master']}", f"-master.port.grpc={p['master.grpc']}",
+            f"-volume.port={p['volume']}", f"-volume.port.grpc={p['volume.grpc']}",
+            "-filer", f"-filer.port={p['filer']}", f"-filer.port.grpc={p['filer.grpc']}",
+            "-s3", f"-s3.port={self.s3_port}", f"-s3.port.grpc={p['s3.grpc']}",
+            "-s3.port.iceberg=0", "-s3.port.lance=0", f"-s3.config={config}",
+        ]  # fmt: skip
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                argv, stdout=log, stderr=subprocess.STDOUT, cwd=self.work_dir,
+                start_new_session=True,
+            )  # fmt: skip
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                break
+            if self._request("HEAD", f"/{self.bucket}") in (200, 403, 404):
+                return
+            time.sleep(0.3)
+        self.stop()
+        raise RuntimeError(f"SeaweedFS did not start; log:\n{read_log(self.log_path)[-3000:]}")
+
+    def _request(self, method: str, path: str) -> int:
+        """One request signed with the admin's keys (curl's SigV4); its HTTP status, 0 when
+        nothing answered."""
+        admin = self.admin
+        result = subprocess.run(
+            ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", method,
+             "--max-time", "10", "--aws-sigv4", "aws:amz:us-east-1:s3",
+             "--user", f"{admin.access_key}:{admin.secret_key}", f"{self.endpoint}{path}"],
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        return int(result.stdout or 0)
+
+    def create_bucket(self) -> None:
+        status = self._request("PUT", f"/{self.bucket}")
+        if status not in (200, 409):  # 409: it is there already
+            raise RuntimeError(f"cannot create bucket {self.bucket}: HTTP {status}")
+
+    def kill(self) -> None:
+        """SIGKILL, as a power cut or the OOM killer would."""
+        if self.process is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+            self.process = None
+
+    def stop(self) -> None:
+        if self.process is not None:
+            terminate_group(self.process)
+            self.process = None
 
 
 def terminate_group(process: subprocess.Popen[bytes], timeout: float = 10.0) -> int:

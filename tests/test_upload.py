@@ -1,0 +1,395 @@
+"""Uploads to a real S3 store (SeaweedFS built from its Go module), from the real agent (real
+broker, MediaMTX, ffmpeg): keys and SHA-256, the store killed in the middle of a multipart
+upload, the agent killed with uploads queued, the bandwidth cap, per-camera keys, removal after
+the confirmed upload, and captures deleted before their turn."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import obstore
+import pytest
+from devstack import Broker, MediaServer, ObjectStore, StoreIdentity
+from obstore.store import S3Store
+
+from agent.jobs.retention import CaptureIndex, Retention, StorageLimits
+from tests.conftest import start_agent
+from tests.support import AgentProcess, Probe, RtspReader, settle
+from tests.test_jobs import ask, run_job
+
+MIB = 1 << 20
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[ObjectStore]:
+    server = ObjectStore(tmp_path / "s3")
+    server.add_identity(StoreIdentity.for_camera("cam"))
+    server.add_identity(StoreIdentity.for_camera("other"))
+    server.start()
+    server.create_bucket()
+    yield server
+    server.stop()
+
+
+def identity(store: ObjectStore, name: str) -> StoreIdentity:
+    return next(i for i in store.identities if i.name == name)
+
+
+def client(store: ObjectStore, who: StoreIdentity | None = None) -> S3Store:
+    who = who or store.admin
+    return S3Store(
+        store.bucket, endpoint=store.endpoint, region="us-east-1",
+        access_key_id=who.access_key, secret_access_key=who.secret_key,
+        virtual_hosted_style_request=False, client_options={"allow_http": True},
+    )  # fmt: skip
+
+
+def objects(store: ObjectStore, prefix: str = "") -> dict[str, int]:
+    """Every object under ``prefix``, as the store lists it: key and size."""
+    listed: dict[str, int] = {}
+    for batch in obstore.list(client(store), prefix=prefix or None):
+        for meta in batch:
+            listed[meta["path"]] = meta["size"]
+    return listed
+
+
+def object_sha256(store: ObjectStore, key: str) -> str:
+    return hashlib.sha256(bytes(obstore.get(client(store), key).bytes())).hexdigest()
+
+
+def upload_env(store: ObjectStore, work: Path, camera: str = "cam", **extra: str) -> dict[str, str]:
+    credentials = work / "s3-credentials"
+    credentials.parent.mkdir(parents=True, exist_ok=True)
+    credentials.write_text(identity(store, f"camera-{camera}").credentials_lines())
+    credentials.chmod(0o600)
+    env = {
+        "CAMERA_AGENT_UPLOAD__ENABLED": "true",
+        "CAMERA_AGENT_UPLOAD__ENDPOINT": store.endpoint,
+        "CAMERA_AGENT_UPLOAD__BUCKET": store.bucket,
+        "CAMERA_AGENT_UPLOAD__CREDENTIALS_FILE": str(credentials),
+        "CAMERA_AGENT_UPLOAD__RETRY_MIN_S": "0.5",
+        "CAMERA_AGENT_UPLOAD__RETRY_MAX_S": "2",
+        # Fast stream restarts, as the streaming_agent fixture has.
+        "CAMERA_AGENT_STREAM__RESTART_MIN_S": "0.05",
+        "CAMERA_AGENT_STREAM__RESTART_MAX_S": "0.4",
+    }
+    env.update({f"CAMERA_AGENT_UPLOAD__{k.upper()}": v for k, v in extra.items()})
+    return env
+
+
+def uploading_agent(
+    broker: Broker, media: MediaServer | None, operator: Probe, work: Path, env: dict[str, str]
+) -> AgentProcess:
+    agent = start_agent(AgentProcess(broker, work, media=media, env=env), operator)
+    if media is not None:
+        operator.wait_event(event="stream.online", timeout=15)
+    return agent
+
+
+def done_for(operator: Probe, file: str, timeout: float = 30) -> dict[str, Any]:
+    found: dict[str, Any] = operator.wait_for(
+        lambda m: m.topic == "camera/status" and m.json()["event"] == "upload.done"
+        and m.json()["data"]["file"] == file,
+        timeout=timeout, what=f"upload.done of {file}",
+    ).json()  # fmt: skip
+    return found
+
+
+def wait_state(operator: Probe, check: Any, timeout: float = 20) -> dict[str, Any]:
+    body: dict[str, Any] = operator.wait_for(
+        lambda m: m.topic == "camera/state" and check(m.json().get("upload") or {}),
+        timeout=timeout, what="state.upload",
+    ).json()  # fmt: skip
+    return body
+
+
+def sha256_of(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def today() -> str:
+    return time.strftime("%Y-%m-%d", time.gmtime())
+
+
+def test_picture_recording_and_timelapse_arrive_under_their_keys_with_their_sha256(
+    broker: Broker, media: MediaServer, operator: Probe, store: ObjectStore, tmp_path: Path
+) -> None:
+    work = tmp_path / "agent"
+    agent = uploading_agent(broker, media, operator, work, upload_env(store, work))
+    try:
+        made = []
+        picture = run_job(operator, {"id": "p", "action": "picture"})
+        made.append((picture["data"]["result"]["path"], "pictures"))
+        record = run_job(operator, {"id": "r", "action": "record", "duration": 2}, timeout=40)
+        made += [(f["path"], "recordings") for f in record["data"]["result"]["files"]]
+        timelapse = run_job(
+            operator, {"id": "t", "action": "timelapse", "interval": 1, "count": 3, "fps": 5},
+            timeout=60,
+        )  # fmt: skip
+        made.append((timelapse["data"]["result"]["video"]["path"], "timelapse"))
+        for name, kind in made:
+            done = done_for(operator, name)
+            key = f"cam/{kind}/{today()}/{Path(name).name}"
+            local = work / "captures" / name
+            assert done["ok"] is True and done["data"]["key"] == key, done
+            assert done["data"]["sha256"] == sha256_of(local) == object_sha256(store, key)
+            assert done["data"]["bytes"] == local.stat().st_size
+            assert done["data"]["removed"] is False and local.exists()  # upload.then = keep
+        listed = objects(store, "cam/")
+        assert sorted(listed) == sorted(f"cam/{k}/{today()}/{Path(n).name}" for n, k in made)
+        # `files` shows each capture's upload.
+        page = ask(operator, {"id": "ls", "action": "files", "prefix": "picture-"})["data"]
+        shown = {f["name"]: f["upload"] for f in page["files"]}
+        assert shown[made[0][0]]["state"] == "done"
+        assert shown[made[0][0]]["key"] == f"cam/pictures/{today()}/{Path(made[0][0]).name}"
+        state = wait_state(operator, lambda u: u.get("queued") == 0 and u.get("uploaded") >= 3)
+        assert state["upload"]["last_error"] is None
+    finally:
+        agent.stop()
+
+
+def test_the_store_killed_mid_multipart_and_back_20_s_later_gets_the_file_once(
+    broker: Broker, operator: Probe, store: ObjectStore, tmp_path: Path
+) -> None:
+    work = tmp_path / "agent"
+    # 80 Mbit/s: the 50 MB upload takes about 5 s, time to kill the store half-way.
+    agent = uploading_agent(
+        broker, None, operator, work, upload_env(store, work, max_kbit_s="80000")
+    )
+    try:
+        big = work / "captures" / "record-20261204T100000.000Z.mp4"
+        big.write_bytes(os.urandom(50 * MIB))
+        key = f"cam/recordings/{today()}/{big.name}"
+        queued = ask(operator, {"id": "u", "action": "upload", "file": big.name})
+        assert queued["event"] == "upload.queued" and queued["data"]["key"] == key, queued
+        wait_state(operator, lambda u: u.get("uploading") == big.name)
+        time.sleep(1.5)  # some parts are up by now, not all
+        store.kill()
+        down_since = time.monotonic()
+        while time.monotonic() - down_since < 20:
+            time.sleep(1)
+        store.start()
+        seen_sizes = set()
+        deadline = time.monotonic() + 90
+        done = None
+        while done is None and time.monotonic() < deadline:
+            listed = objects(store, "cam/")
+            # Never a partial object: the key is absent until the whole file is there.
+            assert set(listed) <= {key}, listed
+            seen_sizes |= set(listed.values())
+            with contextlib.suppress(AssertionError):  # not yet: list again
+                done = operator.wait_for(
+                    lambda m: m.topic == "camera/status" and m.json()["event"] == "upload.done",
+                    timeout=0.5,
+                ).json()
+        assert done is not None, "no upload.done within 90 s of the store's return"
+        assert seen_sizes <= {50 * MIB}, seen_sizes
+        assert objects(store, "cam/") == {key: 50 * MIB}
+        assert done["data"]["sha256"] == sha256_of(big) == object_sha256(store, key)
+        assert done["data"]["attempts"] >= 2
+        later = settle(operator, 3)
+        again = [m for m in later if m.topic == "camera/status"
+                 and m.json()["event"] == "upload.done"]  # fmt: skip
+        assert not again, "uploaded twice"
+    finally:
+        agent.stop()
+
+
+def test_uploads_queued_when_the_agent_is_killed_all_arrive_once_after_its_restart(
+    broker: Broker, media: MediaServer, operator: Probe, store: ObjectStore, tmp_path: Path
+) -> None:
+    work = tmp_path / "agent"
+    env = upload_env(store, work)
+    store.stop()  # nothing can go up: the queue fills
+    agent = uploading_agent(broker, media, operator, work, env)
+    names = []
+    for n in range(10):
+        done = run_job(operator, {"id": f"p{n}", "action": "picture"})
+        names.append(done["data"]["result"]["path"])
+    wait_state(operator, lambda u: u.get("queued") == 10)
+    agent.kill()  # SIGKILL: the journal is all that is left
+    store.start()
+    agent = uploading_agent(broker, media, operator, work, env)
+    try:
+        keys = {}
+        for name in names:
+            done = done_for(operator, name, timeout=60)
+            keys[name] = done["data"]["key"]
+            assert done["data"]["sha256"] == sha256_of(work / "captures" / name)
+        assert objects(store, "cam/") == {
+            keys[n]: (work / "captures" / n).stat().st_size for n in names
+        }
+        later = settle(operator, 3)
+        repeated = [m for m in later if m.topic == "camera/status"
+                    and m.json()["event"] == "upload.done"]  # fmt: skip
+        assert not repeated, "an upload went twice"
+        assert not list((work / "state" / "uploads").glob("*.json")), "journal left behind"
+    finally:
+        agent.stop()
+
+
+def test_a_camera_keys_reach_its_own_prefix_only(store: ObjectStore) -> None:
+    mine = client(store, identity(store, "camera-cam"))
+    obstore.put(client(store), "other/pictures/x.jpg", b"of the other camera")
+    obstore.put(mine, "cam/pictures/mine.jpg", b"mine")
+    assert bytes(obstore.get(mine, "cam/pictures/mine.jpg").bytes()) == b"mine"
+    with pytest.raises(Exception, match=r"AccessDenied|Forbidden|403"):
+        obstore.put(mine, "other/pictures/y.jpg", b"into the other camera's prefix")
+    with pytest.raises(Exception, match=r"AccessDenied|Forbidden|403"):
+        obstore.get(mine, "other/pictures/x.jpg").bytes()
+    assert set(objects(store)) == {"other/pictures/x.jpg", "cam/pictures/mine.jpg"}
+
+
+def test_an_upload_the_store_refuses_fails_in_its_words_and_stays_queued(
+    broker: Broker, operator: Probe, store: ObjectStore, tmp_path: Path
+) -> None:
+    work = tmp_path / "agent"
+    # Camera cam's keys, but another camera's prefix: the store refuses every attempt.
+    env = upload_env(store, work, prefix="other/{kind}/", retry_max_s="0.5")
+    agent = uploading_agent(broker, None, operator, work, env)
+    try:
+        picture = work / "captures" / "picture-20261204T100000.000Z.jpg"
+        picture.write_bytes(b"\xff\xd8 not much of a picture \xff\xd9")
+        ask(operator, {"id": "u", "action": "upload", "file": picture.name})
+        failed = operator.wait_event(event="upload.failed", timeout=30)
+        assert failed["ok"] is False and failed["error"]["code"] == "io_error"
+        assert "AccessDenied" in failed["data"]["error"], failed
+        assert failed["data"]["attempts"] == 5 and failed["data"]["queued"] is True
+        assert picture.exists() and objects(store) == {}
+        listed = ask(operator, {"id": "ls", "action": "files"})["data"]["files"]
+        assert listed[0]["upload"]["state"] == "failed"
+        assert "AccessDenied" in listed[0]["upload"]["error"]
+        secret = identity(store, "camera-cam").secret_key
+        assert secret not in agent.log_text()
+    finally:
+        agent.stop()
+
+
+def test_delete_after_days_0_removes_only_after_the_confirmed_upload(
+    broker: Broker, media: MediaServer, operator: Probe, store: ObjectStore, tmp_path: Path
+) -> None:
+    work = tmp_path / "agent"
+    env = upload_env(store, work, then="delete_after_days 0")
+    store.stop()
+    agent = uploading_agent(broker, media, operator, work, env)
+    try:
+        name = run_job(operator, {"id": "p", "action": "picture"})["data"]["result"]["path"]
+        local = work / "captures" / name
+        failures = [m for m in settle(operator, 4) if m.topic == "camera/state"]
+        assert failures and failures[-1].json()["upload"]["queued"] == 1
+        assert local.exists(), "removed while the store was down"
+        store.start()
+        done = done_for(operator, name, timeout=40)
+        assert done["data"]["removed"] is True
+        assert "removed here" in done["message"]
+        assert not local.exists()
+        assert objects(store, "cam/") == {done["data"]["key"]: done["data"]["bytes"]}
+    finally:
+        agent.stop()
+
+
+def test_a_capture_deleted_before_its_turn_is_dropped_with_a_warning(
+    broker: Broker, operator: Probe, store: ObjectStore, tmp_path: Path
+) -> None:
+    work = tmp_path / "agent"
+    store.stop()
+    agent = uploading_agent(broker, None, operator, work, upload_env(store, work))
+    try:
+        picture = work / "captures" / "picture-20261204T100000.000Z.jpg"
+        picture.write_bytes(b"\xff\xd8 a picture \xff\xd9")
+        ask(operator, {"id": "u", "action": "upload", "file": picture.name})
+        deleted = ask(operator, {"id": "d", "action": "delete", "file": picture.name})
+        assert deleted["event"] == "file.deleted"
+        dropped = operator.wait_event(event="upload.dropped", timeout=10)
+        assert dropped["data"]["file"] == picture.name
+        assert "deleted before its upload" in dropped["message"]
+        wait_state(operator, lambda u: u.get("queued") == 0)
+        errors = [m for m in settle(operator, 2) if m.topic == "camera/status"
+                  and m.json()["event"] == "upload.failed"]  # fmt: skip
+        assert not errors
+    finally:
+        agent.stop()
+
+
+def test_the_bandwidth_cap_holds_and_the_live_stream_keeps_its_frame_rate(
+    broker: Broker, media: MediaServer, operator: Probe, store: ObjectStore, tmp_path: Path
+) -> None:
+    work = tmp_path / "agent"
+    agent = uploading_agent(
+        broker, media, operator, work, upload_env(store, work, max_kbit_s="2000")
+    )
+    reader = RtspReader(media.viewer_url(), 1280, 720)
+    try:
+        reader.wait_for(lambda f: True, timeout=15)
+        time.sleep(2)
+        before = reader.snapshot()
+        clip = work / "captures" / "record-20261204T100000.000Z.mp4"
+        clip.write_bytes(os.urandom(12 * MIB // 4))  # 3 MiB: about 12.6 s at 2000 kbit/s
+        ask(operator, {"id": "u", "action": "upload", "file": clip.name})
+        began = time.time()
+        done = done_for(operator, clip.name, timeout=40)
+        ended = time.time()
+        rate_kbit_s = done["data"]["bytes"] * 8 / done["data"]["seconds"] / 1000
+        assert 1800 <= rate_kbit_s <= 2200, rate_kbit_s
+        frames = [f for f in reader.snapshot() if began <= f.arrived <= ended]
+        fps_during = len(frames) / (ended - began)
+        recent = [f for f in before if f.arrived >= before[-1].arrived - 2]
+        fps_before = len(recent) / 2
+        assert fps_during >= 0.9 * min(fps_before, 30), (fps_during, fps_before)
+    finally:
+        reader.close()
+        agent.stop()
+
+
+def test_retention_spares_what_waits_for_its_upload_except_for_the_disk_floor(
+    tmp_path: Path,
+) -> None:
+    for n, name in enumerate(["picture-a.jpg", "picture-b.jpg", "picture-c.jpg"]):
+        path = tmp_path / name
+        path.write_bytes(b"x" * 1000)
+        os.utime(path, (1000 + n, 1000 + n))
+    retention = Retention(
+        tmp_path, StorageLimits(max_bytes=1500, min_free_bytes=10_000), set,
+        lambda *a: None, lambda: None, not_uploaded=lambda: {"picture-a.jpg"},
+    )  # fmt: skip
+    retention.index = CaptureIndex.scan(tmp_path)
+    # max_bytes asks for two: the oldest waits for its upload, so the next two go.
+    victims, rules = retention._choose(set(), free=1_000_000, waiting={"picture-a.jpg"})
+    assert [name for name, _ in victims] == ["picture-b.jpg", "picture-c.jpg"]
+    assert rules == ["max_bytes"]
+    # Below the free-space floor, the oldest goes, upload or not.
+    victims, rules = retention._choose(set(), free=9_500, waiting={"picture-a.jpg"})
+    assert victims[0][0] == "picture-a.jpg"
+    assert "min_free_bytes" in rules
+
+
+def test_bad_upload_settings_are_refused_at_start_in_words(broker: Broker, tmp_path: Path) -> None:
+    work = tmp_path / "agent"
+    agent = AgentProcess(broker, work)
+    cases = {
+        "no bucket": (
+            {"CAMERA_AGENT_UPLOAD__ENABLED": "true"}, "upload.enabled needs upload.bucket"
+        ),
+        "no keys": (
+            {"CAMERA_AGENT_UPLOAD__ENABLED": "true", "CAMERA_AGENT_UPLOAD__BUCKET": "captures",
+             "AWS_ACCESS_KEY_ID": "", "AWS_SECRET_ACCESS_KEY": ""},
+            "needs AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY in the environment",
+        ),
+        "bad then": ({"CAMERA_AGENT_UPLOAD__THEN": "delete soon"}, "delete_after_days N"),
+        "bad prefix": ({"CAMERA_AGENT_UPLOAD__PREFIX": "{camera}/{month}/"}, "{month}"),
+    }  # fmt: skip
+    for what, (env, said) in cases.items():
+        result = subprocess.run(
+            [sys.executable, "-m", "agent", "run", "--config", str(agent.config_path)],
+            capture_output=True, text=True, timeout=30, env={**os.environ, **env}, check=False,
+        )  # fmt: skip
+        assert result.returncode != 0, what
+        assert said in result.stderr, (what, result.stderr[-500:])
