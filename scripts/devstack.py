@@ -880,6 +880,10 @@ def main(argv: list[str]) -> int:
         "--any-ports", action="store_true",
         help="free ports instead of the usual ones, for every server (the tests use it)",
     )  # fmt: skip
+    parser.add_argument(
+        "--with-s3", action="store_true",
+        help="also a SeaweedFS S3 store on 127.0.0.1:8333, which the agent uploads its captures to",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     home: Path = args.home.resolve()
     pki_dir = home / "pki"
@@ -899,18 +903,26 @@ def main(argv: list[str]) -> int:
         )  # fmt: skip
         web = WebServer(pki_dir, home / "captures", home / "web", port=args.web_port, media=media)
     console = ConsoleService(broker, web, home / "console")
-    broker.start()
+    store = local_store(home, 0 if args.any_ports else 8333) if args.with_s3 else None
+    servers: list[Broker | MediaServer | WebServer | ConsoleService | ObjectStore] = [
+        broker, media, web, console, *([store] if store is not None else []),
+    ]  # fmt: skip
+    started: list[Broker | MediaServer | WebServer | ConsoleService | ObjectStore] = []
     try:
-        media.start()
-        web.start()
-        console.start()
+        for server in servers:
+            server.start()
+            started.append(server)
+        if store is not None:
+            store.create_bucket()
     except BaseException:
-        web.stop()
-        media.stop()
-        broker.stop()
+        for server in reversed(started):
+            server.stop()
         raise
     config = home / "agent.toml"
-    config.write_text(agent_config_toml(pki_dir, broker.port, home, media=media, web=web))
+    config.write_text(
+        agent_config_toml(pki_dir, broker.port, home, media=media, web=web)
+        + (upload_config_toml(store, home / "s3-credentials") if store is not None else "")
+    )
 
     def tls(identity: str) -> str:
         client = pki_dir / "clients" / identity
@@ -938,7 +950,13 @@ def main(argv: list[str]) -> int:
         f" --key {viewer}/key.pem {web.captures_url}\n"
         f"console: {web.url} (import {bundle} into the browser,"
         f" password in {bundle.with_name('bundle.p12.password')};"
-        f" log: {console.log_path})\n",
+        f" log: {console.log_path})\n"
+        + (
+            f"uploads: {store.endpoint}/{store.bucket}/cam/ (SeaweedFS, log: {store.log_path};"
+            f" the admin's keys in {home / 's3-identities.json'})\n"
+            if store is not None
+            else ""
+        ),
         flush=True,
     )
     agent = subprocess.Popen(
@@ -954,10 +972,34 @@ def main(argv: list[str]) -> int:
     except KeyboardInterrupt:
         return terminate_group(agent)
     finally:
-        console.stop()
-        web.stop()
-        media.stop()
-        broker.stop()
+        for server in reversed(servers):
+            server.stop()
+
+
+def upload_config_toml(store: ObjectStore, credentials: Path) -> str:
+    """The agent's [upload] section for ``store``."""
+    return (
+        f'\n[upload]\nenabled = true\nendpoint = "{store.endpoint}"\n'
+        f'bucket = "{store.bucket}"\ncredentials_file = "{credentials}"\n'
+    )
+
+
+def local_store(home: Path, port: int) -> ObjectStore:
+    """`scripts/run --with-s3`'s store: its identities (the admin, and camera `cam` confined
+    to `captures/cam/`) made on first run and kept, the camera's keys in the credentials file
+    the agent reads."""
+    saved = home / "s3-identities.json"
+    if saved.exists():
+        identities = [StoreIdentity.from_json(i) for i in json.loads(saved.read_text())]
+    else:
+        identities = [StoreIdentity.admin(), StoreIdentity.for_camera("cam")]
+        saved.write_text(json.dumps([i.to_json() for i in identities], indent=2))
+        saved.chmod(0o600)
+    camera = next(i for i in identities if i.name == "camera-cam")
+    credentials = home / "s3-credentials"
+    credentials.write_text(camera.credentials_lines())
+    credentials.chmod(0o600)
+    return ObjectStore(home / "s3", identities=identities, s3_port=port)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -17,7 +19,7 @@ from typing import Any
 
 import obstore
 import pytest
-from devstack import Broker, MediaServer, ObjectStore, StoreIdentity
+from devstack import REPO, Broker, MediaServer, ObjectStore, StoreIdentity
 from obstore.store import S3Store
 
 from agent.jobs.retention import CaptureIndex, Retention, StorageLimits
@@ -393,3 +395,48 @@ def test_bad_upload_settings_are_refused_at_start_in_words(broker: Broker, tmp_p
         )  # fmt: skip
         assert result.returncode != 0, what
         assert said in result.stderr, (what, result.stderr[-500:])
+
+
+def test_scripts_run_with_s3_uploads_the_captures_to_its_own_store(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    stack = subprocess.Popen(
+        [sys.executable, str(REPO / "scripts" / "devstack.py"), str(home), "--any-ports",
+         "--with-s3"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+    )  # fmt: skip
+    assert stack.stdout is not None
+    printed: dict[str, str] = {}
+    try:
+        for line in stack.stdout:
+            label, _, rest = line.partition(":")
+            printed[label.strip()] = rest.strip()
+            if label == "uploads":
+                break
+        assert "uploads" in printed, f"scripts/run --with-s3 printed no uploads line: {printed}"
+        endpoint = printed["uploads"].split()[0].removesuffix("/captures/cam/")
+        broker_port = int(printed["broker on 127.0.0.1"].split(" ")[0])
+        operator = Probe(Broker(home / "pki", tmp_path / "probe", port=broker_port), "operator")
+        try:
+            operator.subscribe("camera/#")
+            operator.wait_event(event="stream.online", timeout=30)
+            picture = run_job(operator, {"id": "p", "action": "picture"})["data"]["result"]
+            done = done_for(operator, picture["path"], timeout=60)
+        finally:
+            operator.close()
+        admin = next(
+            StoreIdentity.from_json(i)
+            for i in json.loads((home / "s3-identities.json").read_text())
+            if i["name"] == "admin"
+        )
+        store = S3Store(
+            "captures", endpoint=endpoint, region="us-east-1", access_key_id=admin.access_key,
+            secret_access_key=admin.secret_key, virtual_hosted_style_request=False,
+            client_options={"allow_http": True},
+        )  # fmt: skip
+        body = bytes(obstore.get(store, done["data"]["key"]).bytes())
+        assert hashlib.sha256(body).hexdigest() == picture["sha256"] == done["data"]["sha256"]
+        assert done["data"]["key"] == f"cam/pictures/{today()}/{picture['path']}"
+    finally:
+        os.killpg(stack.pid, signal.SIGTERM)
+        stack.wait(30)
+    assert "SeaweedFS" in printed["uploads"]
