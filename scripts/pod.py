@@ -14,7 +14,9 @@ CAMERA_WEBRTC_UDP_PORT, CAMERA_WEB_PORT; plain RTSP only with CAMERA_PLAIN_RTSP=
 CAMERA_RTSP_PORT. CAMERA_SERVER names the server certificate (`servers/NAME`). CAMERA_WIDTH,
 CAMERA_HEIGHT and CAMERA_FPS set the camera's starting size and rate (a Pi Zero, an emulated
 arm64 run); CAMERA_IMAGE_TAG the images' tag (default latest: the manifest lists
-scripts/build-images makes, so any architecture).
+scripts/build-images makes, so any architecture). CAMERA_UPLOAD_CONFIG (a TOML file with an
+[upload] table) and CAMERA_UPLOAD_CREDENTIALS (the camera's S3 key pair, `AWS_ACCESS_KEY_ID=`
+and `AWS_SECRET_ACCESS_KEY=` lines) turn on uploads to an S3 store (README, "Uploads").
 
 In a fleet (README, "Fleets"), the pod's PKI directory holds a copy of the fleet's PKI, and
 CAMERA_ID=<camera> makes the agent that camera (its identity `clients/<camera>`, topic base
@@ -25,6 +27,7 @@ snippet `camera-pki bridge` wrote (`pki/bridges/<site>.conf`) and the site's bri
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import shutil
@@ -32,6 +35,7 @@ import socket
 import subprocess
 import sys
 import time
+import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,6 +48,9 @@ from devstack import (
     render_mediamtx_config,
     stream_authorization,
 )
+from pydantic import ValidationError
+
+from agent.config import UploadSettings
 
 BROKER_UID = 1883  # the official eclipse-mosquitto image's user
 AGENT_UID = 1000  # the agent image's `camera` user
@@ -281,6 +288,61 @@ def camera_size(environ: dict[str, str]) -> str:
     return "".join(lines)
 
 
+CONTAINER_S3_CREDENTIALS = "/etc/camera-agent/s3-credentials"
+
+
+@dataclass(frozen=True)
+class PodUpload:
+    """Uploads for the pod's agent: the [upload] table of CAMERA_UPLOAD_CONFIG and the key pair
+    file CAMERA_UPLOAD_CREDENTIALS, which goes into the agent's directory readable by it only."""
+
+    config: Path
+    credentials: Path
+
+    @classmethod
+    def from_environment(cls, environ: dict[str, str]) -> PodUpload | None:
+        config = environ.get("CAMERA_UPLOAD_CONFIG") or ""
+        credentials = environ.get("CAMERA_UPLOAD_CREDENTIALS") or ""
+        if not config and not credentials:
+            return None
+        if not config or not credentials:
+            raise SystemExit(
+                "pod-up: CAMERA_UPLOAD_CONFIG (the [upload] settings) and"
+                " CAMERA_UPLOAD_CREDENTIALS (the store's key pair file) go together"
+            )
+        return cls(Path(config), Path(credentials))
+
+    def section(self) -> str:
+        """The agent's [upload] lines, checked as the agent will check them."""
+        try:
+            table = tomllib.loads(self.config.read_text()).get("upload")
+        except (OSError, tomllib.TOMLDecodeError) as err:
+            raise SystemExit(f"pod-up: CAMERA_UPLOAD_CONFIG={self.config}: {err}") from None
+        if not isinstance(table, dict):
+            raise SystemExit(f"pod-up: {self.config} has no [upload] table")
+        table = {**table, "enabled": True, "credentials_file": CONTAINER_S3_CREDENTIALS}
+        try:
+            UploadSettings(**table)
+        except ValidationError as err:
+            problems = "; ".join(
+                f"upload.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in err.errors()
+            )
+            raise SystemExit(f"pod-up: {self.config}: {problems}") from None
+        if not self.credentials.is_file():
+            raise SystemExit(f"pod-up: CAMERA_UPLOAD_CREDENTIALS={self.credentials}: no such file")
+        # JSON's strings, numbers, booleans and lists are TOML's too.
+        return "\n[upload]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in table.items())
+
+
+def _prepare_upload(agent: Path, upload: PodUpload | None) -> None:
+    """The key pair beside the agent's config, readable by it only; gone when uploads are."""
+    if upload is None:
+        (agent / "s3-credentials").unlink(missing_ok=True)
+        return
+    _copy(upload.credentials, agent / "s3-credentials", 0o400)
+    _chown(agent / "s3-credentials", AGENT_UID)
+
+
 def image_tag(environ: dict[str, str]) -> str:
     """CAMERA_IMAGE_TAG picks the images' tag (default latest, what scripts/build-images makes)."""
     tag = environ.get("CAMERA_IMAGE_TAG") or "latest"
@@ -294,9 +356,11 @@ def prepare(
     ports: HostPorts | None = None,
     place: FleetPlace | None = None,
     size: str = "",
+    upload: PodUpload | None = None,
 ) -> StreamCredentials:
     """Each service's directory under pod_dir, from the PKI and passwords (made if missing)."""
     place = place or FleetPlace()
+    upload_section = upload.section() if upload is not None else ""
     pki = pod_dir / "pki"
     # The same identities as scripts/run's, the console's among them: before the broker's copy
     # of the ACL below, which must name it.
@@ -338,6 +402,7 @@ def prepare(
     _copy(pki / f"clients/{identity}/cert.pem", agent / f"pki/clients/{identity}/cert.pem")
     _copy(pki / f"clients/{identity}/key.pem", agent / f"pki/clients/{identity}/key.pem", 0o400)
     _chown(agent / f"pki/clients/{identity}/key.pem", AGENT_UID)
+    _prepare_upload(agent, upload)
     for name, hosts in (
         ("agent.toml", {"broker": "127.0.0.1", "mediamtx": "127.0.0.1"}),
         ("agent-network.toml", {"broker": "broker", "mediamtx": "mediamtx"}),
@@ -350,6 +415,7 @@ def prepare(
                 **hosts,
                 **settings,
             )
+            + upload_section
         )
         (agent / name).chmod(0o400)
         _chown(agent / name, AGENT_UID)
@@ -478,8 +544,9 @@ def up(pod_dir: Path, kube: bool, network: bool, extra: list[str]) -> int:
     environ = dict(os.environ)
     tag = image_tag(environ)
     credentials = prepare(
-        pod_dir, ports, FleetPlace.from_environment(environ), camera_size(environ)
-    )
+        pod_dir, ports, FleetPlace.from_environment(environ), camera_size(environ),
+        PodUpload.from_environment(environ),
+    )  # fmt: skip
     build_missing_images(tag)
     if kube:
         manifest = pod_dir / "kube.yaml"

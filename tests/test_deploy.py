@@ -19,6 +19,7 @@ from pod import (
     NETWORK_COMPOSE_FILE,
     FleetPlace,
     HostPorts,
+    PodUpload,
     camera_size,
     compose,
     image_tag,
@@ -308,3 +309,39 @@ def test_camera_server_gives_the_pod_its_own_server_certificate(
     assert (tmp_path / "broker/server/cert.pem").read_bytes() == (
         pki / "server/cert.pem"
     ).read_bytes()
+
+
+def test_camera_upload_gives_the_pods_agent_its_upload_settings_and_keys(tmp_path: Path) -> None:
+    """CAMERA_UPLOAD_CONFIG and CAMERA_UPLOAD_CREDENTIALS: the agent's config gains the
+    [upload] table, and the key pair file lands beside it, readable by the agent only."""
+    settings = tmp_path / "upload.toml"
+    settings.write_text(
+        '[upload]\nendpoint = "https://s3.example.org"\nbucket = "farm-captures"\n'
+        'kinds = ["pictures", "timelapse"]\nmax_kbit_s = 2000\nthen = "delete_after_days 7"\n'
+    )
+    keys = tmp_path / "keys"
+    keys.write_text("AWS_ACCESS_KEY_ID=AKEXAMPLE\nAWS_SECRET_ACCESS_KEY=secret\n")
+    upload = PodUpload.from_environment(
+        {"CAMERA_UPLOAD_CONFIG": str(settings), "CAMERA_UPLOAD_CREDENTIALS": str(keys)}
+    )
+    assert upload is not None
+    prepare(tmp_path / "pod", upload=upload)
+    for name in ("agent.toml", "agent-network.toml"):
+        config = load_config(tmp_path / "pod/agent" / name).upload
+        assert config.enabled and config.bucket == "farm-captures"
+        assert config.kinds == ["pictures", "timelapse"] and config.max_kbit_s == 2000
+        assert config.delete_after_days == 7
+        assert str(config.credentials_file) == "/etc/camera-agent/s3-credentials"
+    copied = tmp_path / "pod/agent/s3-credentials"
+    assert copied.read_text() == keys.read_text()
+    assert copied.stat().st_mode & 0o777 == 0o400
+    # Without them the next pod-up leaves uploads off and the keys gone.
+    prepare(tmp_path / "pod")
+    assert not load_config(tmp_path / "pod/agent/agent.toml").upload.enabled
+    assert not copied.exists()
+    # Wrong settings are named before anything starts.
+    settings.write_text('[upload]\nbucket = "Bad_Bucket"\n')
+    with pytest.raises(SystemExit, match=r"upload\.bucket: String should match pattern"):
+        prepare(tmp_path / "pod", upload=upload)
+    with pytest.raises(SystemExit, match="go together"):
+        PodUpload.from_environment({"CAMERA_UPLOAD_CONFIG": str(settings)})
