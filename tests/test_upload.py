@@ -25,6 +25,7 @@ from obstore.store import S3Store
 from agent.jobs.retention import CaptureIndex, Retention, StorageLimits
 from tests.conftest import start_agent
 from tests.support import AgentProcess, Probe, RtspReader, settle
+from tests.test_ctl import ctl
 from tests.test_jobs import ask, run_job
 
 MIB = 1 << 20
@@ -440,3 +441,39 @@ def test_scripts_run_with_s3_uploads_the_captures_to_its_own_store(tmp_path: Pat
         os.killpg(stack.pid, signal.SIGTERM)
         stack.wait(30)
     assert "SeaweedFS" in printed["uploads"]
+
+
+def test_camera_ctl_queues_an_upload_and_files_shows_it(
+    broker: Broker, operator: Probe, store: ObjectStore, tmp_path: Path
+) -> None:
+    work = tmp_path / "agent"
+    agent = uploading_agent(broker, None, operator, work, upload_env(store, work))
+    try:
+        picture = work / "captures" / "picture-20261204T100000.000Z.jpg"
+        picture.write_bytes(b"\xff\xd8 a picture \xff\xd9")
+        key = f"cam/pictures/{today()}/{picture.name}"
+        queued = ctl(broker, "upload", picture.name)
+        assert queued.returncode == 0, queued.stderr
+        assert queued.stdout.startswith(f"SUCCESS: {picture.name} queued for upload as {key}")
+        done_for(operator, picture.name)
+        listed = ctl(broker, "files", "picture-")
+        assert listed.returncode == 0, listed.stderr
+        assert f"upload done {key}" in listed.stdout, listed.stdout
+        missing = ctl(broker, "upload", "picture-nothere.jpg")
+        assert missing.returncode != 0
+        assert "no capture named 'picture-nothere.jpg'" in missing.stderr + missing.stdout
+        escape = ctl(broker, "upload", "../agent.toml")
+        assert escape.returncode != 0
+        assert "not a name inside the captures directory" in escape.stderr + escape.stdout
+    finally:
+        agent.stop()
+
+
+def test_upload_with_uploads_off_says_how_to_turn_them_on(
+    agent: AgentProcess, operator: Probe
+) -> None:
+    answer = ask(operator, {"id": "u", "action": "upload", "file": "picture-x.jpg"})
+    assert answer["ok"] is False and answer["error"]["code"] == "not_available"
+    assert "set upload.enabled" in answer["error"]["detail"]
+    state = operator.wait_for(lambda m: m.topic == "camera/state", what="state").json()
+    assert state["upload"]["enabled"] is False and state["upload"]["queued"] == 0

@@ -157,7 +157,11 @@ def print_answer(request: Request, last: dict[str, Any], output: Output) -> None
             f"  {job['id']}  {job['kind']:<9} {job['state']:<9} {_when(job.get('created'))}"
         )
     for f in data.get("files", []) if request.body.get("action") == "files" else []:
-        output.line(f"  {f['name']}  {f['size']} bytes  {_when(f.get('time'))}  {f['url']}")
+        upload = f.get("upload") or {}
+        uploaded = f"  upload {upload['state']} {upload['key']}" if upload else ""
+        output.line(
+            f"  {f['name']}  {f['size']} bytes  {_when(f.get('time'))}  {f['url']}{uploaded}"
+        )
 
 
 def download_results(
@@ -376,8 +380,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("controls", help="the controls with their values and ranges")
     sub.add_parser("state", help="the camera's state: stream, jobs, warnings")
     sub.add_parser("jobs", help="the jobs of the last hour")
-    f = sub.add_parser("files", help="the captures (newest first)")
+    f = sub.add_parser("files", help="the captures (newest first), with their uploads")
     f.add_argument("prefix", nargs="?", default="")
+    u = sub.add_parser("upload", help="queue a capture for the S3 store (upload.enabled)")
+    u.add_argument("file")
     w = sub.add_parser("watch", help="events as they come (Ctrl-C ends)")
     w.add_argument("--count", type=int, help="end after this many events")
     w.add_argument("--for", dest="seconds", type=float, help="end after this many seconds")
@@ -427,6 +433,7 @@ REQUESTS: dict[str, Callable[[argparse.Namespace], Built]] = {
     "stream": lambda a: ("action", {"action": "stream", "op": a.op}, False, None),
     "jobs": lambda a: ("action", {"action": "jobs", "limit": 50}, False, None),
     "files": lambda a: ("action", {"action": "files", "prefix": a.prefix}, False, None),
+    "upload": lambda a: ("action", {"action": "upload", "file": a.file}, False, None),
 }
 
 
