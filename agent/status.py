@@ -26,12 +26,15 @@ log = logging.getLogger(__name__)
 STATE_DEBOUNCE_S = 0.005
 # The events a client waits for to learn how a job ended; kept while the broker is away.
 TERMINAL_JOB_EVENTS = frozenset({"job.succeeded", "job.failed", "job.cancelled"})
+# How an upload ended: kept too (an operator waits for them to know a capture left the device).
+TERMINAL_UPLOAD_EVENTS = frozenset({"upload.done", "upload.failed", "upload.dropped"})
 
 
 def delivery_of(name: str) -> Delivery:
     if name == "job.progress":
         return Delivery.PROGRESS
-    return Delivery.ESSENTIAL if name in TERMINAL_JOB_EVENTS else Delivery.EVENT
+    essential = name in TERMINAL_JOB_EVENTS or name in TERMINAL_UPLOAD_EVENTS
+    return Delivery.ESSENTIAL if essential else Delivery.EVENT
 
 
 def describe_controls(backend: CameraBackend) -> list[dict[str, Any]]:

@@ -24,7 +24,7 @@ from obstore.store import S3Store
 
 from agent.jobs.retention import CaptureIndex, Retention, StorageLimits
 from tests.conftest import start_agent
-from tests.support import AgentProcess, Probe, RtspReader, settle
+from tests.support import AgentProcess, Probe, RtspReader, children_of, settle, wait_until
 from tests.test_ctl import ctl
 from tests.test_jobs import ask, run_job
 
@@ -112,6 +112,16 @@ def wait_state(operator: Probe, check: Any, timeout: float = 20) -> dict[str, An
         timeout=timeout, what="state.upload",
     ).json()  # fmt: skip
     return body
+
+
+def upload_processes(agent_pid: int) -> list[int]:
+    """The agent's upload processes (agent/upload_worker.py) running now."""
+    found = []
+    for pid in children_of(agent_pid):
+        with contextlib.suppress(OSError):  # ended meanwhile
+            if b"agent.upload_worker" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                found.append(pid)
+    return found
 
 
 def sha256_of(path: Path) -> str:
@@ -477,3 +487,60 @@ def test_upload_with_uploads_off_says_how_to_turn_them_on(
     assert "set upload.enabled" in answer["error"]["detail"]
     state = operator.wait_for(lambda m: m.topic == "camera/state", what="state").json()
     assert state["upload"]["enabled"] is False and state["upload"]["queued"] == 0
+
+
+def test_an_upload_that_ends_while_the_broker_is_down_is_reported_once_it_is_back(
+    broker: Broker, operator: Probe, store: ObjectStore, tmp_path: Path
+) -> None:
+    work = tmp_path / "agent"
+    # 16 Mbit/s: the 6 MiB upload takes about 3 s, time to stop the broker under it.
+    agent = uploading_agent(
+        broker, None, operator, work, upload_env(store, work, max_kbit_s="16000")
+    )
+    operator.close()  # a persistent session instead, so nothing published meanwhile is missed
+    watcher = Probe(broker, "operator", session_expiry_s=300)
+    try:
+        watcher.subscribe("camera/#")
+        clip = work / "captures" / "record-20261204T100000.000Z.mp4"
+        clip.write_bytes(os.urandom(6 * MIB))
+        ask(watcher, {"id": "u", "action": "upload", "file": clip.name})
+        broker.stop()
+        # The upload ends while the broker is away: the store has the object.
+        log = work / "state" / "uploads" / "uploaded.jsonl"
+        wait_until(lambda: log.exists() and clip.name in log.read_text(), timeout=30)
+        broker.start()
+        done = done_for(watcher, clip.name, timeout=30)
+        assert (
+            done["data"]["sha256"] == sha256_of(clip) == object_sha256(store, done["data"]["key"])
+        )
+    finally:
+        watcher.close()
+        agent.stop()
+
+
+def test_the_upload_process_killed_half_way_is_restarted_and_the_file_arrives_once(
+    broker: Broker, operator: Probe, store: ObjectStore, tmp_path: Path
+) -> None:
+    work = tmp_path / "agent"
+    agent = uploading_agent(
+        broker, None, operator, work, upload_env(store, work, max_kbit_s="40000")
+    )
+    try:
+        clip = work / "captures" / "record-20261204T100000.000Z.mp4"
+        clip.write_bytes(os.urandom(30 * MIB))  # about 6 s at 40 Mbit/s
+        ask(operator, {"id": "u", "action": "upload", "file": clip.name})
+        assert agent.process is not None
+        pid = agent.process.pid
+        worker = wait_until(lambda: upload_processes(pid), what="the upload process")[0]
+        time.sleep(2)
+        os.kill(worker, signal.SIGKILL)
+        done = done_for(operator, clip.name, timeout=60)
+        assert done["data"]["attempts"] == 2
+        assert objects(store, "cam/") == {done["data"]["key"]: 30 * MIB}
+        assert (
+            done["data"]["sha256"] == sha256_of(clip) == object_sha256(store, done["data"]["key"])
+        )
+        # Its process is gone once the queue is empty: no upload process lingers.
+        wait_until(lambda: not upload_processes(pid), what="the upload process to end")
+    finally:
+        agent.stop()
