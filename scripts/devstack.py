@@ -361,9 +361,7 @@ class ConsoleService:
 
     def kill(self) -> None:
         if self.process is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait()
+            kill_group(self.process)
             self.process = None
 
     def log_text(self) -> str:
@@ -825,15 +823,20 @@ class ObjectStore:
     def kill(self) -> None:
         """SIGKILL, as a power cut or the OOM killer would."""
         if self.process is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait()
+            kill_group(self.process)
             self.process = None
 
     def stop(self) -> None:
         if self.process is not None:
             terminate_group(self.process)
             self.process = None
+
+
+def kill_group(process: subprocess.Popen[bytes]) -> None:
+    """SIGKILL the process group at once (a crash, not a stop), and reap it."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
 
 
 def terminate_group(process: subprocess.Popen[bytes], timeout: float = 10.0) -> int:

@@ -114,6 +114,13 @@ def wait_state(operator: Probe, check: Any, timeout: float = 20) -> dict[str, An
     return body
 
 
+def random_clip(work: Path, size: int) -> Path:
+    """A recording's name on ``size`` random bytes (nothing compresses them away)."""
+    clip = work / "captures" / "record-20261204T100000.000Z.mp4"
+    clip.write_bytes(os.urandom(size))
+    return clip
+
+
 def upload_processes(agent_pid: int) -> list[int]:
     """The agent's upload processes (agent/upload_worker.py) running now."""
     found = []
@@ -178,8 +185,7 @@ def test_the_store_killed_mid_multipart_and_back_20_s_later_gets_the_file_once(
         broker, None, operator, work, upload_env(store, work, max_kbit_s="80000")
     )
     try:
-        big = work / "captures" / "record-20261204T100000.000Z.mp4"
-        big.write_bytes(os.urandom(50 * MIB))
+        big = random_clip(work, 50 * MIB)
         key = f"cam/recordings/{today()}/{big.name}"
         queued = ask(operator, {"id": "u", "action": "upload", "file": big.name})
         assert queued["event"] == "upload.queued" and queued["data"]["key"] == key, queued
@@ -344,8 +350,7 @@ def test_the_bandwidth_cap_holds_and_the_live_stream_keeps_its_frame_rate(
         reader.wait_for(lambda f: True, timeout=15)
         time.sleep(2)
         before = reader.snapshot()
-        clip = work / "captures" / "record-20261204T100000.000Z.mp4"
-        clip.write_bytes(os.urandom(12 * MIB // 4))  # 3 MiB: about 12.6 s at 2000 kbit/s
+        clip = random_clip(work, 12 * MIB // 4)  # 3 MiB: about 12.6 s at 2000 kbit/s
         ask(operator, {"id": "u", "action": "upload", "file": clip.name})
         began = time.time()
         done = done_for(operator, clip.name, timeout=40)
@@ -501,8 +506,7 @@ def test_an_upload_that_ends_while_the_broker_is_down_is_reported_once_it_is_bac
     watcher = Probe(broker, "operator", session_expiry_s=300)
     try:
         watcher.subscribe("camera/#")
-        clip = work / "captures" / "record-20261204T100000.000Z.mp4"
-        clip.write_bytes(os.urandom(6 * MIB))
+        clip = random_clip(work, 6 * MIB)
         ask(watcher, {"id": "u", "action": "upload", "file": clip.name})
         broker.stop()
         # The upload ends while the broker is away: the store has the object.
@@ -526,8 +530,7 @@ def test_the_upload_process_killed_half_way_is_restarted_and_the_file_arrives_on
         broker, None, operator, work, upload_env(store, work, max_kbit_s="40000")
     )
     try:
-        clip = work / "captures" / "record-20261204T100000.000Z.mp4"
-        clip.write_bytes(os.urandom(30 * MIB))  # about 6 s at 40 Mbit/s
+        clip = random_clip(work, 30 * MIB)  # about 6 s at 40 Mbit/s
         ask(operator, {"id": "u", "action": "upload", "file": clip.name})
         assert agent.process is not None
         pid = agent.process.pid
