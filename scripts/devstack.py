@@ -815,6 +815,23 @@ class ObjectStore:
         )  # fmt: skip
         return int(result.stdout or 0)
 
+    def stored_checksum(self, key: str) -> str | None:
+        """The SHA-256 the store recorded for an object at its upload (`x-amz-checksum-sha256`
+        of a HEAD in checksum mode), as it says it: base64, `-N` after a multipart's."""
+        admin = self.admin
+        result = subprocess.run(
+            ["curl", "-sS", "-I", "--max-time", "10", "-H", "x-amz-checksum-mode: ENABLED",
+             "--aws-sigv4", "aws:amz:us-east-1:s3",
+             "--user", f"{admin.access_key}:{admin.secret_key}",
+             f"{self.endpoint}/{self.bucket}/{key}"],
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        for line in result.stdout.splitlines():
+            name, _, value = line.partition(":")
+            if name.strip().lower() == "x-amz-checksum-sha256":
+                return value.strip()
+        return None
+
     def create_bucket(self) -> None:
         status = self._request("PUT", f"/{self.bucket}")
         if status not in (200, 409):  # 409: it is there already

@@ -5,6 +5,7 @@ the confirmed upload, and captures deleted before their turn."""
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import hashlib
 import json
@@ -165,6 +166,11 @@ def test_picture_recording_and_timelapse_arrive_under_their_keys_with_their_sha2
             assert done["data"]["removed"] is False and local.exists()  # upload.then = keep
         listed = objects(store, "cam/")
         assert sorted(listed) == sorted(f"cam/{k}/{today()}/{Path(n).name}" for n, k in made)
+        # The picture went up in one PUT carrying its SHA-256, which the store checked and
+        # kept: it gives it back as sent.
+        picture_key = f"cam/pictures/{today()}/{Path(made[0][0]).name}"
+        digest = hashlib.sha256((work / "captures" / made[0][0]).read_bytes()).digest()
+        assert store.stored_checksum(picture_key) == base64.b64encode(digest).decode()
         # `files` shows each capture's upload.
         page = ask(operator, {"id": "ls", "action": "files", "prefix": "picture-"})["data"]
         shown = {f["name"]: f["upload"] for f in page["files"]}
@@ -214,6 +220,9 @@ def test_the_store_killed_mid_multipart_and_back_20_s_later_gets_the_file_once(
         assert objects(store, "cam/") == {key: 50 * MIB}
         assert done["data"]["sha256"] == sha256_of(big) == object_sha256(store, key)
         assert done["data"]["attempts"] >= 2
+        # Sent as parts, each with its SHA-256: the store keeps their composite checksum.
+        stored = store.stored_checksum(key)
+        assert stored is not None and stored.endswith("-7"), stored  # 50 MiB in 8 MiB parts
         later = settle(operator, 3)
         again = [m for m in later if m.topic == "camera/status"
                  and m.json()["event"] == "upload.done"]  # fmt: skip
