@@ -556,3 +556,35 @@ def test_the_upload_process_killed_half_way_is_restarted_and_the_file_arrives_on
         wait_until(lambda: not upload_processes(pid), what="the upload process to end")
     finally:
         agent.stop()
+
+
+def test_a_full_disk_under_the_journal_keeps_the_capture_and_says_it_is_not_queued(
+    broker: Broker, media: MediaServer, operator: Probe, store: ObjectStore, tmp_path: Path
+) -> None:
+    work = tmp_path / "agent"
+    journal = work / "state" / "uploads"
+    journal.mkdir(parents=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(journal)], check=True)
+    try:
+        filler = journal / ".filler"
+        with contextlib.suppress(OSError), filler.open("wb") as handle:
+            handle.write(b"\0" * (128 << 10))  # more than fits: the journal's disk is full
+        agent = uploading_agent(broker, media, operator, work, upload_env(store, work))
+        try:
+            taken = run_job(operator, {"id": "p", "action": "picture"})
+            assert taken["ok"] is True  # the picture is kept: only its upload is not queued
+            name = taken["data"]["result"]["path"]
+            failed = operator.wait_event(event="upload.failed")
+            assert failed["data"]["file"] == name and failed["data"]["queued"] is False
+            assert "No space left on device" in failed["data"]["error"]
+            assert f"`upload {name}` queues it again" in failed["message"]
+            assert (work / "captures" / name).exists()
+            filler.unlink()  # room again: queued by hand, it goes up
+            queued = ask(operator, {"id": "u", "action": "upload", "file": name})
+            assert queued["event"] == "upload.queued", queued
+            done = done_for(operator, name)
+            assert done["data"]["sha256"] == sha256_of(work / "captures" / name)
+        finally:
+            agent.stop()
+    finally:
+        subprocess.run(["umount", "-l", str(journal)], check=False)
