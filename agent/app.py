@@ -55,7 +55,7 @@ from agent.stream.supervisor import (
     SupervisorSettings,
 )
 from agent.stream.target import StreamTarget
-from agent.upload import Uploader, read_credentials
+from agent.upload import Uploader, read_ca, read_credentials
 
 log = logging.getLogger(__name__)
 
@@ -170,6 +170,7 @@ class AgentApp:
         if config.upload.enabled:
             try:  # at start, in words: not at the first upload, hours later
                 read_credentials(config.upload)
+                read_ca(config.upload)
             except ValueError as err:
                 raise ConfigError(f"invalid configuration: {err}") from None
         self.uploads = Uploader(

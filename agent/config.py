@@ -289,6 +289,11 @@ class UploadSettings(Section):
         description="a file of `AWS_ACCESS_KEY_ID=...` and `AWS_SECRET_ACCESS_KEY=...` lines;"
         " unset: those two environment variables",
     )
+    ca_file: Path | None = Field(
+        None,
+        description="CA certificate(s) to trust for an https endpoint besides the system's (a"
+        " store behind a private CA: this PKI's `ca_chain.pem`, a self-hosted SeaweedFS)",
+    )
     kinds: list[UploadKind] = Field(
         ["pictures", "recordings", "timelapse", "motion"],
         description="which captures go up: pictures, recordings, timelapse (the assembled"

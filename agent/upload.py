@@ -100,6 +100,19 @@ def files_of(job: Job) -> list[str]:
     return [str(path)] if isinstance(path, str) and not path.endswith("/") else []
 
 
+def read_ca(settings: UploadSettings) -> str | None:
+    """The PEM of `upload.ca_file`, if set; a ValueError in words when unreadable."""
+    if settings.ca_file is None:
+        return None
+    try:
+        text = settings.ca_file.read_text()
+    except (OSError, UnicodeDecodeError) as err:
+        raise ValueError(f"upload.ca_file {settings.ca_file}: {err}") from None
+    if "-----BEGIN CERTIFICATE-----" not in text:
+        raise ValueError(f"upload.ca_file {settings.ca_file}: no PEM certificate in it")
+    return text
+
+
 def read_credentials(settings: UploadSettings) -> tuple[str, str]:
     """The access key pair, from `credentials_file` or the environment; ConfigError-worthy
     problems come back as ValueError, in words (never the secret)."""
@@ -400,6 +413,7 @@ class Uploader:
             return
         try:
             key_id, secret = read_credentials(self.settings)
+            ca = read_ca(self.settings)
         except ValueError as err:
             self._last_error = str(err)
             log.error("uploads cannot start: %s", err)
@@ -408,7 +422,8 @@ class Uploader:
         s = self.settings
         self._worker = UploadWorker({
             "endpoint": s.endpoint, "region": s.region, "bucket": s.bucket,
-            "access_key_id": key_id, "secret_access_key": secret,
+            "access_key_id": key_id, "secret_access_key": secret, "max_kbit_s": s.max_kbit_s,
+            "ca": ca,
         })  # fmt: skip
         sweeper = asyncio.create_task(self._sweep_loop(), name="upload-sweep")
         pause = s.retry_min_s
@@ -441,7 +456,6 @@ class Uploader:
         try:
             answer = await self._worker.ask({
                 "id": entry.job_id, "path": str(path), "key": entry.key,
-                "max_kbit_s": self.settings.max_kbit_s,
             })  # fmt: skip
         finally:
             self._current = None

@@ -733,6 +733,8 @@ class ObjectStore:
     bucket: str = "captures"
     identities: list[StoreIdentity] = field(default_factory=list)
     s3_port: int = 0
+    # A PKI: the S3 gateway answers https on s3_https_port too, with its server certificate.
+    pki_dir: Path | None = None
     process: subprocess.Popen[bytes] | None = None
     _ports: dict[str, int] = field(default_factory=dict)
 
@@ -740,7 +742,7 @@ class ObjectStore:
         if not any(i.name == "admin" for i in self.identities):
             self.identities.insert(0, StoreIdentity.admin())
         names = ("master", "master.grpc", "volume", "volume.grpc", "filer", "filer.grpc",
-                 "s3.grpc")  # fmt: skip
+                 "s3.grpc", "s3.https")  # fmt: skip
         taken = {self.s3_port} if self.s3_port else set()
         for name in names:  # two draws of a free port may return the same number
             port = free_port()
@@ -757,6 +759,11 @@ class ObjectStore:
     @property
     def endpoint(self) -> str:
         return f"http://127.0.0.1:{self.s3_port}"
+
+    @property
+    def https_endpoint(self) -> str:
+        """The https endpoint (with ``pki_dir``): the server certificate names `localhost`."""
+        return f"https://localhost:{self._ports['s3.https']}"
 
     @property
     def admin(self) -> StoreIdentity:
@@ -788,6 +795,10 @@ class ObjectStore:
             "-s3", f"-s3.port={self.s3_port}", f"-s3.port.grpc={p['s3.grpc']}",
             "-s3.port.iceberg=0", "-s3.port.lance=0", f"-s3.config={config}",
         ]  # fmt: skip
+        if self.pki_dir is not None:
+            server = self.pki_dir / "server"
+            argv += [f"-s3.port.https={p['s3.https']}", f"-s3.cert.file={server / 'cert.pem'}",
+                     f"-s3.key.file={server / 'key.pem'}"]  # fmt: skip
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
                 argv, stdout=log, stderr=subprocess.STDOUT, cwd=self.work_dir,

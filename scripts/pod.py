@@ -289,6 +289,7 @@ def camera_size(environ: dict[str, str]) -> str:
 
 
 CONTAINER_S3_CREDENTIALS = "/etc/camera-agent/s3-credentials"
+CONTAINER_STORE_CA = "/etc/camera-agent/store-ca.pem"
 
 
 @dataclass(frozen=True)
@@ -312,15 +313,30 @@ class PodUpload:
             )
         return cls(Path(config), Path(credentials))
 
-    def section(self) -> str:
-        """The agent's [upload] lines, checked as the agent will check them."""
+    def table(self) -> dict[str, Any]:
         try:
             table = tomllib.loads(self.config.read_text()).get("upload")
         except (OSError, tomllib.TOMLDecodeError) as err:
             raise SystemExit(f"pod-up: CAMERA_UPLOAD_CONFIG={self.config}: {err}") from None
         if not isinstance(table, dict):
             raise SystemExit(f"pod-up: {self.config} has no [upload] table")
-        table = {**table, "enabled": True, "credentials_file": CONTAINER_S3_CREDENTIALS}
+        return table
+
+    def ca_file(self) -> Path | None:
+        """A store's private CA (`ca_file`, a path on this host), copied beside the config."""
+        named = self.table().get("ca_file")
+        if named is None:
+            return None
+        path = (self.config.parent / str(named)).resolve()
+        if not path.is_file():
+            raise SystemExit(f"pod-up: {self.config}: ca_file {path}: no such file")
+        return path
+
+    def section(self) -> str:
+        """The agent's [upload] lines, checked as the agent will check them."""
+        table = {**self.table(), "enabled": True, "credentials_file": CONTAINER_S3_CREDENTIALS}
+        if self.ca_file() is not None:
+            table["ca_file"] = CONTAINER_STORE_CA
         try:
             UploadSettings(**table)
         except ValidationError as err:
@@ -336,6 +352,11 @@ class PodUpload:
 
 def _prepare_upload(agent: Path, upload: PodUpload | None) -> None:
     """The key pair beside the agent's config, readable by it only; gone when uploads are."""
+    ca = upload.ca_file() if upload is not None else None
+    if ca is None:
+        (agent / "store-ca.pem").unlink(missing_ok=True)
+    else:
+        _copy(ca, agent / "store-ca.pem")
     if upload is None:
         (agent / "s3-credentials").unlink(missing_ok=True)
         return

@@ -318,7 +318,9 @@ def test_camera_upload_gives_the_pods_agent_its_upload_settings_and_keys(tmp_pat
     settings.write_text(
         '[upload]\nendpoint = "https://s3.example.org"\nbucket = "farm-captures"\n'
         'kinds = ["pictures", "timelapse"]\nmax_kbit_s = 2000\nthen = "delete_after_days 7"\n'
+        'ca_file = "store-ca.pem"\n'
     )
+    (tmp_path / "store-ca.pem").write_text("-----BEGIN CERTIFICATE-----\n(the store's CA)\n")
     keys = tmp_path / "keys"
     keys.write_text("AWS_ACCESS_KEY_ID=AKEXAMPLE\nAWS_SECRET_ACCESS_KEY=secret\n")
     upload = PodUpload.from_environment(
@@ -332,6 +334,8 @@ def test_camera_upload_gives_the_pods_agent_its_upload_settings_and_keys(tmp_pat
         assert config.kinds == ["pictures", "timelapse"] and config.max_kbit_s == 2000
         assert config.delete_after_days == 7
         assert str(config.credentials_file) == "/etc/camera-agent/s3-credentials"
+        assert str(config.ca_file) == "/etc/camera-agent/store-ca.pem"
+    assert (tmp_path / "pod/agent/store-ca.pem").read_text().endswith("(the store's CA)\n")
     copied = tmp_path / "pod/agent/s3-credentials"
     assert copied.read_text() == keys.read_text()
     assert copied.stat().st_mode & 0o777 == 0o400

@@ -10,9 +10,11 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -113,6 +115,48 @@ def wait_state(operator: Probe, check: Any, timeout: float = 20) -> dict[str, An
         timeout=timeout, what="state.upload",
     ).json()  # fmt: skip
     return body
+
+
+class StoreIntake:
+    """The bytes the store's S3 port has received (the kernel's count for its connections,
+    `ss -ti`), sampled every 0.1 s in a thread."""
+
+    def __init__(self, store: ObjectStore) -> None:
+        self._port = store.s3_port
+        self._seen: dict[str, int] = {}  # by connection: a closed one keeps its last count
+        self.samples: list[tuple[float, int]] = []
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> int:
+        listed = subprocess.run(
+            ["ss", "-tinH", "state", "established", f"( sport = :{self._port} )"],
+            capture_output=True, text=True, timeout=5, check=False,
+        ).stdout  # fmt: skip
+        peer = ""
+        for line in listed.splitlines():
+            if not line.startswith(("\t", " ")):
+                peer = line.split()[-1]
+            elif (found := re.search(r"bytes_received:(\d+)", line)) is not None:
+                self._seen[peer] = int(found[1])
+        return sum(self._seen.values())
+
+    def _run(self) -> None:
+        while not self._stopped.wait(0.1):  # a sampling period, not a wait for an event
+            self.samples.append((time.monotonic(), self._read()))
+
+    def stop(self) -> None:
+        self._stopped.set()
+        self._thread.join()
+
+    def busiest_second(self) -> float:
+        """The most bytes received within any one second."""
+        most = 0.0
+        for i, (at, count) in enumerate(self.samples):
+            later = [c for t, c in self.samples[i:] if t <= at + 1.0]
+            most = max(most, later[-1] - count)
+        return most
 
 
 def random_clip(work: Path, size: int) -> Path:
@@ -360,12 +404,17 @@ def test_the_bandwidth_cap_holds_and_the_live_stream_keeps_its_frame_rate(
         time.sleep(2)
         before = reader.snapshot()
         clip = random_clip(work, 12 * MIB // 4)  # 3 MiB: about 12.6 s at 2000 kbit/s
+        received = StoreIntake(store)
         ask(operator, {"id": "u", "action": "upload", "file": clip.name})
         began = time.time()
         done = done_for(operator, clip.name, timeout=40)
         ended = time.time()
+        received.stop()
         rate_kbit_s = done["data"]["bytes"] * 8 / done["data"]["seconds"] / 1000
         assert 1800 <= rate_kbit_s <= 2200, rate_kbit_s
+        # On the wire too, not only on average: no second in which the store took much more
+        # (the client buffers the whole file; sent as it is, it would arrive at once).
+        assert received.busiest_second() * 8 / 1000 <= 1.25 * 2000, received.samples
         frames = [f for f in reader.snapshot() if began <= f.arrived <= ended]
         fps_during = len(frames) / (ended - began)
         recent = [f for f in before if f.arrived >= before[-1].arrived - 2]
@@ -588,3 +637,45 @@ def test_a_full_disk_under_the_journal_keeps_the_capture_and_says_it_is_not_queu
             agent.stop()
     finally:
         subprocess.run(["umount", "-l", str(journal)], check=False)
+
+
+def test_an_https_store_behind_a_private_ca_needs_upload_ca_file(
+    broker: Broker, operator: Probe, pki_dir: Path, tmp_path: Path
+) -> None:
+    store = ObjectStore(tmp_path / "s3", pki_dir=pki_dir)
+    store.add_identity(StoreIdentity.for_camera("cam"))
+    store.start()
+    try:
+        store.create_bucket()
+        work = tmp_path / "agent"
+        env = upload_env(store, work, endpoint=store.https_endpoint, retry_max_s="0.5")
+        # Without the CA: refused in words, nothing sent.
+        agent = uploading_agent(broker, None, operator, work, env)
+        try:
+            clip = random_clip(work, 3 * MIB)
+            ask(operator, {"id": "u1", "action": "upload", "file": clip.name})
+            failed = operator.wait_event(event="upload.failed", timeout=60)
+            assert "certificate" in failed["data"]["error"], failed["data"]["error"]
+            assert "upload.ca_file" in failed["data"]["error"]
+            assert objects(store) == {}
+        finally:
+            agent.stop()
+        # With this PKI's CA, through the paced proxy (CONNECT: TLS end to end with the store).
+        env.update(
+            CAMERA_AGENT_UPLOAD__CA_FILE=str(pki_dir / "ca_chain.pem"),
+            CAMERA_AGENT_UPLOAD__MAX_KBIT_S="16000",
+        )
+        agent = uploading_agent(broker, None, operator, work, env)
+        try:
+            done = done_for(operator, clip.name, timeout=60)
+            assert (
+                done["data"]["sha256"]
+                == sha256_of(clip)
+                == object_sha256(store, done["data"]["key"])
+            )
+            rate_kbit_s = done["data"]["bytes"] * 8 / done["data"]["seconds"] / 1000
+            assert rate_kbit_s <= 16000 * 1.1, rate_kbit_s
+        finally:
+            agent.stop()
+    finally:
+        store.stop()
