@@ -241,7 +241,11 @@ class Uploader:
         return self._directory / "uploaded.jsonl"
 
     def start(self) -> None:
-        """Read the journal and the uploaded log (blocking: before the loop has work)."""
+        """Read the journal and the uploaded log (blocking: before the loop has work). With
+        uploads off, a journal an earlier run left waits, untouched, for them to be on again;
+        meanwhile retention treats those captures like any other."""
+        if not self.enabled:
+            return
         self._directory.mkdir(parents=True, exist_ok=True)
         for leftover in sweep_temporaries(self._directory):
             log.warning("removed %s, a write an earlier run did not finish", leftover)

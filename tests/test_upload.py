@@ -5,6 +5,7 @@ the confirmed upload, and captures deleted before their turn."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import hashlib
@@ -25,7 +26,10 @@ import pytest
 from devstack import REPO, Broker, MediaServer, ObjectStore, StoreIdentity
 from obstore.store import S3Store
 
+from agent.config import UploadSettings
+from agent.jobs.captures import Captures
 from agent.jobs.retention import CaptureIndex, Retention, StorageLimits
+from agent.upload import Uploader
 from tests.conftest import start_agent
 from tests.support import AgentProcess, Probe, RtspReader, children_of, settle, wait_until
 from tests.test_ctl import ctl
@@ -679,3 +683,31 @@ def test_an_https_store_behind_a_private_ca_needs_upload_ca_file(
             agent.stop()
     finally:
         store.stop()
+
+
+def test_a_queue_left_when_uploads_are_turned_off_waits_for_them_untouched(
+    tmp_path: Path,
+) -> None:
+    captures = Captures(tmp_path / "captures")
+    captures.ensure()
+    (captures.root / "picture-a.jpg").write_bytes(b"\xff\xd8 a picture \xff\xd9")
+    events: list[str] = []
+
+    def uploader(settings: UploadSettings) -> Uploader:
+        made = Uploader(
+            settings, "cam", captures, tmp_path / "uploads",
+            lambda name, *_: events.append(name), lambda: None,
+        )  # fmt: skip
+        made.start()
+        return made
+
+    on = UploadSettings(enabled=True, bucket="captures")
+    queued = asyncio.run(uploader(on).queue_by_hand("picture-a.jpg"))
+    assert queued.key == f"cam/pictures/{time.strftime('%Y-%m-%d', time.gmtime())}/picture-a.jpg"
+    # Off: nothing is spared for an upload that will not come, and the journal stays.
+    off = uploader(UploadSettings())
+    assert off.pending() == set() and off.snapshot()["queued"] == 0
+    assert list((tmp_path / "uploads").glob("*.json"))
+    # On again: the capture is queued as it was.
+    assert uploader(on).pending() == {"picture-a.jpg"}
+    assert events == []
