@@ -23,13 +23,23 @@ from typing import Any
 
 import obstore
 import pytest
-from devstack import REPO, Broker, MediaServer, ObjectStore, StoreIdentity
+from devstack import (
+    REPO,
+    Broker,
+    ConsoleService,
+    MediaServer,
+    ObjectStore,
+    StoreIdentity,
+    WebServer,
+)
 from obstore.store import S3Store
+from playwright.sync_api import expect
 
 from agent.config import UploadSettings
 from agent.jobs.captures import Captures
 from agent.jobs.retention import CaptureIndex, Retention, StorageLimits
 from agent.upload import Uploader
+from tests.browser import chromium, context, screenshot
 from tests.conftest import start_agent
 from tests.support import AgentProcess, Probe, RtspReader, children_of, settle, wait_until
 from tests.test_ctl import ctl
@@ -711,3 +721,44 @@ def test_a_queue_left_when_uploads_are_turned_off_waits_for_them_untouched(
     # On again: the capture is queued as it was.
     assert uploader(on).pending() == {"picture-a.jpg"}
     assert events == []
+
+
+def test_the_consoles_gallery_shows_each_captures_upload(
+    broker: Broker, media: MediaServer, operator: Probe, store: ObjectStore, tmp_path: Path
+) -> None:
+    work = tmp_path / "agent"
+    web = WebServer(broker.pki_dir, work / "captures", tmp_path / "web", media=media)
+    web.start()
+    service = ConsoleService(broker, web, tmp_path / "console")
+    service.start()
+    env = upload_env(store, work)
+    agent = start_agent(AgentProcess(broker, work, media=media, web=web, env=env), operator)
+    try:
+        operator.wait_event(event="stream.online", timeout=15)
+        sent = run_job(operator, {"id": "p1", "action": "picture"})["data"]["result"]["path"]
+        done_for(operator, sent)
+        store.stop()  # the next one waits for the store
+        waiting = run_job(operator, {"id": "p2", "action": "picture"})["data"]["result"]["path"]
+        with chromium() as browser:
+            origin = web.url.rstrip("/")
+            page = context(browser, origin, broker.pki_dir, "operator").new_page()
+            page.set_default_timeout(15_000)
+            page.goto(f"{origin}/#/camera/camera")
+            page.get_by_role("link", name="Gallery").click()
+            uploaded = page.locator(f'[data-file="{sent}"]')
+            expect(uploaded).to_have_attribute("data-upload", "done")
+            expect(uploaded.locator(".file-facts")).to_contain_text("uploaded")
+            key = f"cam/pictures/{today()}/{sent}"
+            expect(uploaded.locator(".file-facts")).to_have_attribute("title", key)
+            queued = page.locator(f'[data-file="{waiting}"]')
+            expect(queued.locator(".file-facts")).to_contain_text(
+                re.compile("upload (queued|uploading)")
+            )
+            screenshot(page, "console-gallery-uploads-desktop")
+            page.set_viewport_size({"width": 390, "height": 844})
+            expect(queued).to_be_visible()
+            screenshot(page, "console-gallery-uploads-phone")
+    finally:
+        agent.stop()
+        service.stop()
+        web.stop()

@@ -7,6 +7,14 @@ const PAGE_SIZE = 24;
 const VIDEO_KINDS = new Set(["record", "trim", "timelapse_video"]);
 const KIND_NAMES = { record: "recording", trim: "trimmed clip", timelapse: "timelapse frames", timelapse_video: "timelapse video", sidecar: "settings", picture: "picture" };
 
+// What became of a capture's upload to the S3 store (`files` says it when uploads are on).
+function uploadText(upload) {
+  if (!upload) return "";
+  if (upload.state === "done") return " · uploaded";
+  if (upload.state === "failed") return ` · upload failed: ${upload.error || "see the events"}`;
+  return ` · upload ${upload.state}`; // queued, uploading
+}
+
 export class Gallery {
   constructor(base) {
     this.base = base;
@@ -54,10 +62,11 @@ export class Gallery {
     const actions = h("div", { class: "file-actions" },
       local && !name.endsWith("/") ? h("a", { href: local, download: name.split("/").pop(), "aria-label": `download ${name}` }, "Download") : null,
       mayCommand() ? h("button", { type: "button", class: "danger", "aria-label": `delete ${name}`, onclick: () => this.remove(file) }, "Delete") : null);
-    return h("li", { "data-file": name },
+    const facts = `${timeText(file.time)} · ${sizeText(file.size)}${uploadText(file.upload)}`;
+    return h("li", { "data-file": name, "data-upload": file.upload ? file.upload.state : null },
       open,
       h("p", { class: "file-name", text: name }),
-      h("p", { class: "file-facts", text: `${timeText(file.time)} · ${sizeText(file.size)}` }),
+      h("p", { class: "file-facts", text: facts, title: file.upload ? file.upload.key : null }),
       actions);
   }
 
