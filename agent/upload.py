@@ -26,10 +26,10 @@ import sys
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
-from agent.atomicfile import sweep_temporaries
+from agent.atomicfile import sweep_temporaries, write_atomic
 from agent.config import UploadSettings
 from agent.errors import CommandError, ErrorCode
 from agent.jobs.captures import Captures
@@ -83,7 +83,7 @@ def kind_of_job(job: Job) -> str:
 
 def kind_of_name(name: str) -> str:
     """The upload kind of a capture queued by hand, from the name the agent gave it."""
-    stem = PurePosixPath(name).name.split("-", 1)[0]
+    stem = name.split("/", 1)[0].split("-", 1)[0]  # a series' frame: its folder's name
     return {"picture": "pictures", "timelapse": "timelapse"}.get(stem, "recordings")
 
 
@@ -277,8 +277,6 @@ class Uploader:
         return found
 
     def _rewrite_log(self) -> None:
-        from agent.atomicfile import write_atomic  # noqa: PLC0415
-
         lines = [json.dumps({"file": n, **asdict(u)}) for n, u in self._uploaded.items()]
         write_atomic(self._log_path, "".join(line + "\n" for line in lines).encode())
         self._uploaded_lines = len(lines)
@@ -293,7 +291,9 @@ class Uploader:
     def key_for(self, name: str, kind: str, at: float) -> str:
         day = time.strftime("%Y-%m-%d", time.gmtime(at))
         prefix = self.settings.prefix.format(camera=self._camera_id, kind=kind, date=day)
-        return prefix + PurePosixPath(name).name
+        # The whole relative name: a frame queued by hand keeps its series folder, so that
+        # `000001.jpg` of two series are two objects.
+        return prefix + name
 
     # -- queueing ------------------------------------------------------------------------
 

@@ -714,12 +714,17 @@ def test_a_queue_left_when_uploads_are_turned_off_waits_for_them_untouched(
     on = UploadSettings(enabled=True, bucket="captures")
     queued = asyncio.run(uploader(on).queue_by_hand("picture-a.jpg"))
     assert queued.key == f"cam/pictures/{time.strftime('%Y-%m-%d', time.gmtime())}/picture-a.jpg"
+    # A series' frame queued by hand keeps its folder in the key: frames of two series differ.
+    (captures.root / "timelapse-x").mkdir()
+    (captures.root / "timelapse-x" / "000001.jpg").write_bytes(b"\xff\xd8 a frame \xff\xd9")
+    frame = asyncio.run(uploader(on).queue_by_hand("timelapse-x/000001.jpg"))
+    assert frame.key.endswith("/timelapse-x/000001.jpg") and frame.kind == "timelapse"
     # Off: nothing is spared for an upload that will not come, and the journal stays.
     off = uploader(UploadSettings())
     assert off.pending() == set() and off.snapshot()["queued"] == 0
     assert list((tmp_path / "uploads").glob("*.json"))
     # On again: the capture is queued as it was.
-    assert uploader(on).pending() == {"picture-a.jpg"}
+    assert uploader(on).pending() == {"picture-a.jpg", "timelapse-x/000001.jpg"}
     assert events == []
 
 
