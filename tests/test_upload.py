@@ -164,6 +164,10 @@ class StoreIntake:
         self._stopped.set()
         self._thread.join()
 
+    def received(self) -> int:
+        """Bytes received by the last sample (0 before the first)."""
+        return self.samples[-1][1] if self.samples else 0
+
     def busiest_second(self) -> float:
         """The most bytes received within any one second."""
         most = 0.0
@@ -254,11 +258,12 @@ def test_the_store_killed_mid_multipart_and_back_20_s_later_gets_the_file_once(
         queued = ask(operator, {"id": "u", "action": "upload", "file": big.name})
         assert queued["event"] == "upload.queued" and queued["data"]["key"] == key, queued
         wait_state(operator, lambda u: u.get("uploading") == big.name)
-        time.sleep(1.5)  # some parts are up by now, not all
+        intake = StoreIntake(store)
+        wait_until(lambda: intake.received() >= 10 * MIB, what="some parts at the store")
+        intake.stop()
         store.kill()
-        down_since = time.monotonic()
-        while time.monotonic() - down_since < 20:
-            time.sleep(1)
+        assert intake.received() < 50 * MIB, "the upload was over before the store was killed"
+        time.sleep(20)  # the outage itself: the store stays down this long
         store.start()
         seen_sizes = set()
         deadline = time.monotonic() + 90
@@ -607,8 +612,11 @@ def test_the_upload_process_killed_half_way_is_restarted_and_the_file_arrives_on
         assert agent.process is not None
         pid = agent.process.pid
         worker = wait_until(lambda: upload_processes(pid), what="the upload process")[0]
-        time.sleep(2)
+        intake = StoreIntake(store)
+        wait_until(lambda: intake.received() >= 8 * MIB, what="some of it at the store")
+        intake.stop()
         os.kill(worker, signal.SIGKILL)
+        assert intake.received() < 30 * MIB, "the upload was over before its process was killed"
         done = done_for(operator, clip.name, timeout=60)
         assert done["data"]["attempts"] == 2
         assert objects(store, "cam/") == {done["data"]["key"]: 30 * MIB}
