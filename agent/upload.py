@@ -22,6 +22,7 @@ import contextlib
 import json
 import logging
 import os
+import signal
 import sys
 import time
 from collections.abc import Callable, Iterable
@@ -199,7 +200,7 @@ class UploadWorker:
         with contextlib.suppress(TimeoutError):  # it ends at EOF, after the upload at hand
             await asyncio.wait_for(process.wait(), 5.0)
         with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(process.pid, 9)
+            os.killpg(process.pid, signal.SIGKILL)
         await process.wait()
 
 
