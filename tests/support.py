@@ -331,6 +331,8 @@ class RtspReader:
         self.width = width
         self.height = height
         self.frames: list[Frame] = []
+        # ffmpeg's complaints with the time each arrived, to tell when in a test they came.
+        self.complaints: list[tuple[float, str]] = []
         self._lock = threading.Lock()
         self.process = subprocess.Popen(
             ["ffmpeg", "-hide_banner", "-loglevel", "error", "-rtsp_transport", "tcp",
@@ -342,6 +344,14 @@ class RtspReader:
         )  # fmt: skip
         self._thread = threading.Thread(target=self._read, daemon=True)
         self._thread.start()
+        self._complaints_thread = threading.Thread(target=self._read_complaints, daemon=True)
+        self._complaints_thread.start()
+
+    def _read_complaints(self) -> None:
+        assert self.process.stderr is not None
+        for line in self.process.stderr:
+            with self._lock:
+                self.complaints.append((time.time(), line.decode(errors="replace").rstrip()))
 
     def _read(self) -> None:
         size = self.width * self.height
@@ -380,5 +390,6 @@ class RtspReader:
     def close(self) -> str:
         self.process.kill()
         self.process.wait()
-        assert self.process.stderr is not None
-        return self.process.stderr.read().decode(errors="replace")
+        self._complaints_thread.join(timeout=5)
+        with self._lock:
+            return "".join(f"{line}\n" for _, line in self.complaints)

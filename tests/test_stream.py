@@ -287,7 +287,11 @@ def test_a_player_stays_connected_across_a_pipeline_restart(
         stderr = reader.close()
     frames = reader.snapshot()
     assert [f for f in frames if f.arrived < before] and [f for f in frames if f.arrived > back]
-    assert "error" not in stderr.lower(), stderr
+    # A player that joins between two keyframes complains until the next one (ffmpeg shows no
+    # picture meanwhile); it struck in CI on a loaded machine. Once it has shown a picture, the
+    # restart must not make it complain again.
+    after_first_picture = [line for at, line in reader.complaints if at >= frames[0].arrived]
+    assert not after_first_picture, stderr
 
 
 def test_the_hls_muxer_stays_quiet_over_a_minute_of_default_streaming(
