@@ -55,11 +55,16 @@ class ProcessStartError(Exception):
 class ManagedProcess:
     """One child process. Construction only assigns; `start` spawns it."""
 
-    def __init__(self, argv: Sequence[str], name: str, *, stdin_quit: bool = False) -> None:
+    def __init__(
+        self, argv: Sequence[str], name: str, *, stdin_quit: bool = False, talk: bool = False
+    ) -> None:
         self.argv = list(argv)
         self.name = name
         # ffmpeg finalizes its outputs when it reads `q` on stdin; SIGTERM would do for a pusher.
         self._stdin_quit = stdin_quit
+        # A child we talk to in lines (stdin, stdout) ends at EOF on its stdin, after the work
+        # at hand, which is how it is asked to stop.
+        self._talk = talk
         self._process: asyncio.subprocess.Process | None = None
         self._stderr_task: asyncio.Task[None] | None = None
         self.stderr_tail: deque[str] = deque(maxlen=STDERR_LINES)
@@ -74,13 +79,15 @@ class ManagedProcess:
 
     async def start(self) -> None:
         try:
+            piped = asyncio.subprocess.PIPE
             self._process = await asyncio.create_subprocess_exec(
                 *self.argv,
-                stdin=asyncio.subprocess.PIPE if self._stdin_quit else asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.DEVNULL,
-                stderr=asyncio.subprocess.PIPE,
+                stdin=piped if self._stdin_quit or self._talk else asyncio.subprocess.DEVNULL,
+                stdout=piped if self._talk else asyncio.subprocess.DEVNULL,
+                stderr=piped,
                 start_new_session=True,
                 preexec_fn=die_with_the_agent,
+                limit=1 << 20,  # the longest line read from the child's stdout
             )
         except OSError as err:
             raise ProcessStartError(f"cannot start {self.argv[0]}: {err.strerror}") from err
@@ -93,6 +100,31 @@ class ManagedProcess:
             return
         async for raw in stderr:
             self.stderr_tail.append(raw.decode(errors="replace").rstrip())
+
+    async def send_line(self, line: bytes) -> None:
+        """One line to the child's stdin (a child started with ``talk``)."""
+        stdin = self._process.stdin if self._process is not None else None
+        if stdin is None or self._process is None or self._process.returncode is not None:
+            raise RuntimeError(f"{self.name} is not running")
+        stdin.write(line + b"\n")
+        await stdin.drain()
+
+    async def read_line(self) -> bytes:
+        """The child's next line on stdout; empty once it has closed it (ended)."""
+        stdout = self._process.stdout if self._process is not None else None
+        return await stdout.readline() if stdout is not None else b""
+
+    def ended_in_words(self) -> str:
+        """How the child ended, with its last words on stderr: for an error message."""
+        code = self.returncode
+        if code is None:
+            how = "still running"
+        elif code < 0:
+            how = f"killed by {signal.Signals(-code).name}"
+        else:
+            how = f"exit code {code}"
+        last = next((line for line in reversed(self.stderr_tail) if line.strip()), "")
+        return f"{how}: {last.strip()}" if last else how
 
     async def wait(self) -> int:
         """Wait for the child to exit (by itself or stopped); returns its exit code."""
@@ -119,7 +151,10 @@ class ManagedProcess:
         if process is None:
             return None
         if process.returncode is None:
-            if self._stdin_quit and process.stdin is not None:
+            if self._talk and process.stdin is not None:
+                with contextlib.suppress(OSError, RuntimeError):
+                    process.stdin.close()
+            elif self._stdin_quit and process.stdin is not None:
                 with contextlib.suppress(OSError, RuntimeError):
                     process.stdin.write(b"q")
                     await process.stdin.drain()

@@ -22,7 +22,6 @@ import contextlib
 import json
 import logging
 import os
-import signal
 import sys
 import time
 from collections.abc import Callable, Iterable
@@ -36,7 +35,7 @@ from agent.errors import CommandError, ErrorCode
 from agent.jobs.captures import Captures
 from agent.jobs.journal import Journal
 from agent.jobs.model import Job
-from agent.process import die_with_the_agent
+from agent.process import ManagedProcess
 
 log = logging.getLogger(__name__)
 
@@ -147,61 +146,37 @@ class UploadWorker:
 
     def __init__(self, store: dict[str, Any]) -> None:
         self._store = store
-        self._process: asyncio.subprocess.Process | None = None
+        self._process: ManagedProcess | None = None
 
-    @property
-    def running(self) -> bool:
-        return self._process is not None and self._process.returncode is None
-
-    async def start(self) -> None:
-        self._process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "agent.upload_worker",
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.DEVNULL,
-            start_new_session=True,
-            preexec_fn=die_with_the_agent,
-            limit=1 << 20,
-        )  # fmt: skip
-        await self._send(self._store)
-
-    async def _send(self, body: dict[str, Any]) -> None:
-        stdin = self._process.stdin if self._process is not None else None
-        if stdin is None:
-            raise RuntimeError("the upload process is not running")
-        stdin.write(json.dumps(body).encode() + b"\n")
-        await stdin.drain()
+    async def start(self) -> ManagedProcess:
+        process = ManagedProcess(
+            [sys.executable, "-m", "agent.upload_worker"], "the upload process", talk=True
+        )
+        self._process = process
+        await process.start()
+        await process.send_line(json.dumps(self._store).encode())
+        return process
 
     async def ask(self, request: dict[str, Any]) -> dict[str, Any]:
-        """One upload; a worker that died answers as a failure."""
-        if not self.running:
-            await self.start()
-        stdout = self._process.stdout if self._process is not None else None
+        """One upload; a worker that died answers as a failure, with its last words."""
+        process = self._process
+        if process is None or process.returncode is not None:
+            process = await self.start()
         try:
-            await self._send(request)
-            line = await stdout.readline() if stdout is not None else b""
-        except (OSError, RuntimeError) as err:
-            line, detail = b"", str(err)
-        else:
-            detail = ""
+            await process.send_line(json.dumps(request).encode())
+            line = await process.read_line()
+        except (OSError, RuntimeError):
+            line = b""
         if not line:
             await self.stop()
-            return {"ok": False, "error": f"the upload process ended ({detail or 'no answer'})"}
+            return {"ok": False, "error": f"the upload process ended ({process.ended_in_words()})"}
         answer: dict[str, Any] = json.loads(line)
         return answer
 
     async def stop(self) -> None:
         process, self._process = self._process, None
-        if process is None:
-            return
-        if process.stdin is not None:
-            with contextlib.suppress(OSError, RuntimeError):
-                process.stdin.close()
-        with contextlib.suppress(TimeoutError):  # it ends at EOF, after the upload at hand
-            await asyncio.wait_for(process.wait(), 5.0)
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(process.pid, signal.SIGKILL)
-        await process.wait()
+        if process is not None:
+            await process.stop(grace_s=5.0)
 
 
 class Uploader:

@@ -95,13 +95,7 @@ def run(
     camera: StoreIdentity,
     operator: Probe,
 ) -> None:
-    credentials = root / "s3-credentials"
-    credentials.write_text(camera.credentials_lines())
-    on = {
-        "CAMERA_AGENT_UPLOAD__ENABLED": "true",
-        "CAMERA_AGENT_UPLOAD__ENDPOINT": store.endpoint,
-        "CAMERA_AGENT_UPLOAD__BUCKET": store.bucket,
-        "CAMERA_AGENT_UPLOAD__CREDENTIALS_FILE": str(credentials),
+    on = store.agent_settings(camera, root / "s3-credentials") | {
         "CAMERA_AGENT_UPLOAD__RETRY_MIN_S": "30",
         "CAMERA_AGENT_UPLOAD__RETRY_MAX_S": "60",
     }

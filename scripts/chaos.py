@@ -9,6 +9,12 @@ and restarted, the agent stopped and restarted, the captures disk (a small tmpfs
 few seconds; each kind once, in a random order, before any comes again. When the time is up
 the faults stop, everything still outstanding gets time to settle, and the agent is stopped.
 
+`--with-s3` adds a SeaweedFS store that the agent uploads every capture to, and a fault that
+SIGKILLs the store and starts it again a few seconds later; the check then also asks that the
+upload queue emptied, that every capture left on disk was uploaded, that each object in the
+bucket is one an `upload.done` reported (never a stray or partial one), under one key per
+capture, and that the store gives back the bytes whose SHA-256 the event carried.
+
 `--check` (what CI runs, in a short form, as tests/test_chaos.py) exits 1 unless every command
 was answered (once, apart from copies flagged `duplicate`), every job's terminal event arrived
 with one outcome, no `internal_error` was published, the retained state stayed small, and no
@@ -37,8 +43,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from devstack import Broker, MediaServer
+from devstack import Broker, MediaServer, ObjectStore, StoreIdentity
 
+from agent.atomicfile import TEMP_MARK
 from bench.control_plane import process_usage
 from pki.authority import CertificateAuthority
 from tests.support import AgentProcess, Probe, Received, children_of
@@ -69,11 +76,16 @@ class Tally:
     internal_errors: list[str] = field(default_factory=list)
     pruned: set[str] = field(default_factory=set)  # captures storage.pruned said it removed
     max_state_bytes: int = 0
+    uploads: dict[str, list[dict[str, Any]]] = field(default_factory=lambda: defaultdict(list))
+    upload_ends: Counter[str] = field(default_factory=Counter)  # event name -> how many
+    upload_state: dict[str, Any] = field(default_factory=dict)  # the last `state.upload`
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def take(self, message: Received) -> None:
         if message.topic == "camera/state":
             self.max_state_bytes = max(self.max_state_bytes, len(message.payload))
+            with self.lock:
+                self.upload_state = message.json().get("upload") or {}
             return
         if message.topic != "camera/status":
             return
@@ -86,6 +98,10 @@ class Tally:
                 # Units: a file, or a whole series as `folder/` (`more` when one pass named
                 # too many to list, which this load never comes near).
                 self.pruned.update(body.get("data", {}).get("files") or [])
+            if name.startswith("upload."):
+                self.upload_ends[name] += 1
+                if name == "upload.done":
+                    self.uploads[body["data"]["file"]].append(body["data"])
             if name in ANSWERS and command_id in self.sent:
                 self.answers[command_id].append(body)
                 if name == "job.queued" and job:
@@ -103,6 +119,11 @@ class Tally:
             unanswered = [i for i in self.sent if not self.answers.get(i)]
             open_jobs = [j for j in self.job_of if not self.terminal.get(j)]
         return unanswered, open_jobs
+
+    def uploads_waiting(self) -> bool:
+        with self.lock:
+            state = self.upload_state
+        return bool(state.get("enabled")) and bool(state.get("queued") or state.get("uploading"))
 
     def record_open(self) -> bool:
         with self.lock:
@@ -176,6 +197,7 @@ class Stack:
     media: MediaServer
     agent: AgentProcess
     disk: Path | None  # the captures tmpfs, when one could be mounted
+    store: ObjectStore | None  # with --with-s3
     faults: list[tuple[float, str]] = field(default_factory=list)
     agent_starts: int = 1
     agent_pids: set[int] = field(default_factory=set)
@@ -240,6 +262,11 @@ def make_faults(stack: Stack, rng: random.Random) -> dict[str, Callable[[], None
         stack.agent.stop()
         start_agent(stack)
 
+    def restart_store(store: ObjectStore) -> None:
+        store.kill()
+        time.sleep(rng.uniform(2, 8))
+        store.start()
+
     faults = {
         "broker restart": restart_broker,
         "MediaMTX restart": restart_mediamtx,
@@ -250,6 +277,9 @@ def make_faults(stack: Stack, rng: random.Random) -> dict[str, Callable[[], None
     if stack.disk is not None:
         disk = stack.disk
         faults["disk full"] = lambda: fill_disk(disk, rng.uniform(2, 5))
+    if stack.store is not None:
+        store = stack.store
+        faults["S3 store SIGKILL"] = lambda: restart_store(store)
     return faults
 
 
@@ -261,7 +291,7 @@ def start_agent(stack: Stack) -> None:
 
 
 @contextlib.contextmanager
-def running_stack(root: Path) -> Iterator[Stack]:
+def running_stack(root: Path, with_s3: bool = False) -> Iterator[Stack]:
     ca = CertificateAuthority(root / "pki")
     ca.init()
     broker = Broker(root / "pki", root / "broker")
@@ -273,6 +303,13 @@ def running_stack(root: Path) -> Iterator[Stack]:
         # Retention keeps 16 MiB of the 96 MiB tmpfs free, removing the oldest captures.
         "CAMERA_AGENT_STORAGE__MIN_FREE_BYTES": str(16 << 20),
     }
+    store = None
+    if with_s3:
+        store = ObjectStore(root / "s3")
+        camera = store.add_identity(StoreIdentity.for_camera("cam"))
+        env |= store.agent_settings(camera, root / "s3-credentials")
+        # Short pauses: an upload the store's outage failed is tried again within the run.
+        env |= {"CAMERA_AGENT_UPLOAD__RETRY_MIN_S": "0.5", "CAMERA_AGENT_UPLOAD__RETRY_MAX_S": "4"}
     agent = AgentProcess(broker, root / "agent", media=media, env=env)
     captures = root / "agent" / "captures"
     captures.mkdir(parents=True, exist_ok=True)
@@ -286,14 +323,19 @@ def running_stack(root: Path) -> Iterator[Stack]:
     )
     broker.start()
     media.start()
-    stack = Stack(root, broker, media, agent, captures if mounted else None)
+    stack = Stack(root, broker, media, agent, captures if mounted else None, store)
     try:
+        if store is not None:
+            store.start()
+            store.create_bucket()
         agent.start()
         if (pid := stack.agent_pid()) is not None:
             stack.agent_pids.add(pid)
         yield stack
     finally:
         agent.stop()
+        if store is not None:
+            store.stop()
         media.stop()
         broker.stop()
         if mounted:
@@ -316,10 +358,10 @@ class Report:
     failures: list[str]
 
 
-def run_chaos(root: Path, minutes: float, seed: int) -> Report:
+def run_chaos(root: Path, minutes: float, seed: int, with_s3: bool = False) -> Report:
     rng = random.Random(seed)  # noqa: S311 -- a reproducible schedule, not a secret
     tally = Tally()
-    with running_stack(root) as stack:
+    with running_stack(root, with_s3) as stack:
         operator = Probe(stack.broker, "operator", session_expiry_s=3600)
         operator.subscribe("camera/status")
         operator.subscribe("camera/state")
@@ -342,7 +384,9 @@ def run_chaos(root: Path, minutes: float, seed: int) -> Report:
                     drain(operator, tally, 1)
                     wait_for_agent(stack, operator, tally)
             settle_deadline = time.monotonic() + SETTLE_S
-            while time.monotonic() < settle_deadline and any(tally.outstanding()):
+            while time.monotonic() < settle_deadline and (
+                any(tally.outstanding()) or tally.uploads_waiting()
+            ):
                 drain(operator, tally, 1)
             rss_peak = max(rss_peak, rss_of(stack.agent_pid()))
         finally:
@@ -350,6 +394,11 @@ def run_chaos(root: Path, minutes: float, seed: int) -> Report:
         log_text = stack.agent.log_text()
         stack.agent.stop()
         holes = series_holes(stack.agent.work_dir / "captures", tally)  # before the unmount
+        upload_rows, upload_failures = (
+            check_uploads(stack.store, stack.agent.work_dir / "captures", tally)
+            if stack.store is not None
+            else ([], [])
+        )
         # The last run's children die from its death signal, a moment after it; what is
         # still there after a few seconds was left behind.
         deadline = time.monotonic() + 5
@@ -358,10 +407,66 @@ def run_chaos(root: Path, minutes: float, seed: int) -> Report:
         ):
             time.sleep(0.05)
     report = summarize(stack, tally, rss_peak, leftovers, log_text, holes)
+    report.rows += upload_rows
+    report.failures += upload_failures
     begun, until = load.timelapse_window
     struck = any(name == "disk full" and begun <= at <= until for at, name in stack.faults)
     report.rows.append(("disk full while the timelapse ran", "yes" if struck else "no"))
     return report
+
+
+def captures_on_disk(captures: Path) -> list[str]:
+    """The finished captures left at the end: files at the top of the captures directory (a
+    series' frames are in its folder, and go up only when asked for by hand)."""
+    return sorted(
+        p.name for p in captures.iterdir()
+        if p.is_file() and not p.name.startswith(".") and TEMP_MARK not in p.name
+        and p.name != FILLER
+    )  # fmt: skip
+
+
+def check_uploads(
+    store: ObjectStore, captures: Path, tally: Tally
+) -> tuple[list[tuple[str, str]], list[str]]:
+    """What reached the store against what the agent said it uploaded."""
+    stored = store.objects()
+    keys_of = {file: {d["key"] for d in done} for file, done in tally.uploads.items()}
+    reported = {key: file for file, keys in keys_of.items() for key in keys}
+    two_keys = [file for file, keys in keys_of.items() if len(keys) > 1]
+    stray = sorted(set(stored) - set(reported))
+    wrong = []
+    for file, done in tally.uploads.items():
+        last = done[-1]
+        if stored.get(last["key"]) != last["bytes"]:
+            wrong.append(f"{file}: {stored.get(last['key'])} bytes stored, {last['bytes']} sent")
+        elif store.object_sha256(last["key"]) != last["sha256"]:
+            wrong.append(f"{file}: the stored bytes' SHA-256 is not the one reported")
+    on_disk = captures_on_disk(captures) if captures.is_dir() else []
+    not_uploaded = [name for name in on_disk if name not in tally.uploads]
+    with tally.lock:
+        state = dict(tally.upload_state)
+    repeated = sum(len(done) - 1 for done in tally.uploads.values())
+    rows = [
+        ("upload events", ", ".join(f"{n} {e}" for e, n in sorted(tally.upload_ends.items()))),
+        ("uploads done again (same key, after a kill)", str(repeated)),
+        ("objects in the bucket / reported / stray", f"{len(stored)} / {len(reported)} / "
+                                                     f"{len(stray)}"),
+        ("uploaded objects missing or different", str(len(wrong))),
+        ("captures on disk / not uploaded", f"{len(on_disk)} / {len(not_uploaded)}"),
+        ("uploads still queued at the end", str(state.get("queued", "?"))),
+    ]  # fmt: skip
+    failures = []
+    if stray:
+        failures.append(f"objects no upload.done reported: {stray[:10]}")
+    if two_keys:
+        failures.append(f"captures uploaded under two keys: {two_keys[:10]}")
+    if wrong:
+        failures.append(f"uploaded objects missing or different: {wrong[:10]}")
+    if not_uploaded:
+        failures.append(f"captures on disk never uploaded: {not_uploaded[:10]}")
+    if state.get("queued") or state.get("uploading"):
+        failures.append(f"uploads still queued after settling: {state}")
+    return rows, failures
 
 
 def series_result(tally: Tally) -> dict[str, Any]:
@@ -495,14 +600,18 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--seed", type=int, default=int(time.time()))
     parser.add_argument("--check", action="store_true", help="exit 1 if an invariant broke")
     parser.add_argument("--keep", type=Path, help="work in this directory and keep it (logs)")
+    parser.add_argument(
+        "--with-s3", action="store_true", help="upload to a SeaweedFS store, which faults kill"
+    )
     args = parser.parse_args(argv)
-    print(f"chaos: {args.minutes:g} min, seed {args.seed}", flush=True)
+    s3 = ", uploads to SeaweedFS" if args.with_s3 else ""
+    print(f"chaos: {args.minutes:g} min, seed {args.seed}{s3}", flush=True)
     if args.keep is not None:
         args.keep.mkdir(parents=True, exist_ok=True)
-        report = run_chaos(args.keep.resolve(), args.minutes, args.seed)
+        report = run_chaos(args.keep.resolve(), args.minutes, args.seed, args.with_s3)
     else:
         with tempfile.TemporaryDirectory(prefix="camera-chaos-") as tmp:
-            report = run_chaos(Path(tmp), args.minutes, args.seed)
+            report = run_chaos(Path(tmp), args.minutes, args.seed, args.with_s3)
     width = max(len(name) for name, _ in report.rows)
     print()
     for name, value in report.rows:

@@ -21,7 +21,10 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # imported where used: the stack's other servers need no S3 client
+    from obstore.store import S3Store
 
 REPO = Path(__file__).resolve().parent.parent
 BROKER_CONF = REPO / "broker" / "mosquitto.conf"
@@ -842,6 +845,46 @@ class ObjectStore:
             if name.strip().lower() == "x-amz-checksum-sha256":
                 return value.strip()
         return None
+
+    def client(self, who: StoreIdentity | None = None) -> S3Store:
+        """An S3 client (obstore, the agent's own) with ``who``'s keys, the admin's by default."""
+        from obstore.store import S3Store  # noqa: PLC0415 - only the S3 tests load it
+
+        who = who or self.admin
+        return S3Store(
+            self.bucket, endpoint=self.endpoint, region="us-east-1",
+            access_key_id=who.access_key, secret_access_key=who.secret_key,
+            virtual_hosted_style_request=False, client_options={"allow_http": True},
+        )  # fmt: skip
+
+    def objects(self, prefix: str = "") -> dict[str, int]:
+        """Every object under ``prefix``, as the store lists it: key and size."""
+        import obstore  # noqa: PLC0415
+
+        listed: dict[str, int] = {}
+        for batch in obstore.list(self.client(), prefix=prefix or None):
+            for meta in batch:
+                listed[meta["path"]] = meta["size"]
+        return listed
+
+    def object_sha256(self, key: str) -> str:
+        """The SHA-256 of the object's bytes as the store gives them back."""
+        import obstore  # noqa: PLC0415
+
+        return hashlib.sha256(bytes(obstore.get(self.client(), key).bytes())).hexdigest()
+
+    def agent_settings(self, who: StoreIdentity, credentials: Path) -> dict[str, str]:
+        """The agent's environment for uploads to this store with ``who``'s keys, which are
+        written to ``credentials`` (`upload.credentials_file`)."""
+        credentials.parent.mkdir(parents=True, exist_ok=True)
+        credentials.write_text(who.credentials_lines())
+        credentials.chmod(0o600)
+        return {
+            "CAMERA_AGENT_UPLOAD__ENABLED": "true",
+            "CAMERA_AGENT_UPLOAD__ENDPOINT": self.endpoint,
+            "CAMERA_AGENT_UPLOAD__BUCKET": self.bucket,
+            "CAMERA_AGENT_UPLOAD__CREDENTIALS_FILE": str(credentials),
+        }
 
     def create_bucket(self) -> None:
         status = self._request("PUT", f"/{self.bucket}")

@@ -115,3 +115,38 @@ def test_a_child_dies_with_the_agent_when_the_agent_is_killed() -> None:
     finally:
         agent.kill()
         agent.wait()
+
+
+ECHO_THEN_FAIL = """
+import sys
+print(sys.stdin.readline().strip().upper(), flush=True)
+sys.stdin.readline()
+sys.exit("no space for the part")
+"""
+
+
+async def test_a_child_talked_to_in_lines_says_how_it_ended() -> None:
+    """The upload process's shape: lines both ways; when it dies, its last words on stderr."""
+    process = ManagedProcess([sys.executable, "-c", ECHO_THEN_FAIL], "the talker", talk=True)
+    await process.start()
+    await process.send_line(b"hello")
+    assert await process.read_line() == b"HELLO\n"
+    await process.send_line(b"again")
+    assert await process.read_line() == b""  # it ended instead of answering
+    await process.wait()
+    assert process.ended_in_words() == "exit code 1: no space for the part"
+    with pytest.raises(RuntimeError, match="the talker is not running"):
+        await process.send_line(b"more")
+    await process.stop()
+
+
+async def test_a_child_talked_to_in_lines_stops_at_the_end_of_its_input() -> None:
+    process = ManagedProcess(
+        [sys.executable, "-c", "import sys\nfor line in sys.stdin: pass"], "the reader", talk=True
+    )
+    await process.start()
+    assert await process.stop(grace_s=10) == 0  # ended by EOF, not killed
+    killed = ManagedProcess(["sleep", "30"], "the sleeper", talk=True)
+    await killed.start()
+    assert await killed.stop(grace_s=0.2) == -9  # it does not read stdin: killed after the grace
+    assert killed.ended_in_words() == "killed by SIGKILL"

@@ -63,38 +63,9 @@ def identity(store: ObjectStore, name: str) -> StoreIdentity:
     return next(i for i in store.identities if i.name == name)
 
 
-def client(store: ObjectStore, who: StoreIdentity | None = None) -> S3Store:
-    who = who or store.admin
-    return S3Store(
-        store.bucket, endpoint=store.endpoint, region="us-east-1",
-        access_key_id=who.access_key, secret_access_key=who.secret_key,
-        virtual_hosted_style_request=False, client_options={"allow_http": True},
-    )  # fmt: skip
-
-
-def objects(store: ObjectStore, prefix: str = "") -> dict[str, int]:
-    """Every object under ``prefix``, as the store lists it: key and size."""
-    listed: dict[str, int] = {}
-    for batch in obstore.list(client(store), prefix=prefix or None):
-        for meta in batch:
-            listed[meta["path"]] = meta["size"]
-    return listed
-
-
-def object_sha256(store: ObjectStore, key: str) -> str:
-    return hashlib.sha256(bytes(obstore.get(client(store), key).bytes())).hexdigest()
-
-
 def upload_env(store: ObjectStore, work: Path, camera: str = "cam", **extra: str) -> dict[str, str]:
-    credentials = work / "s3-credentials"
-    credentials.parent.mkdir(parents=True, exist_ok=True)
-    credentials.write_text(identity(store, f"camera-{camera}").credentials_lines())
-    credentials.chmod(0o600)
-    env = {
-        "CAMERA_AGENT_UPLOAD__ENABLED": "true",
-        "CAMERA_AGENT_UPLOAD__ENDPOINT": store.endpoint,
-        "CAMERA_AGENT_UPLOAD__BUCKET": store.bucket,
-        "CAMERA_AGENT_UPLOAD__CREDENTIALS_FILE": str(credentials),
+    env = store.agent_settings(identity(store, f"camera-{camera}"), work / "s3-credentials")
+    env |= {
         "CAMERA_AGENT_UPLOAD__RETRY_MIN_S": "0.5",
         "CAMERA_AGENT_UPLOAD__RETRY_MAX_S": "2",
         # Fast stream restarts, as the streaming_agent fixture has.
@@ -223,10 +194,10 @@ def test_picture_recording_and_timelapse_arrive_under_their_keys_with_their_sha2
             key = f"cam/{kind}/{today()}/{Path(name).name}"
             local = work / "captures" / name
             assert done["ok"] is True and done["data"]["key"] == key, done
-            assert done["data"]["sha256"] == sha256_of(local) == object_sha256(store, key)
+            assert done["data"]["sha256"] == sha256_of(local) == store.object_sha256(key)
             assert done["data"]["bytes"] == local.stat().st_size
             assert done["data"]["removed"] is False and local.exists()  # upload.then = keep
-        listed = objects(store, "cam/")
+        listed = store.objects("cam/")
         assert sorted(listed) == sorted(f"cam/{k}/{today()}/{Path(n).name}" for n, k in made)
         # The picture went up in one PUT carrying its SHA-256, which the store checked and
         # kept: it gives it back as sent.
@@ -269,7 +240,7 @@ def test_the_store_killed_mid_multipart_and_back_20_s_later_gets_the_file_once(
         deadline = time.monotonic() + 90
         done = None
         while done is None and time.monotonic() < deadline:
-            listed = objects(store, "cam/")
+            listed = store.objects("cam/")
             # Never a partial object: the key is absent until the whole file is there.
             assert set(listed) <= {key}, listed
             seen_sizes |= set(listed.values())
@@ -280,8 +251,8 @@ def test_the_store_killed_mid_multipart_and_back_20_s_later_gets_the_file_once(
                 ).json()
         assert done is not None, "no upload.done within 90 s of the store's return"
         assert seen_sizes <= {50 * MIB}, seen_sizes
-        assert objects(store, "cam/") == {key: 50 * MIB}
-        assert done["data"]["sha256"] == sha256_of(big) == object_sha256(store, key)
+        assert store.objects("cam/") == {key: 50 * MIB}
+        assert done["data"]["sha256"] == sha256_of(big) == store.object_sha256(key)
         assert done["data"]["attempts"] >= 2
         # Sent as parts, each with its SHA-256: the store keeps their composite checksum.
         stored = store.stored_checksum(key)
@@ -315,7 +286,7 @@ def test_uploads_queued_when_the_agent_is_killed_all_arrive_once_after_its_resta
             done = done_for(operator, name, timeout=60)
             keys[name] = done["data"]["key"]
             assert done["data"]["sha256"] == sha256_of(work / "captures" / name)
-        assert objects(store, "cam/") == {
+        assert store.objects("cam/") == {
             keys[n]: (work / "captures" / n).stat().st_size for n in names
         }
         later = settle(operator, 3)
@@ -328,15 +299,15 @@ def test_uploads_queued_when_the_agent_is_killed_all_arrive_once_after_its_resta
 
 
 def test_a_camera_keys_reach_its_own_prefix_only(store: ObjectStore) -> None:
-    mine = client(store, identity(store, "camera-cam"))
-    obstore.put(client(store), "other/pictures/x.jpg", b"of the other camera")
+    mine = store.client(identity(store, "camera-cam"))
+    obstore.put(store.client(), "other/pictures/x.jpg", b"of the other camera")
     obstore.put(mine, "cam/pictures/mine.jpg", b"mine")
     assert bytes(obstore.get(mine, "cam/pictures/mine.jpg").bytes()) == b"mine"
     with pytest.raises(Exception, match=r"AccessDenied|Forbidden|403"):
         obstore.put(mine, "other/pictures/y.jpg", b"into the other camera's prefix")
     with pytest.raises(Exception, match=r"AccessDenied|Forbidden|403"):
         obstore.get(mine, "other/pictures/x.jpg").bytes()
-    assert set(objects(store)) == {"other/pictures/x.jpg", "cam/pictures/mine.jpg"}
+    assert set(store.objects()) == {"other/pictures/x.jpg", "cam/pictures/mine.jpg"}
 
 
 def test_an_upload_the_store_refuses_fails_in_its_words_and_stays_queued(
@@ -354,7 +325,7 @@ def test_an_upload_the_store_refuses_fails_in_its_words_and_stays_queued(
         assert failed["ok"] is False and failed["error"]["code"] == "io_error"
         assert "AccessDenied" in failed["data"]["error"], failed
         assert failed["data"]["attempts"] == 5 and failed["data"]["queued"] is True
-        assert picture.exists() and objects(store) == {}
+        assert picture.exists() and store.objects() == {}
         listed = ask(operator, {"id": "ls", "action": "files"})["data"]["files"]
         assert listed[0]["upload"]["state"] == "failed"
         assert "AccessDenied" in listed[0]["upload"]["error"]
@@ -382,7 +353,7 @@ def test_delete_after_days_0_removes_only_after_the_confirmed_upload(
         assert done["data"]["removed"] is True
         assert "removed here" in done["message"]
         assert not local.exists()
-        assert objects(store, "cam/") == {done["data"]["key"]: done["data"]["bytes"]}
+        assert store.objects("cam/") == {done["data"]["key"]: done["data"]["bytes"]}
     finally:
         agent.stop()
 
@@ -591,9 +562,7 @@ def test_an_upload_that_ends_while_the_broker_is_down_is_reported_once_it_is_bac
         wait_until(lambda: log.exists() and clip.name in log.read_text(), timeout=30)
         broker.start()
         done = done_for(watcher, clip.name, timeout=30)
-        assert (
-            done["data"]["sha256"] == sha256_of(clip) == object_sha256(store, done["data"]["key"])
-        )
+        assert done["data"]["sha256"] == sha256_of(clip) == store.object_sha256(done["data"]["key"])
     finally:
         watcher.close()
         agent.stop()
@@ -619,10 +588,9 @@ def test_the_upload_process_killed_half_way_is_restarted_and_the_file_arrives_on
         assert intake.received() < 30 * MIB, "the upload was over before its process was killed"
         done = done_for(operator, clip.name, timeout=60)
         assert done["data"]["attempts"] == 2
-        assert objects(store, "cam/") == {done["data"]["key"]: 30 * MIB}
-        assert (
-            done["data"]["sha256"] == sha256_of(clip) == object_sha256(store, done["data"]["key"])
-        )
+        assert "the upload process ended (killed by SIGKILL)" in agent.log_text()
+        assert store.objects("cam/") == {done["data"]["key"]: 30 * MIB}
+        assert done["data"]["sha256"] == sha256_of(clip) == store.object_sha256(done["data"]["key"])
         # Its process is gone once the queue is empty: no upload process lingers.
         wait_until(lambda: not upload_processes(pid), what="the upload process to end")
     finally:
@@ -679,7 +647,7 @@ def test_an_https_store_behind_a_private_ca_needs_upload_ca_file(
             failed = operator.wait_event(event="upload.failed", timeout=60)
             assert "certificate" in failed["data"]["error"], failed["data"]["error"]
             assert "upload.ca_file" in failed["data"]["error"]
-            assert objects(store) == {}
+            assert store.objects() == {}
         finally:
             agent.stop()
         # With this PKI's CA, through the paced proxy (CONNECT: TLS end to end with the store).
@@ -693,7 +661,7 @@ def test_an_https_store_behind_a_private_ca_needs_upload_ca_file(
             assert (
                 done["data"]["sha256"]
                 == sha256_of(clip)
-                == object_sha256(store, done["data"]["key"])
+                == store.object_sha256(done["data"]["key"])
             )
             rate_kbit_s = done["data"]["bytes"] * 8 / done["data"]["seconds"] / 1000
             assert rate_kbit_s <= 16000 * 1.1, rate_kbit_s
