@@ -95,6 +95,40 @@ def test_picture_is_the_current_frame_at_full_resolution(
     assert streaming_agent_pusher(operator) == pid_before
 
 
+def test_pictures_asked_for_at_once_each_get_a_file_of_their_own(
+    streaming_agent: AgentProcess, operator: Probe
+) -> None:
+    """A burst (what the broker hands over after an outage), as many as `jobs.picture_limit`
+    lets run at once, during a restart: they wait for the new pipeline's first frame (they
+    failed with "the stream is online (`stream start` first)") and go on in the same
+    millisecond; each is its own file (two took one name, and one's rename took the other's
+    temporary file: "No such file or directory", found by scripts/chaos)."""
+    ids = [f"burst-{n}" for n in range(4)]
+    # Right after a restart, so that they wait for the new pipeline's first frame together.
+    operator.publish(ACTION, json.dumps({"id": "r", "action": "stream", "op": "restart"}))
+    for command_id in ids:
+        operator.publish(ACTION, json.dumps({"id": command_id, "action": "picture"}), wait=False)
+    assert operator.wait_event(id="r", timeout=20)["ok"] is True
+
+    def end_of(command_id: str) -> dict[str, Any]:
+        body: dict[str, Any] = operator.wait_for(
+            lambda m: m.topic == "camera/status" and m.json().get("id") == command_id
+            and m.json()["event"] in ("job.succeeded", "job.failed"),
+            timeout=30, what=f"the end of {command_id}",
+        ).json()  # fmt: skip
+        return body
+
+    ends = [end_of(command_id) for command_id in ids]
+    assert [e["event"] for e in ends] == ["job.succeeded"] * len(ids), [e["message"] for e in ends]
+    paths = [e["data"]["result"]["path"] for e in ends]
+    assert len(set(paths)) == len(ids), paths
+    for end in ends:
+        result = end["data"]["result"]
+        data = (captures_dir(streaming_agent) / result["path"]).read_bytes()
+        assert data[:2] == b"\xff\xd8" and hashlib.sha256(data).hexdigest() == result["sha256"]
+    assert not list(captures_dir(streaming_agent).glob(".*"))  # no temporary file left
+
+
 def test_job_transitions_are_reported_and_listed_in_state(
     streaming_agent: AgentProcess, operator: Probe
 ) -> None:

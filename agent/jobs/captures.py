@@ -46,6 +46,11 @@ class Captures:
         self.root = root
         self._public_url = public_url
         self._watcher = watcher
+        # Names handed out by new_name and not written yet: two jobs started in the same
+        # millisecond (a burst of commands the broker kept while the agent was away) would
+        # otherwise get one name, and one's rename would take the other's temporary file.
+        # A claim ends when the file is written (`writing`) or its job lets it go (`release`).
+        self._claimed: set[str] = set()
 
     def url(self, name: str) -> str | None:
         """Where nginx serves the capture ``name`` (storage.public_url), or None without one."""
@@ -78,10 +83,15 @@ class Captures:
         stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(now)) + f".{int(now * 1000) % 1000:03d}Z"
         path = self.root / f"{stem}-{stamp}{suffix}"
         counter = 1
-        while path.exists():
+        while path.name in self._claimed or path.exists() or self.partial_for(path).exists():
             path = self.root / f"{stem}-{stamp}-{counter}{suffix}"
             counter += 1
+        self._claimed.add(path.name)
         return path
+
+    def release(self, path: Path) -> None:
+        """The job that asked for ``path`` (new_name) is done with the name."""
+        self._claimed.discard(path.name)
 
     def relative(self, path: Path) -> str:
         return str(path.relative_to(self.root))
@@ -108,6 +118,7 @@ class Captures:
         finally:
             with contextlib.suppress(FileNotFoundError):
                 partial.unlink()
+            self.release(final)
 
     def listing(self, prefix: str) -> list[dict[str, Any]]:
         """The finished captures whose names start with ``prefix``, newest first (blocking).

@@ -135,6 +135,7 @@ class Recorder:
                 self._running -= 1
             return await self._cut(entry.start, time.time(), preroll, first)
         finally:
+            self._captures.release(first)  # written by now, or never to be
             # Whatever happened: a journal left behind would make the next start "recover" a
             # recording that already ended (or failed).
             await asyncio.to_thread(self._journal.remove, job.id)
@@ -192,6 +193,7 @@ class Recorder:
                 fetched.append((part, piece, await asyncio.to_thread(probe_part, piece)))
             files = await self._assemble(first, fetched)
         finally:
+            self._captures.release(first)
             for piece in pieces:
                 with contextlib.suppress(FileNotFoundError):
                     piece.unlink()

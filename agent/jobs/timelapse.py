@@ -123,7 +123,10 @@ class Timelapse:
 
         async def run(context: JobContext) -> dict[str, Any]:
             folder = self._captures.new_name("timelapse", "", at=now)
-            await asyncio.to_thread(folder.mkdir)
+            try:
+                await asyncio.to_thread(folder.mkdir)
+            finally:
+                self._captures.release(folder)  # the folder holds the name from now on
             entry = SeriesEntry(
                 context.job.id, context.job.request_id, params, folder.name, now, next_tick=0
             )

@@ -39,6 +39,8 @@ log = logging.getLogger(__name__)
 START_POLL_S = 0.05
 WATCH_POLL_S = 1.0
 STABLE_AFTER_S = 10.0  # a pusher up this long was not a crash loop: the backoff starts over
+# How long a picture waits for the next run of a wanted stream that is between two runs.
+NEXT_RUN_WAIT_S = 10.0
 
 
 class StreamState(StrEnum):
@@ -93,6 +95,7 @@ class StreamSupervisor:
         self._failed = asyncio.Event()  # the pipeline could not start at all
         self._idle = asyncio.Event()  # no pusher, none wanted
         self._pusher: Pusher | None = None
+        self._has_pusher = asyncio.Event()  # set while a run of the pipeline exists
         self.state = StreamState.STOPPED
         self.since = time.time()
         self.restarts = 0
@@ -175,9 +178,21 @@ class StreamSupervisor:
         await asyncio.wait_for(self._online.wait(), timeout_s)
 
     async def latest_frame(self) -> RawFrame:
-        """The running pipeline's current frame; CameraError when nothing runs."""
+        """The running pipeline's current frame; CameraError when nothing runs.
+
+        Between two runs of a wanted stream (a restart for a setting, the pause after a
+        crash) it waits up to NEXT_RUN_WAIT_S for the next run: a picture asked for during a
+        restart is taken from the new pipeline instead of failing."""
+        if self._pusher is None and self._wanted:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._has_pusher.wait(), NEXT_RUN_WAIT_S)
         pusher = self._pusher
         if pusher is None:
+            if self._wanted:
+                raise CameraError(
+                    f"the stream is {self.state}, not back within {NEXT_RUN_WAIT_S:g} s"
+                    f" ({self.last_error or 'restarting'})"
+                )
             raise CameraError(f"the stream is {self.state} (`stream start` first)")
         return await pusher.latest_frame()
 
@@ -233,6 +248,7 @@ class StreamSupervisor:
         self._set(StreamState.STARTING)
         try:
             self._pusher = await self._start_pusher(self._target)
+            self._has_pusher.set()
         except (ProcessStartError, CameraError) as err:
             self._wanted = False
             self.last_error = str(err)
@@ -314,6 +330,7 @@ class StreamSupervisor:
     async def _stop_pusher(self) -> None:
         self._online.clear()  # whoever waits for "online" now waits for the next pusher
         pusher, self._pusher = self._pusher, None
+        self._has_pusher.clear()
         if pusher is not None:
             await pusher.stop()
 
