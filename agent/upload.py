@@ -340,6 +340,13 @@ class Uploader:
                 self._drop(entry, "the file was deleted before its upload")
 
     def _drop(self, entry: QueuedUpload, reason: str) -> None:
+        if entry.attempts:
+            # A store killed after it stored the object but before its answer left counts as
+            # a failed attempt: say that the object may be there all the same.
+            reason += (
+                f" (after {entry.attempts} failed attempt(s): the store may hold {entry.key}"
+                " from one whose answer was lost)"
+            )
         self._queue.pop(entry.file, None)
         self._journal.remove(entry.job_id)
         log.warning("upload of %s dropped: %s", entry.file, reason)
@@ -347,7 +354,7 @@ class Uploader:
             "upload.dropped",
             True,
             f"SUCCESS: upload of {entry.file} dropped: {reason}",
-            {"file": entry.file, "key": entry.key, "reason": reason},
+            {"file": entry.file, "key": entry.key, "reason": reason, "attempts": entry.attempts},
         )
         self._changed()
 

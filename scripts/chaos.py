@@ -78,6 +78,8 @@ class Tally:
     max_state_bytes: int = 0
     uploads: dict[str, list[dict[str, Any]]] = field(default_factory=lambda: defaultdict(list))
     upload_ends: Counter[str] = field(default_factory=Counter)  # event name -> how many
+    # Keys of uploads dropped after failed attempts: one of them may have been stored.
+    dropped_after_attempts: set[str] = field(default_factory=set)
     upload_state: dict[str, Any] = field(default_factory=dict)  # the last `state.upload`
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -102,6 +104,8 @@ class Tally:
                 self.upload_ends[name] += 1
                 if name == "upload.done":
                     self.uploads[body["data"]["file"]].append(body["data"])
+                if name == "upload.dropped" and body["data"].get("attempts"):
+                    self.dropped_after_attempts.add(body["data"]["key"])
             if name in ANSWERS and command_id in self.sent:
                 self.answers[command_id].append(body)
                 if name == "job.queued" and job:
@@ -433,7 +437,10 @@ def check_uploads(
     keys_of = {file: {d["key"] for d in done} for file, done in tally.uploads.items()}
     reported = {key: file for file, keys in keys_of.items() for key in keys}
     two_keys = [file for file, keys in keys_of.items() if len(keys) > 1]
-    stray = sorted(set(stored) - set(reported))
+    # An object whose upload's answer was lost (the store killed after storing it), and
+    # whose file was then deleted: the agent said so in `upload.dropped`.
+    lost_answer = sorted((set(stored) - set(reported)) & tally.dropped_after_attempts)
+    stray = sorted(set(stored) - set(reported) - tally.dropped_after_attempts)
     wrong = []
     for file, done in tally.uploads.items():
         last = done[-1]
@@ -451,6 +458,7 @@ def check_uploads(
         ("uploads done again (same key, after a kill)", str(repeated)),
         ("objects in the bucket / reported / stray", f"{len(stored)} / {len(reported)} / "
                                                      f"{len(stray)}"),
+        ("stored, answer lost, file then deleted (said in upload.dropped)", str(len(lost_answer))),
         ("uploaded objects missing or different", str(len(wrong))),
         ("captures on disk / not uploaded", f"{len(on_disk)} / {len(not_uploaded)}"),
         ("uploads still queued at the end", str(state.get("queued", "?"))),
