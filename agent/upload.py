@@ -161,6 +161,7 @@ class UploadWorker:
         """One upload; a worker that died answers as a failure, with its last words."""
         process = self._process
         if process is None or process.returncode is not None:
+            await self.stop()  # one that ended between two uploads: its stderr reader too
             process = await self.start()
         try:
             await process.send_line(json.dumps(request).encode())
